@@ -1,0 +1,66 @@
+// swift-tools-version: 6.0
+// SwiftRPC: a high-performance RPC framework for Swift on Linux.
+// Layers, each depending only on the one below: CRPCCore (C) -> SwiftRPC -> rpcbench.
+import PackageDescription
+
+let package = Package(
+    name: "SwiftRPC",
+    products: [
+        .library(name: "SwiftRPC", targets: ["SwiftRPC"]),
+        .library(name: "CRPCCore", targets: ["CRPCCore"]),
+        .executable(name: "rpcbench", targets: ["rpcbench"]),
+        .executable(name: "crpc-cbench", targets: ["crpc-cbench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+    ],
+    targets: [
+        // The C core: io_uring loops, sockets, framing, MessagePack envelope. `include/crpc.h`
+        // (reached through the Sources/CRPCCore/include symlink) is its only public header.
+        .target(
+            name: "CRPCCore",
+            path: "Sources/CRPCCore",
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])],
+            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("msgpackc"), .linkedLibrary("pthread")]
+        ),
+        // msgpack-c for the Swift Codable coder.
+        .systemLibrary(
+            name: "CMsgPack",
+            path: "Sources/CMsgPack",
+            pkgConfig: "msgpack",
+            providers: [.apt(["libmsgpack-dev"])]
+        ),
+        .target(
+            name: "SwiftRPC",
+            dependencies: ["CRPCCore", "CMsgPack"]
+        ),
+        // The reference services (Bench.Echo, Arith.*), served by `rpcbench serve`.
+        .target(
+            name: "RPCExamples",
+            dependencies: ["SwiftRPC"]
+        ),
+        .executableTarget(
+            name: "rpcbench",
+            dependencies: [
+                "SwiftRPC", "RPCExamples",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        // The C-level load generator and server: measures the core alone through crpc.h.
+        .executableTarget(
+            name: "crpc-cbench",
+            dependencies: ["CRPCCore"],
+            path: "Sources/crpc-cbench",
+            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])]
+        ),
+        .testTarget(
+            name: "SwiftRPCTests",
+            dependencies: ["SwiftRPC", "RPCExamples", "CMsgPack"],
+            resources: [.copy("Fixtures")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

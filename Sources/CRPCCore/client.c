@@ -1,0 +1,396 @@
+/*
+ * client.c — the RPC client: one connection on one loop, calls keyed by msgid.
+ *
+ * A call made on the loop's own thread (typically from a completion callback, which is
+ * how closed-loop callers keep a connection busy) is encoded straight into the
+ * connection's output and coalesced with everything else of this iteration. A call from
+ * any other thread is encoded on that thread with a placeholder msgid and handed over as
+ * a task; the loop picks the msgid, patches it in and appends the frame.
+ *
+ * Every call that crpc_client_call accepted ends exactly once: its reply, a cancel, or
+ * the connection closing (all pending calls fail at once), and its table entry goes
+ * with it. Msgids follow the call ids (mod 2^32) and skip ids still in flight.
+ *
+ * Lifetime: the handle is reference counted, one reference for the user (dropped by
+ * crpc_client_close, on the loop thread, after every task queued before it) and one for
+ * the connection (dropped when its slot is released).
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "net.h"
+#include "pending.h"
+
+struct crpc_client {
+    crpc_loop *loop;
+    crpc_client_config cfg;
+    atomic_int refs;
+    atomic_bool connected;
+    atomic_uint pending_count;    /* snapshot for other threads */
+    atomic_uint_fast64_t next_token;
+    int fd;                       /* until attached to the loop */
+
+    /* ---- loop thread only ---- */
+    crpc_conn *conn;              /* NULL once the connection has started closing */
+    crpc_pending_table pending;
+    uint64_t late_replies;        /* replies whose call had already ended */
+};
+
+static void client_unref(crpc_client *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1) {
+        crpc_pending_free(&c->pending);
+        free(c);
+    }
+}
+
+static void complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid)
+{
+    crpc_result r;
+    memset(&r, 0, sizeof(r));
+    r.status = status;
+    r.msgid = msgid;
+    cb(ctx, &r);
+}
+
+/* ----------------------------------------------------------- connection ops */
+
+static void client_on_frame(crpc_conn *conn, const uint8_t *body, uint32_t len)
+{
+    crpc_client *c = conn->owner;
+    crpc_message m;
+    int err = crpc_envelope_decode(conn->loop->dec, body, len, &m);
+    if (err == -EBADMSG || err == -ENOMEM) {
+        crpc_conn_close(conn, -EBADMSG);
+        return;
+    }
+    if (m.type != CRPC_MSG_RESPONSE)
+        return; /* servers do not call clients in protocol v1 */
+    crpc_pending p;
+    if (!crpc_pending_take(&c->pending, m.msgid, &p)) {
+        c->late_replies++;
+        return;
+    }
+    atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
+    crpc_result r;
+    memset(&r, 0, sizeof(r));
+    r.msgid = m.msgid;
+    if (err) {
+        /* The reply names its call but does not decode: the call still ends, once. */
+        r.error_code = CRPC_STATUS_INTERNAL;
+        r.error_msg = "malformed response";
+        r.error_msg_len = (uint32_t)strlen(r.error_msg);
+    } else {
+        r.error_code = m.error_code;
+        r.error_msg = m.error_msg;
+        r.error_msg_len = m.error_msg_len;
+        r.result = m.body;
+        r.result_len = m.body_len;
+        r.value = m.value;
+        r.ext = m.ext;
+        r.ext_count = m.ext_count;
+    }
+    p.cb(p.ctx, &r);
+}
+
+static void client_on_close(crpc_conn *conn, int err)
+{
+    crpc_client *c = conn->owner;
+    c->conn = NULL;
+    atomic_store(&c->connected, false);
+    int status = err == -ESHUTDOWN ? -ESHUTDOWN : -ECONNRESET;
+    /* Detach the table first: callbacks may call back into the client. */
+    crpc_pending_table t = c->pending;
+    memset(&c->pending, 0, sizeof(c->pending));
+    atomic_store(&c->pending_count, 0);
+    for (uint32_t i = 0; t.slots && i <= t.mask; i++)
+        if (t.slots[i].used)
+            complete(t.slots[i].cb, t.slots[i].ctx, status, t.slots[i].msgid);
+    crpc_pending_free(&t);
+}
+
+static void client_on_release(crpc_conn *conn) { client_unref(conn->owner); }
+
+static const crpc_conn_ops client_conn_ops = {
+    .on_frame = client_on_frame,
+    .on_close = client_on_close,
+    .on_release = client_on_release,
+};
+
+/* ---------------------------------------------------------------- connect */
+
+static void attach(crpc_loop *l, crpc_client *c)
+{
+    crpc_conn *conn = l->stopped ? NULL
+                                 : crpc_conn_open(l, c->fd, &client_conn_ops, c, c->cfg.max_frame_size);
+    if (!conn) {
+        close(c->fd);
+        atomic_store(&c->connected, false);
+        client_unref(c); /* the connection's reference */
+        return;
+    }
+    c->conn = conn;
+}
+
+typedef struct client_task {
+    crpc_task task;
+    crpc_client *client;
+    crpc_call_fn cb;
+    void *ctx;
+    uint64_t token;
+    uint32_t len;
+    uint8_t frame[];
+} client_task;
+
+static void run_attach(crpc_loop *l, crpc_task *t)
+{
+    attach(l, ((client_task *)t)->client);
+    free(t);
+}
+
+static client_task *task_new(crpc_client *c, void (*run)(crpc_loop *, crpc_task *),
+                             const crpc_buf *frame)
+{
+    size_t n = frame ? frame->len : 0;
+    client_task *t = malloc(sizeof(*t) + n);
+    if (!t)
+        return NULL;
+    memset(t, 0, sizeof(*t));
+    t->task.run = run;
+    t->client = c;
+    t->len = (uint32_t)n;
+    if (n)
+        memcpy(t->frame, frame->data, n);
+    return t;
+}
+
+int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
+                        const crpc_client_config *cfg, crpc_client **out)
+{
+    crpc_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    if (cfg)
+        c->cfg = *cfg;
+    if (!c->cfg.connect_timeout_ms)
+        c->cfg.connect_timeout_ms = 5000;
+    if (!c->cfg.max_frame_size)
+        c->cfg.max_frame_size = CRPC_DEFAULT_MAX_FRAME_SIZE;
+    c->loop = loop;
+    int fd = crpc_net_connect(host ? host : "127.0.0.1", port, c->cfg.connect_timeout_ms);
+    if (fd < 0) {
+        free(c);
+        return fd;
+    }
+    c->fd = fd;
+    atomic_init(&c->refs, 2);
+    atomic_init(&c->connected, true);
+    if (crpc_loop_current() == loop) {
+        attach(loop, c);
+    } else {
+        client_task *t = task_new(c, run_attach, NULL);
+        int err = t ? crpc_loop_push(loop, &t->task) : -ENOMEM;
+        if (err) {
+            free(t);
+            close(fd);
+            free(c);
+            return err;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ calls */
+
+/* The msgid for a call: its id mod 2^32, skipping ids still in flight. */
+static uint32_t pick_msgid(crpc_client *c, uint64_t token)
+{
+    uint32_t id = (uint32_t)token;
+    while (crpc_pending_find(&c->pending, id))
+        id++;
+    return id;
+}
+
+/* Registers the call and appends its frame (msgid patched in). Loop thread only. */
+static int enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *ctx,
+                        const crpc_call *call, const uint8_t *frame, uint32_t len)
+{
+    crpc_buf *out = crpc_conn_out(c->conn);
+    size_t start = out->len;
+    uint32_t msgid = pick_msgid(c, token);
+    int err = frame ? crpc_buf_append(out, frame, len)
+                    : crpc_encode_request(out, msgid, call, c->cfg.max_frame_size);
+    if (err)
+        return err;
+    crpc_patch_request_msgid(out->data + start, msgid);
+    crpc_pending p = {.token = token, .cb = cb, .ctx = ctx, .msgid = msgid};
+    err = crpc_pending_insert(&c->pending, &p);
+    if (err) {
+        out->len = start;
+        return err;
+    }
+    atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
+    crpc_conn_mark_dirty(c->conn);
+    return 0;
+}
+
+static void run_call(crpc_loop *l, crpc_task *t)
+{
+    client_task *ct = (client_task *)t;
+    crpc_client *c = ct->client;
+    int err = !c->conn ? (l->stopped ? -ESHUTDOWN : -ENOTCONN)
+                       : enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->frame, ct->len);
+    if (err)
+        complete(ct->cb, ct->ctx, err, 0);
+    free(ct);
+}
+
+int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, void *ctx,
+                     uint64_t *call_id)
+{
+    if (!cb)
+        return -EINVAL;
+    if (!atomic_load_explicit(&c->connected, memory_order_relaxed))
+        return -ENOTCONN;
+    uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
+    if (call_id)
+        *call_id = token;
+    if (crpc_loop_current() == c->loop) {
+        if (!c->conn)
+            return -ENOTCONN;
+        return enqueue_call(c, token, cb, ctx, call, NULL, 0);
+    }
+    crpc_buf *scratch = crpc_thread_scratch();
+    int err = crpc_encode_request(scratch, 0, call, c->cfg.max_frame_size);
+    if (err)
+        return err;
+    client_task *t = task_new(c, run_call, scratch);
+    if (!t)
+        return -ENOMEM;
+    t->cb = cb;
+    t->ctx = ctx;
+    t->token = token;
+    err = crpc_loop_push(c->loop, &t->task);
+    if (err)
+        free(t);
+    return err;
+}
+
+static void run_frame(crpc_loop *l, crpc_task *t)
+{
+    (void)l;
+    client_task *ct = (client_task *)t;
+    crpc_conn *conn = ct->client->conn;
+    if (conn && crpc_buf_append(crpc_conn_out(conn), ct->frame, ct->len) == 0)
+        crpc_conn_mark_dirty(conn);
+    free(ct);
+}
+
+int crpc_client_notify(crpc_client *c, const crpc_call *call)
+{
+    if (!atomic_load_explicit(&c->connected, memory_order_relaxed))
+        return -ENOTCONN;
+    if (crpc_loop_current() == c->loop) {
+        if (!c->conn)
+            return -ENOTCONN;
+        int err = crpc_encode_notification(crpc_conn_out(c->conn), call, c->cfg.max_frame_size);
+        if (!err)
+            crpc_conn_mark_dirty(c->conn);
+        return err;
+    }
+    crpc_buf *scratch = crpc_thread_scratch();
+    int err = crpc_encode_notification(scratch, call, c->cfg.max_frame_size);
+    if (err)
+        return err;
+    client_task *t = task_new(c, run_frame, scratch);
+    if (!t)
+        return -ENOMEM;
+    err = crpc_loop_push(c->loop, &t->task);
+    if (err)
+        free(t);
+    return err;
+}
+
+/* ----------------------------------------------------------------- cancel */
+
+static int cancel_here(crpc_client *c, uint64_t token)
+{
+    uint32_t msgid;
+    crpc_pending p;
+    if (!crpc_pending_find_token(&c->pending, token, &msgid) ||
+        !crpc_pending_take(&c->pending, msgid, &p))
+        return -ENOENT;
+    atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
+    if (c->conn && crpc_encode_cancel(crpc_conn_out(c->conn), msgid) == 0)
+        crpc_conn_mark_dirty(c->conn);
+    complete(p.cb, p.ctx, -ECANCELED, msgid);
+    return 0;
+}
+
+static void run_cancel(crpc_loop *l, crpc_task *t)
+{
+    (void)l;
+    client_task *ct = (client_task *)t;
+    cancel_here(ct->client, ct->token);
+    free(ct);
+}
+
+int crpc_client_cancel(crpc_client *c, uint64_t call_id)
+{
+    if (crpc_loop_current() == c->loop)
+        return cancel_here(c, call_id);
+    client_task *t = task_new(c, run_cancel, NULL);
+    if (!t)
+        return -ENOMEM;
+    t->token = call_id;
+    int err = crpc_loop_push(c->loop, &t->task);
+    if (err) {
+        free(t);
+        return err == -ESHUTDOWN ? -ENOENT : err; /* a stopped loop has ended every call */
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ close */
+
+static void close_here(crpc_client *c)
+{
+    if (c->conn)
+        crpc_conn_close(c->conn, -ESHUTDOWN);
+    client_unref(c);
+}
+
+static void run_close(crpc_loop *l, crpc_task *t)
+{
+    (void)l;
+    close_here(((client_task *)t)->client);
+    free(t);
+}
+
+void crpc_client_close(crpc_client *c)
+{
+    if (!c)
+        return;
+    if (crpc_loop_current() == c->loop) {
+        close_here(c);
+        return;
+    }
+    client_task *t = task_new(c, run_close, NULL);
+    if (t && crpc_loop_push(c->loop, &t->task) == 0)
+        return;
+    /* The loop has exited (so the connection is gone) or memory ran out. */
+    free(t);
+    if (!t)
+        atomic_store(&c->connected, false);
+    client_unref(c);
+}
+
+int crpc_client_is_connected(const crpc_client *c) { return atomic_load(&c->connected); }
+
+unsigned crpc_client_pending_count(const crpc_client *c) { return atomic_load(&c->pending_count); }

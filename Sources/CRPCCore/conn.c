@@ -1,0 +1,261 @@
+/*
+ * conn.c — connections: the slot table, receiving and reassembling frames, and
+ * coalesced sending. Loop thread only.
+ *
+ * Receive: a multishot recv fills buffers from the loop's provided-buffer ring. Whole
+ * frames are handed to the owner straight from that buffer (parsed in place); only a
+ * frame that spans buffers is copied, into the connection's `in` buffer, and handed on
+ * once complete. The provided buffer goes back to the kernel right after.
+ *
+ * Send: replies and requests are encoded into out[out_cur] as they are produced. At the
+ * end of the loop iteration each dirty connection sends all of it in one send; while that
+ * send is in flight new output collects in the other buffer. Short sends are resumed.
+ *
+ * Close: on_close runs at once (failing pending calls), the socket is shut down so the
+ * kernel completes the armed receive, and the slot is released (generation bumped) only
+ * when no completion can name it any more.
+ */
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "userdata.h"
+
+/* Output buffers larger than this are freed when idle, so one burst does not pin memory. */
+#define OUT_KEEP_BYTES (256u * 1024u)
+
+static int grow_slots(crpc_loop *l)
+{
+    uint32_t cap = l->conn_cap ? l->conn_cap * 2 : 64;
+    if (cap > CRPC_SLOT_MAX + 1u)
+        return -EMFILE;
+    crpc_conn **conns = realloc(l->conns, cap * sizeof(*conns));
+    if (!conns)
+        return -ENOMEM;
+    l->conns = conns;
+    uint32_t *free_slots = realloc(l->free_slots, cap * sizeof(*free_slots));
+    if (!free_slots)
+        return -ENOMEM;
+    l->free_slots = free_slots;
+    /* Push new slots so that the lowest index is handed out first. */
+    for (uint32_t i = cap; i-- > l->conn_cap;) {
+        conns[i] = NULL;
+        free_slots[l->nfree++] = i;
+    }
+    l->conn_cap = cap;
+    return 0;
+}
+
+crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *owner,
+                          uint32_t max_frame_size)
+{
+    if (l->nfree == 0 && grow_slots(l))
+        return NULL;
+    uint32_t slot = l->free_slots[l->nfree - 1];
+    crpc_conn *c = l->conns[slot];
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c)
+            return NULL;
+        c->loop = l;
+        c->slot = slot;
+        l->conns[slot] = c;
+    }
+    l->nfree--;
+    c->fd = fd;
+    c->state = CONN_OPEN;
+    c->ops = ops;
+    c->owner = owner;
+    c->max_frame_size = max_frame_size;
+    c->ops_inflight = 0;
+    c->send_inflight = c->recv_armed = c->dirty = false;
+    c->out_cur = 0;
+    c->sent = 0;
+    atomic_fetch_add(&l->open_conns, 1);
+    crpc_conn_arm_recv(c);
+    return c;
+}
+
+crpc_conn *crpc_conn_lookup(crpc_loop *l, uint32_t slot, uint32_t gen)
+{
+    if (slot >= l->conn_cap)
+        return NULL;
+    crpc_conn *c = l->conns[slot];
+    if (!c || c->gen != gen || c->state != CONN_OPEN)
+        return NULL;
+    return c;
+}
+
+void crpc_conn_arm_recv(crpc_conn *c)
+{
+    struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = CRPC_BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen));
+    c->recv_armed = true;
+    c->ops_inflight++;
+}
+
+static void release(crpc_conn *c)
+{
+    crpc_loop *l = c->loop;
+    close(c->fd);
+    c->fd = -1;
+    if (c->ops->on_release)
+        c->ops->on_release(c);
+    crpc_buf_free(&c->in);
+    crpc_buf_trim(&c->out[0], OUT_KEEP_BYTES);
+    crpc_buf_trim(&c->out[1], OUT_KEEP_BYTES);
+    c->out[0].len = c->out[1].len = 0;
+    c->gen++;
+    c->state = CONN_FREE;
+    c->owner = NULL;
+    l->free_slots[l->nfree++] = c->slot;
+    atomic_fetch_sub(&l->open_conns, 1);
+}
+
+void crpc_conn_close(crpc_conn *c, int err)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    c->state = CONN_CLOSING;
+    c->ops->on_close(c, err);
+    /* Shutting the socket down makes the kernel finish the armed receive (and any send). */
+    shutdown(c->fd, SHUT_RDWR);
+    if (c->recv_armed) {
+        struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
+        io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen), 0);
+        io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
+    }
+    if (c->ops_inflight == 0)
+        release(c);
+}
+
+/* Completion bookkeeping shared by receive and send: releases a closing slot once idle. */
+static void op_done(crpc_conn *c)
+{
+    c->ops_inflight--;
+    if (c->state == CONN_CLOSING && c->ops_inflight == 0)
+        release(c);
+}
+
+/* Hands every whole frame in [p, p+n) to the owner; returns bytes consumed or -errno. */
+static long deliver_frames(crpc_conn *c, const uint8_t *p, size_t n)
+{
+    size_t used = 0;
+    while (c->state == CONN_OPEN) {
+        uint32_t body_len;
+        long r = crpc_frame_parse(p + used, n - used, c->max_frame_size, &body_len);
+        if (r <= 0)
+            return r < 0 ? r : (long)used;
+        c->ops->on_frame(c, p + used + CRPC_FRAME_HEADER_SIZE, body_len);
+        used += (size_t)r;
+    }
+    return (long)used;
+}
+
+static void feed(crpc_conn *c, const uint8_t *data, size_t n)
+{
+    long r;
+    if (c->in.len) {
+        /* A frame is already partly here: complete it first. */
+        if (crpc_buf_append(&c->in, data, n)) {
+            crpc_conn_close(c, -ENOMEM);
+            return;
+        }
+        r = deliver_frames(c, c->in.data, c->in.len);
+        if (r > 0)
+            crpc_buf_consume(&c->in, (size_t)r);
+    } else {
+        r = deliver_frames(c, data, n);
+        if (r >= 0 && (size_t)r < n && c->state == CONN_OPEN &&
+            crpc_buf_append(&c->in, data + r, n - (size_t)r))
+            r = -ENOMEM;
+    }
+    if (r < 0)
+        crpc_conn_close(c, (int)r);
+}
+
+void crpc_conn_on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
+{
+    bool more = cqe->flags & IORING_CQE_F_MORE;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (cqe->res > 0 && c->state == CONN_OPEN)
+            feed(c, crpc_loop_buf(l, bid), (size_t)cqe->res);
+        crpc_loop_recycle_buf(l, bid);
+    }
+    if (cqe->res == 0)
+        crpc_conn_close(c, 0); /* orderly EOF */
+    else if (cqe->res < 0 && cqe->res != -ENOBUFS)
+        crpc_conn_close(c, cqe->res);
+    if (!more) {
+        /* The multishot receive has ended. After -ENOBUFS (every provided buffer was busy;
+         * they are recycled by now) or a kernel-side stop, an open connection re-arms. */
+        c->recv_armed = false;
+        op_done(c);
+        if (c->state == CONN_OPEN)
+            crpc_conn_arm_recv(c);
+    }
+}
+
+static void submit_send(crpc_conn *c, const crpc_buf *b)
+{
+    struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
+    io_uring_prep_send(sqe, c->fd, b->data + c->sent, b->len - c->sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_SEND, c->slot, c->gen));
+    c->send_inflight = true;
+    c->ops_inflight++;
+}
+
+void crpc_conn_on_send(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
+{
+    (void)l;
+    crpc_buf *b = &c->out[c->out_cur ^ 1];
+    c->send_inflight = false;
+    if (cqe->res < 0) {
+        crpc_conn_close(c, cqe->res);
+    } else if (c->state == CONN_OPEN) {
+        c->sent += (size_t)cqe->res;
+        if (c->sent < b->len) {
+            submit_send(c, b); /* short send: finish this buffer first, keeping order */
+        } else {
+            b->len = 0;
+            c->sent = 0;
+            crpc_buf_trim(b, OUT_KEEP_BYTES);
+            if (crpc_conn_out(c)->len)
+                crpc_conn_mark_dirty(c);
+        }
+    }
+    op_done(c);
+}
+
+void crpc_conn_mark_dirty(crpc_conn *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = true;
+    c->dirty_next = c->loop->dirty_head;
+    c->loop->dirty_head = c;
+}
+
+void crpc_loop_flush(crpc_loop *l)
+{
+    crpc_conn *c = l->dirty_head;
+    l->dirty_head = NULL;
+    while (c) {
+        crpc_conn *next = c->dirty_next;
+        c->dirty = false;
+        if (c->state == CONN_OPEN && !c->send_inflight && crpc_conn_out(c)->len) {
+            crpc_buf *b = crpc_conn_out(c);
+            c->out_cur ^= 1;
+            c->sent = 0;
+            submit_send(c, b);
+        }
+        c = next;
+    }
+}

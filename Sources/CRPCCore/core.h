@@ -1,0 +1,160 @@
+/*
+ * core.h — the internal structures shared by the loop, connection, server and client
+ * files. Nothing here is public; include/crpc.h is.
+ *
+ * THREADING RULE (see crpc.h): everything in crpc_loop below the "loop thread only"
+ * line, and everything in crpc_conn, is touched only by the loop's own thread. Other
+ * threads reach a loop only through crpc_loop_push().
+ */
+#ifndef CRPC_CORE_H
+#define CRPC_CORE_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "buf.h"
+#include "crpc.h"
+
+typedef struct crpc_conn crpc_conn;
+
+/* ------------------------------------------------------------------ tasks */
+
+/* Work handed to a loop from any thread. `run` executes on the loop thread, owns the
+ * task and frees it. When the loop has stopped, run is still called exactly once (with
+ * loop->stopped set) so the task can fail its caller cleanly. */
+typedef struct crpc_task {
+    struct crpc_task *next;
+    void (*run)(crpc_loop *loop, struct crpc_task *task);
+} crpc_task;
+
+/* Pushes a task; wakes the loop only if it sleeps. Returns 0 or -ESHUTDOWN (the loop has
+ * exited and will never run it: the caller still owns the task). */
+int crpc_loop_push(crpc_loop *loop, crpc_task *task);
+
+/* ------------------------------------------------------------ connections */
+
+typedef struct crpc_conn_ops {
+    /* One complete frame body; valid only during the call. */
+    void (*on_frame)(crpc_conn *c, const uint8_t *body, uint32_t len);
+    /* The connection starts closing (err: 0 for EOF, else a negated errno); once. */
+    void (*on_close)(crpc_conn *c, int err);
+    /* The slot is being released: no more completions will name it. */
+    void (*on_release)(crpc_conn *c);
+} crpc_conn_ops;
+
+enum crpc_conn_state { CONN_FREE = 0, CONN_OPEN, CONN_CLOSING };
+
+struct crpc_conn {
+    crpc_loop *loop;
+    uint32_t slot;
+    uint32_t gen;
+    int fd;
+    uint8_t state;          /* enum crpc_conn_state */
+    bool recv_armed;
+    bool send_inflight;
+    bool dirty;             /* on the loop's dirty list, to be flushed */
+    int ops_inflight;       /* SQEs whose completions are still to come */
+    uint32_t max_frame_size;
+    crpc_buf in;            /* a partial frame carried over between receives */
+    crpc_buf out[2];        /* out[out_cur] collects; the other one is being sent */
+    uint8_t out_cur;
+    size_t sent;            /* bytes of the in-flight buffer already sent */
+    crpc_conn *dirty_next;
+    const crpc_conn_ops *ops;
+    void *owner;            /* the crpc_server or crpc_client */
+};
+
+/* Takes a free slot for fd and arms its receive. Returns the connection or NULL (fd is
+ * then still the caller's). Loop thread only. */
+crpc_conn *crpc_conn_open(crpc_loop *loop, int fd, const crpc_conn_ops *ops, void *owner,
+                          uint32_t max_frame_size);
+
+/* Starts closing: on_close runs now, the slot is released once its completions are in. */
+void crpc_conn_close(crpc_conn *c, int err);
+
+/* The buffer to encode output into; call crpc_conn_mark_dirty after writing. */
+static inline crpc_buf *crpc_conn_out(crpc_conn *c) { return &c->out[c->out_cur]; }
+
+/* Queues the connection for the send at the end of this loop iteration. */
+void crpc_conn_mark_dirty(crpc_conn *c);
+
+/* The connection in `slot` if it is open and of generation `gen`, else NULL. */
+crpc_conn *crpc_conn_lookup(crpc_loop *loop, uint32_t slot, uint32_t gen);
+
+/* Completion handlers, called by the loop's dispatcher. */
+void crpc_conn_on_recv(crpc_loop *loop, crpc_conn *c, const struct io_uring_cqe *cqe);
+void crpc_conn_on_send(crpc_loop *loop, crpc_conn *c, const struct io_uring_cqe *cqe);
+
+/* Arms the multishot receive. */
+void crpc_conn_arm_recv(crpc_conn *c);
+
+/* Sends what every dirty connection has collected: one send per connection. */
+void crpc_loop_flush(crpc_loop *loop);
+
+/* ------------------------------------------------------------------ loops */
+
+struct crpc_loop {
+    crpc_loop_config cfg;
+    pthread_t thread;
+    int index;                       /* within its server, for connection ids */
+    _Atomic(crpc_task *) queue;      /* Treiber stack; CRPC_QUEUE_CLOSED once exited */
+    atomic_int sleeping;             /* 1 while blocked in io_uring_enter */
+    atomic_bool stop_requested;
+    atomic_int state;                /* 0 new, 1 running, 2 exited, -1 failed */
+    atomic_uint open_conns;
+    int event_fd;
+    int start_error;
+    pthread_mutex_t start_mu;
+    pthread_cond_t start_cv;
+
+    /* ---- loop thread only ---- */
+    struct io_uring ring;
+    bool ring_ready;
+    bool stopped;                    /* tasks run after exit see this */
+    uint64_t event_val;
+    struct io_uring_buf_ring *br;
+    uint8_t *bufs;
+    unsigned buf_count, buf_size;
+    unsigned bufs_returned;          /* buffers added since the last advance */
+    crpc_conn **conns;
+    uint32_t conn_cap;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    crpc_conn *dirty_head;
+    crpc_decoder *dec;
+    /* server side: the listening socket served by this loop */
+    int listen_fd;
+    bool accept_armed;
+    crpc_server *server;
+};
+
+#define CRPC_QUEUE_CLOSED ((crpc_task *)1)
+#define CRPC_BUF_GROUP 0
+
+/* Returns a free SQE, submitting first if the queue is full. Never NULL. */
+struct io_uring_sqe *crpc_loop_sqe(crpc_loop *loop);
+
+/* Gives a provided buffer back to the kernel (batched until the next advance). */
+void crpc_loop_recycle_buf(crpc_loop *loop, unsigned bid);
+
+static inline uint8_t *crpc_loop_buf(crpc_loop *loop, unsigned bid)
+{
+    return loop->bufs + (size_t)bid * loop->buf_size;
+}
+
+/* Server hooks called by the loop thread. */
+void crpc_server_arm_accept(crpc_loop *loop);
+void crpc_server_on_accept(crpc_loop *loop, const struct io_uring_cqe *cqe);
+
+/* The loop the calling thread runs, or NULL. */
+crpc_loop *crpc_loop_current(void);
+
+/* Connection ids: loop index (8 bits) | slot (24) | generation (32). */
+static inline crpc_conn_id crpc_conn_id_make(const crpc_conn *c)
+{
+    return (uint64_t)(uint8_t)c->loop->index << 56 | (uint64_t)c->slot << 32 | c->gen;
+}
+
+#endif

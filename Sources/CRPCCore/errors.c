@@ -1,0 +1,31 @@
+/*
+ * errors.c — names for the negated errnos the API returns, in the words of this API
+ * rather than libc's (EBADMSG here always means "malformed MessagePack or envelope").
+ */
+#include "crpc.h"
+
+#include <errno.h>
+#include <string.h>
+
+const char *crpc_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case -EMSGSIZE: return "frame larger than max_frame_size";
+    case -EBADMSG: return "malformed MessagePack or envelope";
+    case -EPROTO: return "envelope fields do not decode";
+    case -ELOOP: return "MessagePack nested too deeply";
+    case -E2BIG: return "too many ext entries";
+    case -ENOTCONN: return "connection is not open";
+    case -ECONNRESET: return "connection lost";
+    case -ESHUTDOWN: return "closed or shutting down";
+    case -ECANCELED: return "call cancelled";
+    case -ETIMEDOUT: return "timed out";
+    case -ENOENT: return "no such call or element";
+    case -EDEADLK: return "cannot do that on the loop's own thread";
+    case -EALREADY: return "already started";
+    case -EPERM: return "io_uring refused (permission)";
+    case -ENOSYS: return "io_uring not supported by this kernel";
+    }
+    return err < 0 ? strerror(-err) : "unknown status";
+}

@@ -1,0 +1,254 @@
+/*
+ * server.c — the RPC server: listening loops, request delivery and replies.
+ *
+ * Each loop owns one SO_REUSEPORT listening socket with a multishot accept, so accepted
+ * connections are spread over the loops by the kernel and never migrate. Every frame is
+ * decoded on its loop thread and delivered to the user's callback; `rpc.ping` is
+ * answered right there. crpc_server_reply may come from any thread: on the owning loop
+ * it encodes straight into the connection's output, elsewhere it builds the frame on the
+ * caller's thread and hands it over as a task.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "envelope.h"
+#include "net.h"
+#include "userdata.h"
+
+struct crpc_server {
+    crpc_server_config cfg;
+    uint16_t port;
+    unsigned nloops;
+    crpc_loop **loops;
+};
+
+/* --------------------------------------------------------------- accepting */
+
+static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len);
+static void server_on_close(crpc_conn *c, int err) { (void)c; (void)err; }
+
+static const crpc_conn_ops server_conn_ops = {
+    .on_frame = server_on_frame,
+    .on_close = server_on_close,
+};
+
+void crpc_server_arm_accept(crpc_loop *l)
+{
+    struct io_uring_sqe *sqe = crpc_loop_sqe(l);
+    io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0));
+    l->accept_armed = true;
+}
+
+void crpc_server_on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
+{
+    if (cqe->res >= 0) {
+        int fd = cqe->res;
+        if (l->stopped) {
+            close(fd);
+        } else {
+            crpc_net_tune(fd);
+            if (!crpc_conn_open(l, fd, &server_conn_ops, l->server, l->server->cfg.max_frame_size))
+                close(fd); /* out of memory or slots: refuse this one, keep serving */
+        }
+    }
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        l->accept_armed = false;
+        if (!l->stopped)
+            crpc_server_arm_accept(l);
+    }
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void reply_error(crpc_conn *c, uint32_t msgid, int32_t code, const char *message)
+{
+    if (crpc_encode_error(crpc_conn_out(c), msgid, code, message, c->max_frame_size) == 0)
+        crpc_conn_mark_dirty(c);
+}
+
+static int is_method(const crpc_message *m, const char *name, uint32_t n)
+{
+    return m->method_len == n && memcmp(m->method, name, n) == 0;
+}
+
+static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
+{
+    crpc_server *srv = c->owner;
+    crpc_request req;
+    int err = crpc_envelope_decode(c->loop->dec, body, len, &req.msg);
+    if (err == -EBADMSG || err == -ENOMEM) {
+        crpc_conn_close(c, err); /* no msgid to answer: the stream cannot be trusted */
+        return;
+    }
+    if (err) {
+        /* The msgid is known: a request gets status 3 and the connection stays open. */
+        if (req.msg.type == CRPC_MSG_REQUEST)
+            reply_error(c, req.msg.msgid, CRPC_STATUS_INVALID_ARGUMENT,
+                        err == -ELOOP  ? "invalid params: nested too deeply"
+                        : err == -E2BIG ? "invalid metadata: too many ext entries"
+                                        : "invalid params: envelope does not decode");
+        return;
+    }
+    switch (req.msg.type) {
+    case CRPC_MSG_REQUEST:
+        if (is_method(&req.msg, "rpc.ping", 8)) {
+            crpc_reply nil = {0};
+            if (crpc_encode_response(crpc_conn_out(c), req.msg.msgid, &nil, c->max_frame_size) == 0)
+                crpc_conn_mark_dirty(c);
+            return;
+        }
+        break;
+    case CRPC_MSG_NOTIFICATION:
+    case CRPC_MSG_CANCEL:
+        break;
+    default:
+        return; /* a response sent to a server answers nothing: dropped */
+    }
+    req.conn = crpc_conn_id_make(c);
+    srv->cfg.on_request(srv->cfg.user, &req);
+}
+
+/* ----------------------------------------------------------------- replies */
+
+typedef struct reply_task {
+    crpc_task task;
+    uint32_t slot, gen;
+    uint32_t len;
+    uint8_t frame[];
+} reply_task;
+
+static void run_reply(crpc_loop *l, crpc_task *t)
+{
+    reply_task *r = (reply_task *)t;
+    crpc_conn *c = crpc_conn_lookup(l, r->slot, r->gen);
+    if (c && crpc_buf_append(crpc_conn_out(c), r->frame, r->len) == 0)
+        crpc_conn_mark_dirty(c);
+    free(r);
+}
+
+int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc_reply *reply)
+{
+    unsigned idx = (unsigned)(conn >> 56);
+    uint32_t slot = (uint32_t)(conn >> 32) & CRPC_SLOT_MAX, gen = (uint32_t)conn;
+    if (idx >= srv->nloops)
+        return -ENOTCONN;
+    crpc_loop *l = srv->loops[idx];
+    uint32_t max = srv->cfg.max_frame_size;
+
+    if (crpc_loop_current() == l) {
+        crpc_conn *c = crpc_conn_lookup(l, slot, gen);
+        if (!c)
+            return -ENOTCONN;
+        int err = crpc_encode_response(crpc_conn_out(c), msgid, reply, max);
+        if (!err)
+            crpc_conn_mark_dirty(c);
+        return err;
+    }
+    crpc_buf *scratch = crpc_thread_scratch();
+    int err = crpc_encode_response(scratch, msgid, reply, max);
+    if (err)
+        return err;
+    reply_task *r = malloc(sizeof(*r) + scratch->len);
+    if (!r)
+        return -ENOMEM;
+    r->task.run = run_reply;
+    r->slot = slot;
+    r->gen = gen;
+    r->len = (uint32_t)scratch->len;
+    memcpy(r->frame, scratch->data, scratch->len);
+    err = crpc_loop_push(l, &r->task);
+    if (err)
+        free(r);
+    return err;
+}
+
+/* --------------------------------------------------------------- lifecycle */
+
+static void destroy_loops(crpc_server *srv)
+{
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        crpc_loop *l = srv->loops[i];
+        if (!l)
+            continue;
+        if (crpc_loop_stop(l) == -EINVAL && l->listen_fd >= 0)
+            close(l->listen_fd); /* never started: the fd is still ours */
+        crpc_loop_destroy(l);
+    }
+    free(srv->loops);
+}
+
+int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
+{
+    if (!cfg || !cfg->on_request)
+        return -EINVAL;
+    crpc_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return -ENOMEM;
+    srv->cfg = *cfg;
+    if (!srv->cfg.host)
+        srv->cfg.host = "127.0.0.1";
+    if (!srv->cfg.max_frame_size)
+        srv->cfg.max_frame_size = CRPC_DEFAULT_MAX_FRAME_SIZE;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nloops = cfg->loops ? cfg->loops : (unsigned)(ncpu > 0 ? ncpu : 1);
+    if (srv->nloops > 255)
+        srv->nloops = 255; /* the loop index has 8 bits in a connection id */
+    srv->loops = calloc(srv->nloops, sizeof(*srv->loops));
+    if (!srv->loops) {
+        free(srv);
+        return -ENOMEM;
+    }
+    int err = 0;
+    uint16_t port = cfg->port;
+    for (unsigned i = 0; i < srv->nloops && !err; i++) {
+        crpc_loop_config lc = {.cpu = cfg->first_cpu + (int)i, .pin = cfg->pin_loops};
+        err = crpc_loop_create(&lc, &srv->loops[i]);
+        if (err)
+            break;
+        crpc_loop *l = srv->loops[i];
+        l->index = (int)i;
+        l->server = srv;
+        int fd = crpc_net_listen(srv->cfg.host, port, &port); /* later loops share the port */
+        if (fd < 0)
+            err = fd;
+        else
+            l->listen_fd = fd;
+    }
+    srv->port = port;
+    for (unsigned i = 0; i < srv->nloops && !err; i++)
+        err = crpc_loop_start(srv->loops[i]);
+    if (err) {
+        destroy_loops(srv);
+        free(srv);
+        return err;
+    }
+    *out = srv;
+    return 0;
+}
+
+uint16_t crpc_server_port(const crpc_server *srv) { return srv->port; }
+
+unsigned crpc_server_connection_count(const crpc_server *srv)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < srv->nloops; i++)
+        n += atomic_load(&srv->loops[i]->open_conns);
+    return n;
+}
+
+int crpc_server_stop(crpc_server *srv)
+{
+    crpc_loop *cur = crpc_loop_current();
+    for (unsigned i = 0; i < srv->nloops; i++)
+        if (srv->loops[i] == cur)
+            return -EDEADLK;
+    destroy_loops(srv);
+    free(srv);
+    return 0;
+}

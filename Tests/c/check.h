@@ -1,0 +1,42 @@
+/*
+ * check.h — the tiny harness every C test program uses. A test is one program per
+ * feature; it exits 0 when it passes, 77 when it must skip (the Automake convention,
+ * e.g. io_uring refused here) and 1 on the first failed check.
+ */
+#ifndef CRPC_TEST_CHECK_H
+#define CRPC_TEST_CHECK_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define SKIP_EXIT 77
+
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
+            exit(1);                                                                   \
+        }                                                                              \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                 \
+    do {                                                                               \
+        long long _a = (long long)(a), _b = (long long)(b);                            \
+        if (_a != _b) {                                                                \
+            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__,       \
+                    __LINE__, #a, _a, #b, _b);                                         \
+            exit(1);                                                                   \
+        }                                                                              \
+    } while (0)
+
+/* Skips the test when io_uring is refused here (seccomp, io_uring_disabled, old kernel). */
+#define SKIP_IF_NO_URING(err)                                                          \
+    do {                                                                               \
+        int _e = (err);                                                                \
+        if (_e == -EPERM || _e == -ENOSYS || _e == -EACCES) {                          \
+            printf("SKIP: io_uring is refused here (%s)\n", crpc_strerror(_e));        \
+            exit(SKIP_EXIT);                                                           \
+        }                                                                              \
+    } while (0)
+
+#endif

@@ -1,0 +1,167 @@
+"""Interop tests: the Python client against a live SwiftRPC server.
+
+Start a server (e.g. ``rpcbench serve``) and point the tests at it:
+
+    SWIFTRPC_ADDR=127.0.0.1:7070 python3 -m pytest -q Tests/interop
+"""
+
+import os
+import socket
+import struct
+import sys
+
+import msgpack
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
+from swiftrpc_client import Client, RPCError  # noqa: E402
+
+ADDR = os.environ.get("SWIFTRPC_ADDR")
+pytestmark = pytest.mark.skipif(
+    not ADDR, reason="SWIFTRPC_ADDR is not set (host:port of a running `rpcbench serve`)")
+
+
+def _address():
+    host, _, port = ADDR.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@pytest.fixture
+def client():
+    with Client(*_address()) as c:
+        yield c
+
+
+# -- raw-socket helpers for frames the client would never send --------------
+
+def _raw():
+    sock = socket.create_connection(_address(), timeout=5.0)
+    return sock
+
+
+def _frame(message):
+    body = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+def _recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return data
+
+
+def _read_frame(sock):
+    (size,) = struct.unpack(">I", _recv_exact(sock, 4))
+    return msgpack.unpackb(_recv_exact(sock, size), raw=False, strict_map_key=False)
+
+
+def _assert_closed(sock):
+    """The server must close the connection (EOF or reset) without replying."""
+    try:
+        data = sock.recv(65536)
+    except ConnectionResetError:
+        return
+    except socket.timeout:
+        pytest.fail("server kept the connection open")
+    assert data == b"", f"expected the connection to be closed, got {data[:64]!r}"
+
+
+# -- built-ins ---------------------------------------------------------------
+
+def test_ping_returns_nil(client):
+    assert client.call("rpc.ping") is None
+
+
+def test_methods_lists_reference_services(client):
+    methods = client.call("rpc.methods")
+    assert isinstance(methods, list)
+    for name in ("Bench.Echo", "Arith.Multiply", "Arith.Divide"):
+        assert name in methods
+
+
+# -- reference services -------------------------------------------------------
+
+@pytest.mark.parametrize("value", [
+    "hello, swift",
+    b"\x00\x01\xffbinary",
+    {"name": "x", "list": [1, -2, 3.5, None, True], "inner": {"k": b"v", "n": {"deep": []}}},
+], ids=["str", "bin", "nested-map"])
+def test_echo_roundtrips(client, value):
+    assert client.call("Bench.Echo", value) == value
+
+
+def test_echo_bin_stays_bin(client):
+    assert type(client.call("Bench.Echo", b"bytes")) is bytes
+
+
+def test_multiply(client):
+    assert client.call("Arith.Multiply", {"A": 7, "B": 6}) == 42
+
+
+def test_divide(client):
+    assert client.call("Arith.Divide", {"A": 7, "B": 2}) == {"Quo": 3, "Rem": 1}
+
+
+def test_divide_by_zero(client):
+    with pytest.raises(RPCError) as info:
+        client.call("Arith.Divide", {"A": 7, "B": 0})
+    assert (info.value.code, info.value.message) == (2, "divide by zero")
+
+
+def test_ext_metadata_is_accepted(client):
+    ext = {"trace-id": "abc123", "blob": b"\x01\x02", "rpc-timeout-us": 5_000_000}
+    assert client.call("Bench.Echo", "with ext", ext=ext) == "with ext"
+
+
+# -- errors keep the connection usable ---------------------------------------
+
+def test_unknown_method(client):
+    with pytest.raises(RPCError) as info:
+        client.call("No.Such")
+    assert info.value.code == 12
+    assert client.call("rpc.ping") is None
+
+
+def test_params_that_do_not_decode(client):
+    with pytest.raises(RPCError) as info:
+        client.call("Arith.Multiply", "not a map")
+    assert info.value.code == 3
+    assert client.call("Arith.Multiply", {"A": 3, "B": 4}) == 12
+
+
+# -- pipelining and notifications ---------------------------------------------
+
+def test_pipelined_batch_of_1000(client):
+    payloads = [f"payload-{i}-" + "x" * (i % 50) for i in range(1000)]
+    results = client.call_many([("Bench.Echo", [p]) for p in payloads])
+    assert results == payloads
+
+
+def test_notification_gets_no_reply():
+    with _raw() as sock:
+        sock.sendall(_frame([2, "Bench.Echo", ["oneway"]]) + _frame([0, 77, "rpc.ping", []]))
+        first = _read_frame(sock)
+        assert first[:2] == [1, 77], f"first frame after a notification was {first!r}"
+        assert first[2] is None and first[3] is None
+
+
+# -- malformed input closes only the offending connection ---------------------
+
+def test_bad_envelope_closes_only_that_connection():
+    with _raw() as bad, Client(*_address()) as good:
+        assert good.call("rpc.ping") is None
+        bad.sendall(_frame(42))  # a bare int, not an array
+        _assert_closed(bad)
+        assert good.call("Bench.Echo", "still here") == "still here"
+
+
+def test_oversized_frame_header_closes_connection():
+    with _raw() as bad:
+        bad.sendall(b"\xff\xff\xff\xff")
+        _assert_closed(bad)
+    with Client(*_address()) as fresh:
+        assert fresh.call("rpc.ping") is None

@@ -1,0 +1,374 @@
+/*
+ * crpc.h — the public C API of CRPCCore, SwiftRPC's hot path.
+ *
+ * CRPCCore runs io_uring event loops (one ring per loop thread), owns sockets and
+ * connections, frames messages with a 4-byte big-endian length prefix and encodes the
+ * MessagePack envelope of wire protocol v1 (see docs/PROTOCOL.md). It is usable from
+ * plain C: link with -luring -lmsgpackc -lpthread.
+ *
+ * THREADING RULE. A loop is one thread with one ring. Every connection belongs to
+ * exactly one loop and its state is touched only on that loop's thread. Other threads
+ * hand work to a loop through a lock-free queue plus an eventfd wake-up that is only
+ * written when the loop is asleep, so a busy loop costs its producers no syscall.
+ * Functions below say which threads may call them. Callbacks always run on the loop
+ * thread that owns the connection, and must not block.
+ *
+ * ERRORS. Functions return 0 (or a count) on success and a negated errno on failure;
+ * never errno itself. Protocol errors reuse errno values:
+ *   -EMSGSIZE  a frame is larger than max_frame_size;
+ *   -EBADMSG   bytes are not a well-formed MessagePack value or envelope;
+ *   -EPROTO    the envelope's type and msgid parse but the rest does not;
+ *   -ELOOP     MessagePack nesting is deeper than the configured limit.
+ * crpc_strerror() names every code.
+ */
+#ifndef CRPC_H
+#define CRPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- constants */
+
+#define CRPC_DEFAULT_MAX_FRAME_SIZE (4u << 20) /* 4 MiB, wire protocol v1 default */
+#define CRPC_DEFAULT_MAX_DEPTH 64u            /* MessagePack nesting limit */
+#define CRPC_DEFAULT_MAX_EXT 64u              /* ext map entries accepted per message */
+#define CRPC_FRAME_HEADER_SIZE 4u
+
+/** Message types of wire protocol v1 (first element of every envelope). */
+enum crpc_msg_type {
+    CRPC_MSG_REQUEST = 0,      /* [0, msgid, method, params, ext?] */
+    CRPC_MSG_RESPONSE = 1,     /* [1, msgid, error, result, ext?] */
+    CRPC_MSG_NOTIFICATION = 2, /* [2, method, params, ext?] */
+    CRPC_MSG_CANCEL = 3,       /* [3, msgid] */
+};
+
+/** Status codes carried in error responses; gRPC's numbering. */
+enum crpc_status {
+    CRPC_STATUS_OK = 0,
+    CRPC_STATUS_CANCELLED = 1,
+    CRPC_STATUS_UNKNOWN = 2,
+    CRPC_STATUS_INVALID_ARGUMENT = 3,
+    CRPC_STATUS_DEADLINE_EXCEEDED = 4,
+    CRPC_STATUS_RESOURCE_EXHAUSTED = 8,
+    CRPC_STATUS_UNIMPLEMENTED = 12,
+    CRPC_STATUS_INTERNAL = 13,
+    CRPC_STATUS_UNAVAILABLE = 14,
+    CRPC_STATUS_UNAUTHENTICATED = 16,
+};
+
+/* ------------------------------------------------------------ opaque types */
+
+typedef struct crpc_loop crpc_loop;
+typedef struct crpc_server crpc_server;
+typedef struct crpc_client crpc_client;
+
+/**
+ * A decoded MessagePack value, valid only during the callback that hands it out.
+ * (It is a msgpack-c msgpack_object; the Swift layer walks it without a second parse.)
+ */
+typedef struct crpc_value crpc_value;
+
+/** Identifies one server-side connection: loop index, slot and generation. */
+typedef uint64_t crpc_conn_id;
+
+/* ---------------------------------------------------------- plain messages */
+
+/** One `ext` metadata entry. Key and value point into the frame being handled. */
+typedef struct crpc_ext_entry {
+    const char *key;
+    uint32_t key_len;
+    uint32_t value_len;
+    const uint8_t *value;
+    uint8_t is_binary; /* 1: MessagePack bin, 0: str */
+} crpc_ext_entry;
+
+/**
+ * A decoded envelope. Pointers refer into the frame and are valid only while the
+ * callback that received it runs.
+ */
+typedef struct crpc_message {
+    uint8_t type;              /* enum crpc_msg_type */
+    uint32_t msgid;            /* request, response, cancel */
+    const char *method;        /* request, notification: "Service.Method" */
+    uint32_t method_len;
+    const uint8_t *body;       /* params (request, notification) or result (response): */
+    uint32_t body_len;         /*   the raw MessagePack bytes, an array for params */
+    const crpc_value *value;   /* the same, decoded (NULL when absent) */
+    int32_t error_code;        /* response: 0 on success, else enum crpc_status (or other) */
+    const char *error_msg;     /* response: error message when error_code != 0 */
+    uint32_t error_msg_len;
+    uint64_t timeout_us;       /* `rpc-timeout-us` from ext; 0 when absent */
+    const crpc_ext_entry *ext; /* user metadata (keys not starting with "rpc-") */
+    uint32_t ext_count;
+} crpc_message;
+
+/* ------------------------------------------------------------- frame codec */
+
+/**
+ * Parses one frame header at `buf`. Keeps no state and never allocates.
+ * Returns the whole frame's size (4 + N bytes) when `len` holds a complete frame, and
+ * stores N in *body_len; returns 0 when more bytes are needed (even just to read the
+ * header); -EBADMSG when N is 0; -EMSGSIZE when N > max_frame_size (checked from the
+ * header alone, before any body byte is needed).
+ */
+long crpc_frame_parse(const uint8_t *buf, size_t len, uint32_t max_frame_size,
+                      uint32_t *body_len);
+
+/**
+ * Measures the one MessagePack value at the start of `buf`, checking it is complete
+ * and safe to unpack: every container's element count fits in the bytes left (no
+ * allocation bombs), every str/bin/ext length lies inside `len`, nesting is at most
+ * `max_depth`, and no reserved byte (0xc1) appears.
+ * Returns the value's size in bytes (> 0); -EBADMSG when truncated, oversized or
+ * reserved; -ELOOP when nested deeper than max_depth; -EINVAL when len is 0.
+ */
+long crpc_msgpack_check(const uint8_t *buf, size_t len, unsigned max_depth);
+
+/**
+ * Finds element `index` of the MessagePack array at `buf` (which must have passed
+ * crpc_msgpack_check). Stores its bytes in *elem / *elem_len.
+ * Returns 0; -EBADMSG when `buf` is not an array; -ENOENT when index is out of range.
+ */
+int crpc_msgpack_array_elem(const uint8_t *buf, size_t len, uint32_t index,
+                            const uint8_t **elem, size_t *elem_len);
+
+/** A decoder: limits plus the scratch space a decoded message points into. */
+typedef struct crpc_decoder crpc_decoder;
+
+/**
+ * Creates a decoder with the given limits (0 picks the default).
+ * Returns 0; -ENOMEM.
+ */
+int crpc_decoder_create(unsigned max_depth, unsigned max_ext, crpc_decoder **out);
+/** Frees a decoder and everything it decoded. */
+void crpc_decoder_destroy(crpc_decoder *dec);
+
+/**
+ * Decodes one frame body (without its length prefix) into *msg. The result stays valid
+ * until the next call on the same decoder, and only while `body` is alive.
+ * Returns 0; -EBADMSG when no msgid can be recovered (not an array, unknown type, bad
+ * msgid, trailing bytes): the connection must be closed; -EPROTO when type and msgid
+ * (and, for requests, the method) parse but params/error/result/ext do not: msg->type,
+ * msg->msgid and msg->method are set so a request can be answered with status 3;
+ * -ELOOP when nested deeper than the limit; -E2BIG when the ext map has more entries
+ * than the limit (treated like -EPROTO).
+ */
+int crpc_envelope_decode(crpc_decoder *dec, const uint8_t *body, size_t len,
+                         crpc_message *msg);
+
+/* ------------------------------------------------------------------- loops */
+
+/** Loop settings; zero-initialise and set what you need. */
+typedef struct crpc_loop_config {
+    unsigned ring_entries;   /* SQ size; 0 = 1024 */
+    unsigned buf_count;      /* provided receive buffers, a power of two; 0 = 256 */
+    unsigned buf_size;       /* bytes each; 0 = 32 KiB */
+    int cpu;                 /* pin the loop thread to this CPU; -1 or 0-init = no pinning */
+    int pin;                 /* set to 1 to honour `cpu` (so a zeroed config never pins) */
+} crpc_loop_config;
+
+/**
+ * Creates a loop (its ring and buffers are set up on its own thread at start).
+ * Thread: any. Returns 0; -ENOMEM.
+ */
+int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out);
+
+/**
+ * Starts the loop's thread and waits until its ring is ready.
+ * Thread: any, once. Returns 0; -EALREADY if started; a negated errno from
+ * io_uring_queue_init or buffer-ring registration (-EPERM, -ENOSYS when io_uring is
+ * refused; -ENOMEM), in which case no thread is left running.
+ */
+int crpc_loop_start(crpc_loop *loop);
+
+/**
+ * Stops the loop: every connection on it closes (pending calls complete with
+ * -ESHUTDOWN) and the thread is joined. Thread: any but the loop's own.
+ * Returns 0; -EDEADLK when called on the loop's own thread; -EINVAL if never started.
+ */
+int crpc_loop_stop(crpc_loop *loop);
+
+/** Frees a stopped (or never started) loop. */
+void crpc_loop_destroy(crpc_loop *loop);
+
+/** Runs fn(arg) on the loop's thread soon. Thread: any. Returns 0; -ENOMEM; -ESHUTDOWN. */
+int crpc_loop_post(crpc_loop *loop, void (*fn)(void *arg), void *arg);
+
+/** 1 when the calling thread is this loop's thread, else 0. */
+int crpc_loop_is_current(const crpc_loop *loop);
+
+/* ------------------------------------------------------------------ server */
+
+/** A request, notification or cancel as delivered to the server's callback. */
+typedef struct crpc_request {
+    crpc_conn_id conn;      /* pass back to crpc_server_reply */
+    crpc_message msg;       /* msg.type tells request / notification / cancel */
+} crpc_request;
+
+/**
+ * Called on the owning loop's thread for every request, notification and cancel.
+ * Everything `req` points to is valid only until it returns: copy what you keep.
+ * A request must be answered exactly once with crpc_server_reply (from any thread).
+ */
+typedef void (*crpc_request_fn)(void *user, const crpc_request *req);
+
+/** Server settings; zero-initialise and set what you need. */
+typedef struct crpc_server_config {
+    const char *host;        /* NULL = "127.0.0.1" */
+    uint16_t port;           /* 0 picks a free port (see crpc_server_port) */
+    unsigned loops;          /* 0 = one per online CPU */
+    int first_cpu;           /* with pin_loops: loop i runs on CPU first_cpu + i */
+    int pin_loops;           /* 1 to pin loop threads */
+    uint32_t max_frame_size; /* 0 = CRPC_DEFAULT_MAX_FRAME_SIZE */
+    unsigned max_depth;      /* 0 = CRPC_DEFAULT_MAX_DEPTH */
+    unsigned max_ext;        /* 0 = CRPC_DEFAULT_MAX_EXT */
+    crpc_request_fn on_request;
+    void *user;
+} crpc_server_config;
+
+/**
+ * Creates a server, binds and listens (SO_REUSEPORT, one listening socket per loop) and
+ * starts its loops. Thread: any.
+ * Returns 0; -EINVAL (no on_request, bad host); -EADDRINUSE, -EACCES, -EADDRNOTAVAIL
+ * from bind; -EPERM/-ENOSYS when io_uring is refused; -ENOMEM.
+ */
+int crpc_server_start(const crpc_server_config *cfg, crpc_server **out);
+
+/** The bound port (the picked one when config.port was 0). */
+uint16_t crpc_server_port(const crpc_server *srv);
+
+/** A reply to hand to crpc_server_reply. Zero-initialise. */
+typedef struct crpc_reply {
+    int32_t error_code;           /* 0 for success, else a crpc_status */
+    const char *error_msg;        /* with error_code != 0 */
+    uint32_t error_msg_len;
+    const uint8_t *result;        /* one encoded MessagePack value; NULL sends nil */
+    uint32_t result_len;
+    const crpc_ext_entry *ext;    /* response metadata; may be NULL */
+    uint32_t ext_count;
+} crpc_reply;
+
+/**
+ * Sends the response to request `msgid` on connection `conn`. Thread: any; on the
+ * loop's own thread the reply is written straight into the connection's output and
+ * coalesced with every other reply of this loop iteration into one send.
+ * Returns 0; -ENOTCONN when the connection has gone (the reply is dropped);
+ * -EMSGSIZE when the encoded response exceeds max_frame_size (nothing is sent: answer
+ * again with an error); -ENOMEM; -ESHUTDOWN when the server is stopping.
+ */
+int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid,
+                      const crpc_reply *reply);
+
+/** Connections currently open across all loops. Thread: any (a snapshot). */
+unsigned crpc_server_connection_count(const crpc_server *srv);
+
+/**
+ * Stops accepting, closes every connection, joins the loops and frees the server.
+ * Thread: any but a loop thread of this server. Returns 0; -EDEADLK on a loop thread.
+ */
+int crpc_server_stop(crpc_server *srv);
+
+/* ------------------------------------------------------------------ client */
+
+/**
+ * The outcome of one call, handed to its completion callback exactly once.
+ * status 0: a response arrived; error_code says whether it is an error reply.
+ * status < 0: no response will come: -ECONNRESET (connection lost), -ESHUTDOWN (client
+ * or loop closed), -ECANCELED (crpc_client_cancel), -ENOTCONN (sent after the
+ * connection had gone), -ETIMEDOUT (the call's timeout passed).
+ */
+typedef struct crpc_result {
+    int status;
+    uint32_t msgid;
+    int32_t error_code;
+    const char *error_msg;
+    uint32_t error_msg_len;
+    const uint8_t *result;        /* the raw MessagePack result (nil when absent) */
+    uint32_t result_len;
+    const crpc_value *value;      /* the same, decoded; NULL when status < 0 */
+    const crpc_ext_entry *ext;
+    uint32_t ext_count;
+} crpc_result;
+
+/** Completion callback; runs on the client's loop thread, must not block. */
+typedef void (*crpc_call_fn)(void *ctx, const crpc_result *res);
+
+/** Client settings; zero-initialise and set what you need. */
+typedef struct crpc_client_config {
+    uint32_t connect_timeout_ms; /* 0 = 5000 */
+    uint32_t max_frame_size;     /* 0 = CRPC_DEFAULT_MAX_FRAME_SIZE */
+    unsigned max_depth;          /* 0 = CRPC_DEFAULT_MAX_DEPTH */
+    unsigned max_ext;            /* 0 = CRPC_DEFAULT_MAX_EXT */
+} crpc_client_config;
+
+/**
+ * Connects to host:port (blocking the caller up to the connect timeout) and attaches
+ * the connection to `loop`, which must be started. Thread: any.
+ * Returns 0; -ETIMEDOUT; -ECONNREFUSED and other connect errors; -EINVAL (bad host);
+ * -ENOMEM.
+ */
+int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
+                        const crpc_client_config *cfg, crpc_client **out);
+
+/** One call's arguments. Zero-initialise. */
+typedef struct crpc_call {
+    const char *method;           /* "Service.Method" */
+    uint32_t method_len;
+    const uint8_t *params;        /* an encoded MessagePack array; NULL sends [] */
+    uint32_t params_len;
+    const crpc_ext_entry *ext;    /* request metadata; may be NULL */
+    uint32_t ext_count;
+    uint64_t timeout_us;          /* 0: none; else sent as rpc-timeout-us and enforced */
+} crpc_call;
+
+/**
+ * Sends a request. Thread: any; from the loop's own thread (e.g. inside a completion
+ * callback) it is encoded straight into the connection's output without a hop.
+ * On 0, `cb` will run exactly once; on failure it never runs. *call_id (may be NULL)
+ * receives a handle for crpc_client_cancel.
+ * Returns 0; -ENOTCONN when the connection is known to be gone; -EMSGSIZE when the
+ * request exceeds max_frame_size (the connection stays healthy); -EINVAL (no method,
+ * params not one MessagePack value); -ENOMEM.
+ */
+int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, void *ctx,
+                     uint64_t *call_id);
+
+/**
+ * Sends a notification (oneway; never answered). Thread: any.
+ * Returns 0; -ENOTCONN; -EMSGSIZE; -EINVAL; -ENOMEM.
+ */
+int crpc_client_notify(crpc_client *c, const crpc_call *call);
+
+/**
+ * Gives up on a call: its callback runs with -ECANCELED (unless its reply or another
+ * ending got there first) and a cancel frame tells the server. Thread: any.
+ * Returns 0 (off the loop thread the cancel is queued); -ENOENT on the loop thread when
+ * the call has already ended.
+ */
+int crpc_client_cancel(crpc_client *c, uint64_t call_id);
+
+/** 1 while the connection is open, 0 once it has closed. Thread: any. */
+int crpc_client_is_connected(const crpc_client *c);
+
+/** Calls awaiting a reply. Thread: any (a snapshot). */
+unsigned crpc_client_pending_count(const crpc_client *c);
+
+/**
+ * Closes the connection (pending calls complete with -ESHUTDOWN) and releases the
+ * handle; the memory is freed once the loop is done with it. Thread: any, once.
+ */
+void crpc_client_close(crpc_client *c);
+
+/* ------------------------------------------------------------------ errors */
+
+/** A short description of a negated errno returned by this API (or a status). */
+const char *crpc_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CRPC_H */
