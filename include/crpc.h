@@ -34,7 +34,8 @@ extern "C" {
 /* ---------------------------------------------------------------- constants */
 
 #define CRPC_DEFAULT_MAX_FRAME_SIZE (4u << 20) /* 4 MiB, wire protocol v1 default */
-#define CRPC_DEFAULT_MAX_DEPTH 64u            /* MessagePack nesting limit */
+#define CRPC_DEFAULT_MAX_DEPTH 32u            /* MessagePack nesting limit, and the most
+                                                 msgpack-c's fixed parse stack allows */
 #define CRPC_DEFAULT_MAX_EXT 64u              /* ext map entries accepted per message */
 #define CRPC_FRAME_HEADER_SIZE 4u
 
@@ -140,7 +141,8 @@ int crpc_msgpack_array_elem(const uint8_t *buf, size_t len, uint32_t index,
 typedef struct crpc_decoder crpc_decoder;
 
 /**
- * Creates a decoder with the given limits (0 picks the default).
+ * Creates a decoder with the given limits (0 picks the default; max_depth counts the
+ * envelope array itself and is capped at CRPC_DEFAULT_MAX_DEPTH).
  * Returns 0; -ENOMEM.
  */
 int crpc_decoder_create(unsigned max_depth, unsigned max_ext, crpc_decoder **out);
@@ -267,10 +269,17 @@ int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid,
 unsigned crpc_server_connection_count(const crpc_server *srv);
 
 /**
- * Stops accepting, closes every connection, joins the loops and frees the server.
+ * Stops accepting, closes every connection and joins the loops. Replies sent afterwards
+ * (from handlers still running elsewhere) fail with -ESHUTDOWN. Idempotent.
  * Thread: any but a loop thread of this server. Returns 0; -EDEADLK on a loop thread.
  */
 int crpc_server_stop(crpc_server *srv);
+
+/**
+ * Stops the server if needed and frees it. No other thread may use `srv` any more.
+ * Thread: any but a loop thread of this server.
+ */
+void crpc_server_destroy(crpc_server *srv);
 
 /* ------------------------------------------------------------------ client */
 

@@ -27,7 +27,11 @@ int crpc_decoder_create(unsigned max_depth, unsigned max_ext, crpc_decoder **out
     crpc_decoder *d = calloc(1, sizeof(*d));
     if (!d)
         return -ENOMEM;
-    d->max_depth = max_depth ? max_depth : CRPC_DEFAULT_MAX_DEPTH;
+    /* msgpack-c's unpacker has a fixed stack of 32 containers: deeper input must be refused
+     * by our check first, or msgpack-c would fail it as out of memory. */
+    d->max_depth = max_depth && max_depth < CRPC_DEFAULT_MAX_DEPTH ? max_depth : CRPC_DEFAULT_MAX_DEPTH;
+    if (d->max_depth < 2)
+        d->max_depth = 2; /* the envelope array and flat params */
     d->max_ext = max_ext ? max_ext : CRPC_DEFAULT_MAX_EXT;
     d->ext = calloc(d->max_ext, sizeof(*d->ext));
     if (!d->ext || !msgpack_zone_init(&d->zone, 8192)) {

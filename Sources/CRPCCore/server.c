@@ -170,16 +170,24 @@ int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const
 
 /* --------------------------------------------------------------- lifecycle */
 
-static void destroy_loops(crpc_server *srv)
+/* Stops and joins every loop; the loops' memory stays until destroy_loops, so replies
+ * racing with the stop fail cleanly with -ESHUTDOWN instead of touching freed memory. */
+static void stop_loops(crpc_server *srv)
 {
     for (unsigned i = 0; i < srv->nloops; i++) {
         crpc_loop *l = srv->loops[i];
-        if (!l)
-            continue;
-        if (crpc_loop_stop(l) == -EINVAL && l->listen_fd >= 0)
+        if (l && crpc_loop_stop(l) == -EINVAL && l->listen_fd >= 0) {
             close(l->listen_fd); /* never started: the fd is still ours */
-        crpc_loop_destroy(l);
+            l->listen_fd = -1;
+        }
     }
+}
+
+static void destroy_loops(crpc_server *srv)
+{
+    stop_loops(srv);
+    for (unsigned i = 0; i < srv->nloops; i++)
+        crpc_loop_destroy(srv->loops[i]);
     free(srv->loops);
 }
 
@@ -248,7 +256,14 @@ int crpc_server_stop(crpc_server *srv)
     for (unsigned i = 0; i < srv->nloops; i++)
         if (srv->loops[i] == cur)
             return -EDEADLK;
+    stop_loops(srv);
+    return 0;
+}
+
+void crpc_server_destroy(crpc_server *srv)
+{
+    if (!srv)
+        return;
     destroy_loops(srv);
     free(srv);
-    return 0;
 }

@@ -27,6 +27,7 @@
 /* ------------------------------------------------------------ the server */
 
 static atomic_int held_count;
+static _Atomic crpc_conn_id held_conn;
 static crpc_server *g_srv;
 
 static void on_request(void *user, const crpc_request *req)
@@ -35,6 +36,7 @@ static void on_request(void *user, const crpc_request *req)
     if (req->msg.type != CRPC_MSG_REQUEST)
         return;
     if (req->msg.method_len == 9 && memcmp(req->msg.method, "Test.Hold", 9) == 0) {
+        atomic_store(&held_conn, req->conn);
         atomic_fetch_add(&held_count, 1); /* never answered: the server stops first */
         return;
     }
@@ -217,6 +219,11 @@ static void test_server_stops_mid_call(crpc_server *srv)
     CHECK_EQ(atomic_load(&held_done), n);
     CHECK_EQ(atomic_load(&held_reset), n);
     CHECK_EQ(atomic_load(&held_other), 0);
+    /* A handler answering after the stop is told so, and nothing is touched. */
+    crpc_reply late = {0};
+    CHECK_EQ(crpc_server_reply(srv, atomic_load(&held_conn), 1, &late), -ESHUTDOWN);
+    CHECK_EQ(crpc_server_stop(srv), 0); /* idempotent */
+    crpc_server_destroy(srv);
     for (int i = 0; i < CONNS; i++) {
         CHECK(!crpc_client_is_connected(conns[i].client));
         CHECK_EQ(crpc_client_pending_count(conns[i].client), 0);

@@ -1,0 +1,214 @@
+/*
+ * test_envelope.c — wire protocol v1 envelopes: every message kind round-trips through
+ * the encoder and decoder, and every rejection the protocol names is reported as it says
+ * (-EBADMSG: close; -EPROTO with the msgid kept: answer status 3). MessagePack values are
+ * checked for bombs and truncation at every length, against a guard page.
+ */
+#include <errno.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "check.h"
+#include "crpc.h"
+#include "envelope.h"
+#include "guard.h"
+
+static crpc_decoder *dec;
+static guard g;
+
+static int decode(const uint8_t *body, size_t len, crpc_message *m)
+{
+    const uint8_t *p = guard_place(&g, body, len);
+    return crpc_envelope_decode(dec, p, len, m);
+}
+
+/* Decodes the single frame in b (skipping its length prefix). */
+static int decode_frame(const crpc_buf *b, crpc_message *m)
+{
+    uint32_t n;
+    CHECK_EQ(crpc_frame_parse(b->data, b->len, UINT32_MAX, &n), (long)b->len);
+    return decode(b->data + 4, n, m);
+}
+
+static void test_request_round_trip(void)
+{
+    const uint8_t params[] = {0x92, 0x2a, 0xa3, 'a', 'b', 'c'}; /* [42, "abc"] */
+    const crpc_ext_entry ext[] = {
+        {.key = "trace", .key_len = 5, .value = (const uint8_t *)"t-1", .value_len = 3},
+        {.key = "blob", .key_len = 4, .value = (const uint8_t *)"\x00\x01", .value_len = 2, .is_binary = 1},
+    };
+    crpc_call call = {.method = "Arith.Multiply", .method_len = 14, .params = params,
+                      .params_len = sizeof(params), .ext = ext, .ext_count = 2, .timeout_us = 1500000};
+    crpc_buf b = {0};
+    CHECK_EQ(crpc_encode_request(&b, 7, &call, 1024), 0);
+    crpc_patch_request_msgid(b.data, 0xdeadbeef);
+    crpc_message m;
+    CHECK_EQ(decode_frame(&b, &m), 0);
+    CHECK_EQ(m.type, CRPC_MSG_REQUEST);
+    CHECK_EQ(m.msgid, 0xdeadbeef);
+    CHECK(m.method_len == 14 && memcmp(m.method, "Arith.Multiply", 14) == 0);
+    CHECK(m.body_len == sizeof(params) && memcmp(m.body, params, sizeof(params)) == 0);
+    CHECK(m.value != NULL);
+    CHECK_EQ(m.timeout_us, 1500000);
+    CHECK_EQ(m.ext_count, 2);
+    CHECK(m.ext[0].key_len == 5 && memcmp(m.ext[0].key, "trace", 5) == 0 && !m.ext[0].is_binary);
+    CHECK(m.ext[0].value_len == 3 && memcmp(m.ext[0].value, "t-1", 3) == 0);
+    CHECK(m.ext[1].is_binary && m.ext[1].value_len == 2 && m.ext[1].value[1] == 1);
+
+    /* Without params or ext: [0, id, method, []] and no ext element at all. */
+    crpc_call bare = {.method = "rpc.ping", .method_len = 8};
+    b.len = 0;
+    CHECK_EQ(crpc_encode_request(&b, 1, &bare, 1024), 0);
+    CHECK_EQ(b.data[4], 0x94);
+    CHECK_EQ(decode_frame(&b, &m), 0);
+    CHECK(m.body_len == 1 && m.body[0] == 0x90 && m.ext_count == 0 && m.timeout_us == 0);
+    crpc_buf_free(&b);
+}
+
+static void test_other_kinds(void)
+{
+    crpc_buf b = {0};
+    crpc_message m;
+    const uint8_t params[] = {0x91, 0xc0};
+    crpc_call note = {.method = "Log.Write", .method_len = 9, .params = params, .params_len = 2};
+    CHECK_EQ(crpc_encode_notification(&b, &note, 1024), 0);
+    CHECK_EQ(decode_frame(&b, &m), 0);
+    CHECK(m.type == CRPC_MSG_NOTIFICATION && m.method_len == 9 && m.body_len == 2);
+
+    const uint8_t result[] = {0xcd, 0x01, 0x00};
+    const crpc_ext_entry ext[] = {{.key = "k", .key_len = 1, .value = (const uint8_t *)"v", .value_len = 1}};
+    crpc_reply ok = {.result = result, .result_len = 3, .ext = ext, .ext_count = 1};
+    b.len = 0;
+    CHECK_EQ(crpc_encode_response(&b, 99, &ok, 1024), 0);
+    CHECK_EQ(decode_frame(&b, &m), 0);
+    CHECK(m.type == CRPC_MSG_RESPONSE && m.msgid == 99 && m.error_code == 0);
+    CHECK(m.body_len == 3 && memcmp(m.body, result, 3) == 0 && m.ext_count == 1);
+
+    b.len = 0;
+    CHECK_EQ(crpc_encode_error(&b, 5, CRPC_STATUS_UNIMPLEMENTED, "no such method", 1024), 0);
+    CHECK_EQ(decode_frame(&b, &m), 0);
+    CHECK(m.error_code == 12 && m.error_msg_len == 14 && memcmp(m.error_msg, "no such method", 14) == 0);
+    CHECK(m.body_len == 1 && m.body[0] == 0xc0); /* result is nil beside an error */
+
+    b.len = 0;
+    CHECK_EQ(crpc_encode_cancel(&b, 77), 0);
+    CHECK_EQ(decode_frame(&b, &m), 0);
+    CHECK(m.type == CRPC_MSG_CANCEL && m.msgid == 77);
+
+    /* Oversized messages are refused and leave the buffer as it was. */
+    static uint8_t big[2000];
+    big[0] = 0x91; big[1] = 0xc5; big[2] = 0x07; big[3] = 0xc0; /* [bin16 of 1984 bytes] */
+    crpc_call huge = {.method = "A.B", .method_len = 3, .params = big, .params_len = 4 + 1984};
+    b.len = 3;
+    CHECK_EQ(crpc_encode_request(&b, 1, &huge, 1000), -EMSGSIZE);
+    CHECK_EQ(b.len, 3);
+    CHECK_EQ(crpc_encode_request(&b, 1, &huge, 4000), 0);
+    /* Params that are not one MessagePack value are refused before anything is written. */
+    const uint8_t broken[] = {0x92, 0x01};
+    crpc_call bad = {.method = "A.B", .method_len = 3, .params = broken, .params_len = 2};
+    size_t before = b.len;
+    CHECK_EQ(crpc_encode_request(&b, 1, &bad, 4000), -EINVAL);
+    CHECK_EQ(b.len, before);
+    crpc_buf_free(&b);
+}
+
+#define BODY(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
+
+static void expect_at(int line, const uint8_t *body, size_t len, int want, uint32_t want_msgid)
+{
+    crpc_message m;
+    int r = decode(body, len, &m);
+    if (r != want)
+        fprintf(stderr, "line %d: decode returned %d (%s), want %d\n", line, r, crpc_strerror(r), want);
+    CHECK_EQ(r, want);
+    if (want == -EPROTO || want == 0)
+        CHECK_EQ(m.msgid, want_msgid);
+}
+
+#define expect(...) expect_at(__LINE__, __VA_ARGS__)
+
+static void test_rejections(void)
+{
+    expect(BODY(0x2a), -EBADMSG, 0);                          /* not an array */
+    expect(BODY(0x91, 0x00), -EBADMSG, 0);                    /* too short to hold a msgid */
+    expect(BODY(0x92, 0x04, 0x01), -EBADMSG, 0);              /* unknown type 4 */
+    expect(BODY(0x92, 0xff, 0x01), -EBADMSG, 0);              /* negative type */
+    expect(BODY(0x94, 0x00, 0xa1, 'x', 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0); /* msgid a string */
+    expect(BODY(0x94, 0x00, 0xcf, 0, 0, 0, 1, 0, 0, 0, 0, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0); /* msgid >= 2^32 */
+    expect(BODY(0x94, 0x00, 0x05, 0xa3, 'A', '.', 'B'), -EPROTO, 5);   /* claims 4, has 3: msgid still known */
+    expect(BODY(0x92, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01), -EBADMSG, 0); /* array32 bomb as type */
+    /* An envelope claiming 4 billion elements: refused without allocating, msgid kept. */
+    expect(BODY(0xdd, 0xff, 0xff, 0xff, 0xff, 0x00, 0x01), -EPROTO, 1);
+    /* msgid recovered: status 3 and the connection stays. */
+    expect(BODY(0x94, 0x00, 0x05, 0xa3, 'A', '.', 'B', 0x2a), -EPROTO, 5);          /* params not an array */
+    expect(BODY(0x94, 0x00, 0x06, 0x2a, 0x90), -EPROTO, 6);                         /* method not a string */
+    expect(BODY(0x93, 0x00, 0x07, 0xa3, 'A', '.', 'B'), -EPROTO, 7);                /* params missing */
+    expect(BODY(0x95, 0x00, 0x08, 0xa3, 'A', '.', 'B', 0x90, 0x2a), -EPROTO, 8);    /* ext not a map */
+    expect(BODY(0x95, 0x00, 0x09, 0xa3, 'A', '.', 'B', 0x90, 0x81, 0xa1, 'k', 0x01), -EPROTO, 9); /* ext value int */
+    expect(BODY(0x95, 0x00, 0x0a, 0xa3, 'A', '.', 'B', 0x90, 0x81, 0x01, 0xa1, 'v'), -EPROTO, 10); /* ext key int */
+    expect(BODY(0x94, 0x00, 0x0b, 0xa3, 'A', '.', 'B', 0xdd, 0xff, 0xff, 0xff, 0xff), -EPROTO, 11); /* params bomb */
+    expect(BODY(0x94, 0x00, 0x0c, 0xa3, 'A', '.', 'B', 0x90, 0xc0), -EPROTO, 12);   /* trailing bytes */
+    expect(BODY(0x94, 0x00, 0x0d, 0xa3, 'A', '.', 'B', 0x91, 0xc1), -EPROTO, 13);   /* reserved byte */
+    /* Fine: extra trailing elements are ignored, ext may be nil or empty. */
+    expect(BODY(0x97, 0x00, 0x0e, 0xa3, 'A', '.', 'B', 0x90, 0x80, 0x01, 0xc0), 0, 14);
+    expect(BODY(0x95, 0x00, 0x0f, 0xa3, 'A', '.', 'B', 0x90, 0xc0), 0, 15);
+    /* A response whose error is not [code, message]. */
+    expect(BODY(0x94, 0x01, 0x10, 0x2a, 0xc0), -EPROTO, 16);
+
+    /* Depth: 100 nested arrays in params is past the default limit of 64. */
+    uint8_t deep[8 + 100 + 1] = {0x94, 0x00, 0x11, 0xa3, 'A', '.', 'B'};
+    for (int i = 0; i < 100; i++)
+        deep[7 + i] = 0x91;
+    deep[107] = 0xc0;
+    expect(deep, 108, -ELOOP, 17);
+
+    /* Too many ext entries. */
+    uint8_t many[16 + 65 * 3] = {0x95, 0x00, 0x12, 0xa3, 'A', '.', 'B', 0x90, 0xde, 0x00, 65};
+    size_t n = 11;
+    for (int i = 0; i < 65; i++) {
+        many[n++] = 0xa1;
+        many[n++] = (uint8_t)('!' + i);
+        many[n++] = 0xa0;
+    }
+    expect(many, n, -E2BIG, 18);
+}
+
+/* Every truncation of a valid value is refused, and no byte past the end is read. */
+static void test_check_truncations(void)
+{
+    const uint8_t value[] = {
+        0x84, 0xa1, 'a', 0xdc, 0x00, 0x03, 0x01, 0xcd, 0x01, 0x00, 0xcb, 0, 0, 0, 0, 0, 0, 0, 0,
+        0xa1, 'b', 0xc4, 0x03, 1, 2, 3,
+        0xa1, 'c', 0xd9, 0x02, 'h', 'i',
+        0xa1, 'd', 0xd6, 0x01, 1, 2, 3, 4,
+    };
+    CHECK_EQ(crpc_msgpack_check(guard_place(&g, value, sizeof(value)), sizeof(value), 8), (long)sizeof(value));
+    for (size_t k = 1; k < sizeof(value); k++)
+        CHECK_EQ(crpc_msgpack_check(guard_place(&g, value, k), k, 8), -EBADMSG);
+    CHECK_EQ(crpc_msgpack_check(value, sizeof(value), 1), -ELOOP); /* map > array: depth 2 */
+    const uint8_t map_bomb[] = {0xdf, 0x80, 0x00, 0x00, 0x00, 0x01, 0x02};
+    CHECK_EQ(crpc_msgpack_check(guard_place(&g, map_bomb, 7), 7, 8), -EBADMSG);
+    const uint8_t str_past_end[] = {0xdb, 0x00, 0x10, 0x00, 0x00, 'x'};
+    CHECK_EQ(crpc_msgpack_check(guard_place(&g, str_past_end, 6), 6, 8), -EBADMSG);
+
+    const uint8_t *e;
+    size_t elen;
+    const uint8_t arr[] = {0x93, 0x01, 0xa2, 'h', 'i', 0xc0};
+    CHECK_EQ(crpc_msgpack_array_elem(arr, sizeof(arr), 1, &e, &elen), 0);
+    CHECK(e == arr + 2 && elen == 3);
+    CHECK_EQ(crpc_msgpack_array_elem(arr, sizeof(arr), 3, &e, &elen), -ENOENT);
+    CHECK_EQ(crpc_msgpack_array_elem(arr + 1, 1, 0, &e, &elen), -EBADMSG);
+}
+
+int main(void)
+{
+    g = guard_new(64 * 1024);
+    CHECK_EQ(crpc_decoder_create(0, 0, &dec), 0);
+    test_request_round_trip();
+    test_other_kinds();
+    test_rejections();
+    test_check_truncations();
+    crpc_decoder_destroy(dec);
+    printf("PASS test_envelope\n");
+    return 0;
+}
