@@ -54,7 +54,8 @@ let package = Package(
             name: "crpc-cbench",
             dependencies: ["CRPCCore"],
             path: "Sources/crpc-cbench",
-            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])]
+            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])],
+            linkerSettings: [.linkedLibrary("m")]
         ),
         .testTarget(
             name: "SwiftRPCTests",

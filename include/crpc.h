@@ -200,6 +200,14 @@ void crpc_loop_destroy(crpc_loop *loop);
 /** Runs fn(arg) on the loop's thread soon. Thread: any. Returns 0; -ENOMEM; -ESHUTDOWN. */
 int crpc_loop_post(crpc_loop *loop, void (*fn)(void *arg), void *arg);
 
+/**
+ * Pins every thread of this process that exists now to `cpu`; threads they start later
+ * inherit the mask. For benchmarks that keep client and server on separate CPUs.
+ * Thread: any. Returns 0; -EINVAL when `cpu` is negative or not online; a negated errno
+ * from sched_setaffinity.
+ */
+int crpc_pin_process(int cpu);
+
 /** 1 when the calling thread is this loop's thread, else 0. */
 int crpc_loop_is_current(const crpc_loop *loop);
 

@@ -377,6 +377,8 @@ void crpc_client_close(crpc_client *c)
 {
     if (!c)
         return;
+    /* From now on calls fail at once with -ENOTCONN, on the caller's thread. */
+    atomic_store(&c->connected, false);
     if (crpc_loop_current() == c->loop) {
         close_here(c);
         return;
@@ -386,8 +388,6 @@ void crpc_client_close(crpc_client *c)
         return;
     /* The loop has exited (so the connection is gone) or memory ran out. */
     free(t);
-    if (!t)
-        atomic_store(&c->connected, false);
     client_unref(c);
 }
 

@@ -17,6 +17,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,27 @@
 static __thread crpc_loop *current_loop;
 
 crpc_loop *crpc_loop_current(void) { return current_loop; }
+
+int crpc_pin_process(int cpu)
+{
+    if (cpu < 0 || cpu >= CPU_SETSIZE)
+        return -EINVAL;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    DIR *tasks = opendir("/proc/self/task");
+    if (!tasks)
+        return sched_setaffinity(0, sizeof(set), &set) ? -errno : 0;
+    int err = 0;
+    struct dirent *d;
+    while ((d = readdir(tasks))) {
+        pid_t tid = (pid_t)atoi(d->d_name);
+        if (tid > 0 && sched_setaffinity(tid, sizeof(set), &set) && !err)
+            err = -errno;
+    }
+    closedir(tasks);
+    return err;
+}
 
 int crpc_loop_is_current(const crpc_loop *loop) { return loop && current_loop == loop; }
 

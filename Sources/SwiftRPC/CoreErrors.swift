@@ -1,0 +1,35 @@
+internal import CRPCCore
+internal import Glibc
+
+/// The one place where CRPCCore's negated errno values become Swift errors.
+///
+/// Codes that can only mean a bug in this module (`EBADF`, `EFAULT`) stop the process:
+/// they are not conditions a caller could handle.
+enum CoreErrors {
+    /// Throws the `RPCError` for a negative return code; returns non-negative ones.
+    @discardableResult
+    static func check(_ rc: Int32, _ what: @autoclosure () -> String) throws(RPCError) -> Int32 {
+        if rc >= 0 { return rc }
+        throw error(rc, what())
+    }
+
+    /// The `RPCError` for a negated errno from the core.
+    static func error(_ rc: Int32, _ what: String) -> RPCError {
+        precondition(rc != -EBADF && rc != -EFAULT, "CRPCCore misuse in \(what): \(describe(rc))")
+        let text = "\(what): \(describe(rc))"
+        switch -rc {
+        case ECANCELED: return RPCError(.cancelled, text)
+        case ETIMEDOUT: return RPCError(.deadlineExceeded, text)
+        case EMSGSIZE, ENOMEM, E2BIG: return RPCError(.resourceExhausted, text)
+        case EINVAL, EBADMSG, EPROTO, ELOOP: return RPCError(.invalidArgument, text)
+        case ECONNRESET, ECONNREFUSED, ENOTCONN, ESHUTDOWN, EPIPE, EHOSTUNREACH, ENETUNREACH:
+            return RPCError(.unavailable, text)
+        case EPERM, ENOSYS: return RPCError(.unavailable, text + " (io_uring is refused here)")
+        default: return RPCError(.internal, text)
+        }
+    }
+
+    static func describe(_ rc: Int32) -> String {
+        String(cString: crpc_strerror(rc))
+    }
+}

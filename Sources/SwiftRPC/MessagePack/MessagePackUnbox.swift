@@ -1,0 +1,205 @@
+// MessagePackUnbox: reads Swift scalars out of unpacked msgpack_object nodes.
+//
+// Lenient where MessagePack has several spellings of one value, strict where data would be lost:
+//   - any int encoding (fixint, uint8..64, int8..64) decodes into any integer type it fits;
+//     one that does not fit is an error, never a truncation;
+//   - Double accepts float32, float64 and ints; Float accepts the same but rejects a float64 whose
+//     magnitude overflows Float;
+//   - String requires str holding valid UTF-8; [UInt8] and Data take bin (or, through the generic
+//     path, an array of small ints).
+// Failures are a small typed error without a coding path; the containers, which know the path,
+// turn them into DecodingError.
+
+#if canImport(FoundationEssentials)
+internal import FoundationEssentials
+#else
+internal import Foundation
+#endif
+internal import CMsgPack
+
+typealias MessagePackObject = UnsafePointer<msgpack_object>
+
+/// A nil node, for `superDecoder(forKey:)` of a missing key and for a state not yet pointed at a
+/// tree. `nonisolated(unsafe)` is safe: the global is written exactly once, by Swift's thread-safe
+/// lazy global initialization, and only ever read afterwards.
+nonisolated(unsafe) let messagePackNilObject: MessagePackObject = {
+    let object = UnsafeMutablePointer<msgpack_object>.allocate(capacity: 1)
+    object.initialize(to: msgpack_object())  // all-zero: type MSGPACK_OBJECT_NIL
+    return UnsafePointer(object)
+}()
+
+/// Why a node could not be read as the requested type.
+enum MessagePackUnboxFailure: Error {
+    case mismatch(found: String)
+    case foundNil
+    case corrupted(String)
+
+    /// The DecodingError for a failed read of `type` at `codingPath`.
+    func decodingError(_ type: Any.Type, _ codingPath: [any CodingKey]) -> DecodingError {
+        switch self {
+        case .mismatch(let found):
+            return .typeMismatch(type, .init(
+                codingPath: codingPath, debugDescription: "Expected to decode \(type) but found MessagePack \(found) instead."))
+        case .foundNil:
+            return .valueNotFound(type, .init(
+                codingPath: codingPath, debugDescription: "Expected \(type) value but found MessagePack nil instead."))
+        case .corrupted(let message):
+            return .dataCorrupted(.init(codingPath: codingPath, debugDescription: message))
+        }
+    }
+}
+
+enum MessagePackUnbox {
+    /// The MessagePack type of `object`, for error messages.
+    static func typeName(_ object: MessagePackObject) -> String {
+        switch object.pointee.type {
+        case MSGPACK_OBJECT_NIL: "nil"
+        case MSGPACK_OBJECT_BOOLEAN: "bool"
+        case MSGPACK_OBJECT_POSITIVE_INTEGER, MSGPACK_OBJECT_NEGATIVE_INTEGER: "int"
+        case MSGPACK_OBJECT_FLOAT32: "float32"
+        case MSGPACK_OBJECT_FLOAT64: "float64"
+        case MSGPACK_OBJECT_STR: "str"
+        case MSGPACK_OBJECT_BIN: "bin"
+        case MSGPACK_OBJECT_ARRAY: "array"
+        case MSGPACK_OBJECT_MAP: "map"
+        case MSGPACK_OBJECT_EXT: "ext"
+        default: "unknown type \(object.pointee.type.rawValue)"
+        }
+    }
+
+    @inline(__always)
+    private static func other(_ object: MessagePackObject) -> MessagePackUnboxFailure {
+        object.pointee.type == MSGPACK_OBJECT_NIL ? .foundNil : .mismatch(found: typeName(object))
+    }
+
+    static func integer<T: FixedWidthInteger>(_ object: MessagePackObject, _ type: T.Type) throws(MessagePackUnboxFailure) -> T {
+        switch object.pointee.type {
+        case MSGPACK_OBJECT_POSITIVE_INTEGER:
+            let value = object.pointee.via.u64
+            guard let result = T(exactly: value) else { throw .corrupted("Number \(value) does not fit in \(T.self).") }
+            return result
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+            let value = object.pointee.via.i64
+            guard let result = T(exactly: value) else { throw .corrupted("Number \(value) does not fit in \(T.self).") }
+            return result
+        default:
+            throw other(object)
+        }
+    }
+
+    static func double(_ object: MessagePackObject) throws(MessagePackUnboxFailure) -> Double {
+        switch object.pointee.type {
+        case MSGPACK_OBJECT_FLOAT64, MSGPACK_OBJECT_FLOAT32: return object.pointee.via.f64
+        case MSGPACK_OBJECT_POSITIVE_INTEGER: return Double(object.pointee.via.u64)
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER: return Double(object.pointee.via.i64)
+        default: throw other(object)
+        }
+    }
+
+    static func float(_ object: MessagePackObject) throws(MessagePackUnboxFailure) -> Float {
+        switch object.pointee.type {
+        case MSGPACK_OBJECT_FLOAT32:
+            return Float(object.pointee.via.f64)  // msgpack-c widened it; narrowing back is exact
+        case MSGPACK_OBJECT_FLOAT64:
+            let value = object.pointee.via.f64
+            let result = Float(value)
+            guard result.isFinite || !value.isFinite else {
+                throw .corrupted("Number \(value) does not fit in Float.")
+            }
+            return result
+        case MSGPACK_OBJECT_POSITIVE_INTEGER: return Float(object.pointee.via.u64)
+        case MSGPACK_OBJECT_NEGATIVE_INTEGER: return Float(object.pointee.via.i64)
+        default: throw other(object)
+        }
+    }
+
+    static func bool(_ object: MessagePackObject) throws(MessagePackUnboxFailure) -> Bool {
+        guard object.pointee.type == MSGPACK_OBJECT_BOOLEAN else { throw other(object) }
+        return object.pointee.via.boolean
+    }
+
+    /// The UTF-8 bytes of a str node (they point into the input).
+    @inline(__always)
+    static func utf8(_ object: MessagePackObject) -> UnsafeBufferPointer<UInt8> {
+        let str = object.pointee.via.str
+        return UnsafeBufferPointer(start: UnsafeRawPointer(str.ptr)?.assumingMemoryBound(to: UInt8.self), count: Int(str.size))
+    }
+
+    static func string(_ object: MessagePackObject) throws(MessagePackUnboxFailure) -> String {
+        guard object.pointee.type == MSGPACK_OBJECT_STR else { throw other(object) }
+        guard let result = String(validating: utf8(object), as: UTF8.self) else {
+            throw .corrupted("MessagePack str is not valid UTF-8.")
+        }
+        return result
+    }
+
+    /// The payload of a bin node (it points into the input).
+    @inline(__always)
+    static func binary(_ object: MessagePackObject) -> UnsafeRawBufferPointer {
+        let bin = object.pointee.via.bin
+        return UnsafeRawBufferPointer(start: bin.ptr, count: Int(bin.size))
+    }
+
+    /// Decodes the types MessagePack has a native form for without going through `init(from:)`,
+    /// into `result` (uninitialized memory for one `T`), and returns true. Returns false, leaving
+    /// `result` uninitialized, when `T` is not one of them, or when it is `[UInt8]`/`Data` and the
+    /// node is an array (left to the generic path, which reads it element by element).
+    ///
+    /// Writing through a pointer instead of returning `T?` matters: in unspecialized generic code
+    /// an `Optional<T>` costs a runtime metadata lookup on every call.
+    @inline(__always)
+    static func scalar<T>(_ object: MessagePackObject, into result: UnsafeMutablePointer<T>) throws(MessagePackUnboxFailure) -> Bool {
+        let type = T.self
+        if type == String.self {
+            store(try string(object), result)
+        } else if type == Int.self {
+            store(try integer(object, Int.self), result)
+        } else if type == Double.self {
+            store(try double(object), result)
+        } else if type == Bool.self {
+            store(try bool(object), result)
+        } else if type == Data.self || ObjectIdentifier(type) == MessagePackTypeID.bytes {
+            switch object.pointee.type {
+            case MSGPACK_OBJECT_BIN:
+                if type == Data.self {
+                    store(Data(binary(object)), result)
+                } else {
+                    store([UInt8](binary(object)), result)
+                }
+            case MSGPACK_OBJECT_ARRAY:
+                return false
+            default:
+                throw other(object)
+            }
+        } else if type == Int64.self {
+            store(try integer(object, Int64.self), result)
+        } else if type == UInt64.self {
+            store(try integer(object, UInt64.self), result)
+        } else if type == Int32.self {
+            store(try integer(object, Int32.self), result)
+        } else if type == UInt32.self {
+            store(try integer(object, UInt32.self), result)
+        } else if type == UInt.self {
+            store(try integer(object, UInt.self), result)
+        } else if type == Float.self {
+            store(try float(object), result)
+        } else if type == Int16.self {
+            store(try integer(object, Int16.self), result)
+        } else if type == UInt16.self {
+            store(try integer(object, UInt16.self), result)
+        } else if type == Int8.self {
+            store(try integer(object, Int8.self), result)
+        } else if type == UInt8.self {
+            store(try integer(object, UInt8.self), result)
+        } else {
+            return false
+        }
+        return true
+    }
+
+    /// Initializes `result` with `value`; the caller has checked that `T` is `U`.
+    @inline(__always)
+    private static func store<T, U>(_ value: U, _ result: UnsafeMutablePointer<T>) {
+        UnsafeMutableRawPointer(result).initializeMemory(as: U.self, repeating: value, count: 1)
+    }
+}

@@ -1,0 +1,248 @@
+internal import CMsgPack
+internal import CRPCCore
+import Synchronization
+
+/// A connection to an RPC server, with typed calls.
+///
+/// ```swift
+/// let client = try await RPCClient.connect(host: "127.0.0.1", port: 7000)
+/// let product = try await client.call(Arith.multiply, .init(A: 7, B: 6))   // async
+/// client.go(Arith.multiply, .init(A: 2, B: 3)) { result in                 // callback
+///     print(result)   // success(6), on the client's event-loop thread
+/// }
+/// ```
+///
+/// All methods are thread-safe. Calls are pipelined on the one connection; replies may
+/// arrive in any order and are matched by sequence number.
+public final class RPCClient: Sendable {
+    /// Client settings.
+    public struct Configuration: Sendable {
+        /// How long connecting may take.
+        public var connectTimeout: Duration
+        /// The largest frame accepted or sent, in bytes.
+        public var maxFrameSize: Int
+        /// The loop the connection runs on; `nil` uses ``RPCEventLoop/shared()``.
+        public var eventLoop: RPCEventLoop?
+
+        /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop.
+        public init(connectTimeout: Duration = .seconds(5), maxFrameSize: Int = 4 << 20,
+                    eventLoop: RPCEventLoop? = nil) {
+            self.connectTimeout = connectTimeout
+            self.maxFrameSize = maxFrameSize
+            self.eventLoop = eventLoop
+        }
+    }
+
+    let handle: ClientHandle
+
+    /// Connects, blocking the calling thread for at most the connect timeout. In async code
+    /// prefer ``connect(host:port:configuration:)``.
+    ///
+    /// - Throws: `RPCError` (`.unavailable` when refused or unreachable, `.deadlineExceeded`
+    ///   on timeout).
+    public init(host: String, port: Int, configuration: Configuration = Configuration()) throws(RPCError) {
+        let loop: RPCEventLoop
+        if let chosen = configuration.eventLoop { loop = chosen } else { loop = try RPCEventLoop.shared() }
+        var config = crpc_client_config()
+        let ms = configuration.connectTimeout.components
+        config.connect_timeout_ms = UInt32(clamping: max(ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000, 1))
+        config.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
+        var client: OpaquePointer?
+        try CoreErrors.check(
+            crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
+            "cannot connect to \(host):\(port)")
+        handle = ClientHandle(pointer: client!, loop: loop)
+    }
+
+    /// Connects without blocking a task's thread: the connect runs on its own thread.
+    public static func connect(host: String, port: Int,
+                               configuration: Configuration = Configuration()) async throws(RPCError) -> RPCClient {
+        let result: Result<RPCClient, RPCError> = await withUnsafeContinuation { cont in
+            BlockingWork.run {
+                cont.resume(returning: Result { () throws(RPCError) in
+                    try RPCClient(host: host, port: port, configuration: configuration)
+                })
+            }
+        }
+        return try result.get()
+    }
+
+    /// True while the connection is open.
+    public var isConnected: Bool { crpc_client_is_connected(handle.pointer) != 0 }
+
+    /// Calls sent and not yet ended (a snapshot).
+    public var pendingCount: Int { Int(crpc_client_pending_count(handle.pointer)) }
+
+    // MARK: Calls
+
+    /// Starts a call and returns at once; `completion` runs exactly once with the reply or
+    /// the failure. It runs on the client's event-loop thread (so it must not block), or on
+    /// the calling thread before `go` returns when the call could not be sent at all.
+    @discardableResult
+    public func go<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args,
+        metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
+        completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
+    ) -> RPCCall {
+        let pending = TypedPendingCall<Reply>(completion)
+        return start(method.name, metadata: metadata, timeout: timeout, pending: pending) { writer in
+            try MessagePackEncoder().encodeParams(args, into: writer)
+        }
+    }
+
+    /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call
+    /// (it ends with `.cancelled` and the server is told).
+    public func call<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args,
+        metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
+    ) async throws(RPCError) -> Reply {
+        let link = CancelLink()
+        let result: Result<Reply, RPCError> = await withTaskCancellationHandler {
+            await withUnsafeContinuation { cont in
+                let call = go(method, args, metadata: metadata, timeout: timeout) { cont.resume(returning: $0) }
+                link.attach(call)
+            }
+        } onCancel: {
+            link.cancel()
+        }
+        return try result.get()
+    }
+
+    /// Calls the method named `name` with one argument, decoding the reply as `Reply`.
+    public func call<Args: Codable & Sendable, Reply: Codable & Sendable>(
+        _ name: String, _ args: Args, as: Reply.Type = Reply.self,
+        metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
+    ) async throws(RPCError) -> Reply {
+        try await call(RPCMethod<Args, Reply>(name), args, metadata: metadata, timeout: timeout)
+    }
+
+    /// Sends a notification: oneway, never answered.
+    ///
+    /// - Throws: `RPCError` when it cannot be sent (not connected, too large, not encodable).
+    public func notify<Args: Encodable>(_ name: String, _ args: Args, metadata: RPCMetadata = RPCMetadata()) throws(RPCError) {
+        let writer = MessagePackWriter(initialCapacity: 256)
+        do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
+            throw RPCError(.invalidArgument, "cannot encode params for \(name): \(error)")
+        }
+        let rc = writer.withUnsafeBytes { params in
+            ExtEntries.with(metadata) { ext, extCount in
+                name.utf8CString.withUnsafeBufferPointer { cname in
+                    var c = crpc_call()
+                    c.method = cname.baseAddress
+                    c.method_len = UInt32(cname.count - 1)
+                    c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
+                    c.params_len = UInt32(params.count)
+                    c.ext = ext
+                    c.ext_count = extCount
+                    return crpc_client_notify(handle.pointer, &c)
+                }
+            }
+        }
+        try CoreErrors.check(rc, "cannot notify \(name)")
+    }
+
+    /// Closes the connection; calls still pending end with `.unavailable`. Idempotent.
+    public func close() { handle.close() }
+
+    // MARK: The one path every call takes
+
+    private func start(
+        _ name: String, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall,
+        encode: (MessagePackWriter) throws -> Void
+    ) -> RPCCall {
+        let onLoop = handle.loop.isCurrent
+        let writer = onLoop ? handle.loop.writer.writer : MessagePackWriter(initialCapacity: 128)
+        writer.reset()
+        do { try encode(writer) } catch {
+            pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)"))
+            return RPCCall(handle: nil, id: 0)
+        }
+        var id: UInt64 = 0
+        let ctx = Unmanaged.passRetained(pending).toOpaque()
+        let rc = writer.withUnsafeBytes { params in
+            ExtEntries.with(metadata) { ext, extCount in
+                var name = name
+                return name.withUTF8 { method in
+                    var c = crpc_call()
+                    c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
+                    c.method_len = UInt32(method.count)
+                    c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
+                    c.params_len = UInt32(params.count)
+                    c.ext = ext
+                    c.ext_count = extCount
+                    c.timeout_us = timeout.map { UInt64(clamping: $0.microseconds) } ?? 0
+                    return crpc_client_call(handle.pointer, &c, callCompletionTrampoline, ctx, &id)
+                }
+            }
+        }
+        if rc < 0 {
+            Unmanaged<PendingCall>.fromOpaque(ctx).release()
+            pending.fail(CoreErrors.error(rc, "cannot call \(name)"))
+            return RPCCall(handle: nil, id: 0)
+        }
+        return RPCCall(handle: handle, id: id)
+    }
+}
+
+/// A call in flight, returned by ``RPCClient/go(_:_:metadata:timeout:completion:)``.
+public struct RPCCall: Sendable {
+    let handle: ClientHandle?
+    /// The call's id on its client (for logs; unique per client).
+    public let id: UInt64
+
+    /// Gives up on the call: unless it has already ended, its completion runs with
+    /// `.cancelled` and the server is told to cancel the handler.
+    public func cancel() {
+        if let handle { _ = crpc_client_cancel(handle.pointer, id) }
+    }
+}
+
+/// Owns a `crpc_client`. `@unchecked Sendable`: every crpc_client function is
+/// thread-safe (crpc.h), and `crpc_client_close` runs once, guarded by `closed`.
+final class ClientHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+    let loop: RPCEventLoop
+    private let closed = Atomic<Bool>(false)
+
+    init(pointer: OpaquePointer, loop: RPCEventLoop) {
+        self.pointer = pointer
+        self.loop = loop
+    }
+
+    func close() {
+        if !closed.exchange(true, ordering: .acquiringAndReleasing) {
+            crpc_client_close(pointer)
+        }
+    }
+
+    deinit { close() }
+}
+
+/// Connects the awaiting task's cancellation to the call, whichever comes first.
+private final class CancelLink: Sendable {
+    private let state = Mutex<(call: RPCCall?, cancelled: Bool)>((nil, false))
+
+    func attach(_ call: RPCCall) {
+        let cancelNow = state.withLock { s in
+            s.call = call
+            return s.cancelled
+        }
+        if cancelNow { call.cancel() }
+    }
+
+    func cancel() {
+        let call = state.withLock { s in
+            s.cancelled = true
+            return s.call
+        }
+        call?.cancel()
+    }
+}
+
+extension Duration {
+    /// Whole microseconds, rounded down, never negative.
+    var microseconds: Int64 {
+        let c = components
+        return max(c.seconds &* 1_000_000 &+ c.attoseconds / 1_000_000_000_000, 0)
+    }
+}

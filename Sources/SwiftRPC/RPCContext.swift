@@ -1,0 +1,58 @@
+/// What a handler knows about the call it is serving.
+///
+/// ```swift
+/// server.register(Bench.echo) { payload, context in
+///     if let trace = context.metadata["trace-id"] { print("serving \(trace)") }
+///     return payload
+/// }
+/// ```
+public struct RPCContext: Sendable {
+    /// The method being called, `"Service.Method"`.
+    public let method: String
+    /// The request's metadata (the `ext` map without the reserved `rpc-` keys).
+    public let metadata: RPCMetadata
+    /// How long the caller is still willing to wait, as it was when the request arrived;
+    /// `nil` when the caller set no deadline.
+    public let timeout: Duration?
+
+    /// Creates a context; the server makes these, tests may too.
+    public init(method: String, metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil) {
+        self.method = method
+        self.metadata = metadata
+        self.timeout = timeout
+    }
+}
+
+/// Request or response metadata: string keys mapped to text or bytes.
+///
+/// Keys starting with `rpc-` are reserved for the protocol and are never delivered here.
+public struct RPCMetadata: Sendable, Hashable, ExpressibleByDictionaryLiteral {
+    /// One metadata value: MessagePack `str` or `bin` on the wire.
+    public enum Entry: Sendable, Hashable {
+        case text(String)
+        case bytes([UInt8])
+    }
+
+    /// The entries, in no particular order.
+    public var entries: [String: Entry]
+
+    /// Empty metadata.
+    public init() { entries = [:] }
+
+    /// Metadata from text entries.
+    public init(dictionaryLiteral elements: (String, String)...) {
+        entries = Dictionary(elements.map { ($0.0, Entry.text($0.1)) }, uniquingKeysWith: { _, last in last })
+    }
+
+    /// The text value for `key`, or `nil` when absent or binary.
+    public subscript(key: String) -> String? {
+        get {
+            if case .text(let s)? = entries[key] { return s }
+            return nil
+        }
+        set { entries[key] = newValue.map(Entry.text) }
+    }
+
+    /// True when there are no entries.
+    public var isEmpty: Bool { entries.isEmpty }
+}

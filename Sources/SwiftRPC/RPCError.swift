@@ -1,0 +1,68 @@
+/// An RPC failure: a status code from wire protocol v1 (gRPC's numbering) and a message.
+///
+/// Errors thrown by a handler as `RPCError` reach the caller with their code and message;
+/// any other error reaches it as ``Code-swift.struct/unknown`` with its description.
+///
+/// ```swift
+/// do {
+///     _ = try await client.call(Arith.divide, .init(A: 1, B: 0))
+/// } catch let error as RPCError where error.code == .unknown {
+///     print(error.message) // "divide by zero"
+/// }
+/// ```
+public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// A status code. Known codes have names; any integer a peer sends is kept as is.
+    public struct Code: RawRepresentable, Sendable, Hashable, CustomStringConvertible {
+        /// The integer carried on the wire.
+        public var rawValue: Int
+        /// Wraps a wire status code.
+        public init(rawValue: Int) { self.rawValue = rawValue }
+
+        /// The caller cancelled the call.
+        public static let cancelled = Code(rawValue: 1)
+        /// The handler threw an error that is not an `RPCError`.
+        public static let unknown = Code(rawValue: 2)
+        /// The params did not decode into the method's argument type.
+        public static let invalidArgument = Code(rawValue: 3)
+        /// The call's deadline passed.
+        public static let deadlineExceeded = Code(rawValue: 4)
+        /// A limit was hit: too many calls in flight, a frame too large.
+        public static let resourceExhausted = Code(rawValue: 8)
+        /// No method of that name is registered.
+        public static let unimplemented = Code(rawValue: 12)
+        /// A bug or broken invariant on the other side.
+        public static let `internal` = Code(rawValue: 13)
+        /// The connection is gone or the server is shutting down; retrying may help.
+        public static let unavailable = Code(rawValue: 14)
+        /// The caller did not prove who it is.
+        public static let unauthenticated = Code(rawValue: 16)
+
+        public var description: String {
+            switch self {
+            case .cancelled: "cancelled"
+            case .unknown: "unknown"
+            case .invalidArgument: "invalid argument"
+            case .deadlineExceeded: "deadline exceeded"
+            case .resourceExhausted: "resource exhausted"
+            case .unimplemented: "unimplemented"
+            case .internal: "internal"
+            case .unavailable: "unavailable"
+            case .unauthenticated: "unauthenticated"
+            default: "status \(rawValue)"
+            }
+        }
+    }
+
+    /// The status code.
+    public var code: Code
+    /// A human-readable explanation.
+    public var message: String
+
+    /// Creates an error to throw from a handler or to compare against.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "RPCError(\(code.rawValue) \(code)): \(message)" }
+}

@@ -1,0 +1,185 @@
+internal import CRPCCore
+import Synchronization
+
+/// An RPC server: handlers registered by `"Service.Method"`, served over io_uring.
+///
+/// ```swift
+/// let server = RPCServer(configuration: .init(port: 7000))
+/// try server.register(Arith.multiply) { args, _ in args.A * args.B }
+/// let port = try server.start()
+/// // ... later
+/// server.stop()
+/// ```
+///
+/// Lifecycle: **configuring** (handlers may be registered) → ``start()`` → **running**
+/// (the method table is frozen and read without locks) → ``stop()`` → **stopped**
+/// (connections closed; handlers still running finish, their replies are dropped).
+public final class RPCServer: Sendable {
+    /// Server settings.
+    public struct Configuration: Sendable {
+        /// The address to listen on.
+        public var host: String
+        /// The port to listen on; 0 picks a free one (see ``RPCServer/start()``).
+        public var port: Int
+        /// Event-loop threads; 0 means one per online CPU.
+        public var loops: Int
+        /// When set, loop `i` is pinned to CPU `firstCPU + i`.
+        public var firstCPU: Int?
+        /// The largest frame accepted or sent, in bytes.
+        public var maxFrameSize: Int
+
+        /// Settings with defaults: loopback, a free port, one loop per CPU, 4 MiB frames.
+        public init(host: String = "127.0.0.1", port: Int = 0, loops: Int = 0,
+                    firstCPU: Int? = nil, maxFrameSize: Int = 4 << 20) {
+            self.host = host
+            self.port = port
+            self.loops = loops
+            self.firstCPU = firstCPU
+            self.maxFrameSize = maxFrameSize
+        }
+    }
+
+    private enum State {
+        case configuring(Router)
+        case running(ServerCore, port: Int)
+        case stopped
+    }
+
+    /// The settings the server was made with.
+    public let configuration: Configuration
+    private let state: Mutex<State>
+
+    /// Creates a server; nothing listens until ``start()``.
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        self.state = Mutex(.configuring(Router()))
+    }
+
+    // MARK: Registration
+
+    /// Registers an async handler for `method`. Each call runs as its own task, so calls
+    /// run concurrently and reply in any order.
+    ///
+    /// - Throws: `RPCError` (`.invalidArgument`) when the name is ill-formed, reserved
+    ///   (`rpc.`), already defined, or the server has started.
+    public func register<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>,
+        _ handler: @escaping @Sendable (Args, RPCContext) async throws -> Reply
+    ) throws(RPCError) {
+        try add([HandlerFactory.typedAsync(method, handler)])
+    }
+
+    /// Registers a handler that runs on the event-loop thread with no hop to a task.
+    /// It must be quick and never block; in exchange it costs no task or thread switch.
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func registerInline<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>,
+        _ handler: @escaping @Sendable (Args, RPCContext) throws -> Reply
+    ) throws(RPCError) {
+        try add([HandlerFactory.typedInline(method, handler)])
+    }
+
+    /// Registers a handler that brings its own encoding: it receives the raw MessagePack
+    /// params array and returns exactly one encoded MessagePack value.
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func registerRaw(
+        _ name: String,
+        _ handler: @escaping @Sendable ([UInt8], RPCContext) async throws -> [UInt8]
+    ) throws(RPCError) {
+        try add([HandlerFactory.raw(name, handler)])
+    }
+
+    /// Registers a raw handler that runs on the event-loop thread: it sees the request's
+    /// params array as bytes and answers with encoded bytes, or with a byte range of the
+    /// params themselves, sent back without a copy (how `Bench.Echo` answers).
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func registerRawInline(
+        _ name: String,
+        _ handler: @escaping @Sendable (RPCRawRequest) throws -> RPCRawReply
+    ) throws(RPCError) {
+        try add([HandlerFactory.rawInline(name, handler)])
+    }
+
+    /// Registers every method of `service` at once; if any fails, none is registered.
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func register(_ service: some RPCService) throws(RPCError) {
+        var table = RPCMethodTable()
+        service.register(into: &table)
+        try add(table.handlers)
+    }
+
+    private func add(_ handlers: [RegisteredHandler]) throws(RPCError) {
+        try state.withLock { (state: inout State) throws(RPCError) in
+            guard case .configuring(var router) = state else {
+                throw RPCError(.invalidArgument, "rpc: cannot register methods once the server has started")
+            }
+            try router.add(handlers)
+            state = .configuring(router)
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Binds, listens and starts the event loops. Returns the bound port.
+    ///
+    /// - Throws: `RPCError` when the address cannot be bound, io_uring is refused
+    ///   (`.unavailable`), or the server was already started.
+    @discardableResult
+    public func start() throws(RPCError) -> Int {
+        try state.withLock { (state: inout State) throws(RPCError) -> Int in
+            guard case .configuring(let router) = state else {
+                throw RPCError(.invalidArgument, "rpc: the server was already started")
+            }
+            let loops = configuration.loops > 0 ? configuration.loops : System.onlineCPUs
+            let core = ServerCore(router: router, loops: loops)
+            let started: Result<Int, RPCError> = configuration.host.withCString { host in
+                var c = crpc_server_config()
+                c.host = host
+                c.port = UInt16(clamping: configuration.port)
+                c.loops = UInt32(loops)
+                c.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
+                if let cpu = configuration.firstCPU {
+                    c.pin_loops = 1
+                    c.first_cpu = Int32(cpu)
+                }
+                return Result { () throws(RPCError) in try core.start(c) }
+            }
+            let port = try started.get()
+            state = .running(core, port: port)
+            return port
+        }
+    }
+
+    /// The bound port while running, else `nil`.
+    public var port: Int? {
+        state.withLock { state in
+            if case .running(_, let port) = state { return port }
+            return nil
+        }
+    }
+
+    /// Connections open right now (a snapshot).
+    public var connectionCount: Int {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.connectionCount }
+            return 0
+        }
+    }
+
+    /// Stops accepting and closes every connection. Idempotent; must not be called from a
+    /// handler running inline on a loop thread.
+    public func stop() {
+        let core: ServerCore? = state.withLock { state in
+            defer { state = .stopped }
+            if case .running(let core, _) = state { return core }
+            return nil
+        }
+        core?.stop()
+    }
+
+    deinit { stop() }
+}

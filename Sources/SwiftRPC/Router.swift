@@ -1,0 +1,167 @@
+internal import CMsgPack
+
+/// A request's params as they arrived: the tree msgpack-c unpacked (valid only while the
+/// request is being dispatched) and the raw bytes of the params array.
+struct RequestParams {
+    let tree: UnsafePointer<msgpack_object>
+    let bytes: UnsafeRawBufferPointer
+}
+
+/// Thrown when params do not decode into a handler's argument type (status 3).
+struct InvalidParams: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// One registered method with its types erased.
+struct RegisteredHandler: Sendable {
+    enum Body: Sendable {
+        /// Runs on the loop thread without a hop: decodes, handles, encodes the reply into
+        /// the writer, or returns the byte range of the params to send back as the result.
+        case inline(@Sendable (RequestParams, RPCContext, MessagePackWriter) throws -> Range<Int>?)
+        /// Decodes on the loop thread (the tree dies with the frame); the returned job runs
+        /// in a task and returns the encoded reply.
+        case async(@Sendable (RequestParams) throws -> @Sendable (RPCContext) async throws -> [UInt8])
+    }
+
+    let name: String
+    let body: Body
+}
+
+/// The method table: filled while a server is configured, frozen (immutable, so read
+/// without locks from every loop thread) once it starts.
+struct Router: Sendable {
+    private(set) var handlers: [String: RegisteredHandler] = [:]
+
+    /// Adds handlers all at once, or none of them when any name is bad or taken.
+    mutating func add(_ new: [RegisteredHandler]) throws(RPCError) {
+        var seen = Set<String>()
+        for h in new {
+            try MethodName.validate(h.name)
+            if handlers[h.name] != nil || !seen.insert(h.name).inserted {
+                throw RPCError(.invalidArgument, "rpc: method already defined: \(h.name)")
+            }
+        }
+        for h in new { handlers[h.name] = h }
+    }
+
+    func handler(for name: String) -> RegisteredHandler? { handlers[name] }
+
+    /// What a request turns into: the transport seam. The server feeds it requests off the
+    /// wire; tests feed it params made in memory, with no socket in sight.
+    enum Dispatch {
+        /// The reply is in the writer.
+        case written
+        /// The reply is these bytes of the params, sent back without a copy.
+        case echo(Range<Int>)
+        /// The call failed; send this status.
+        case failed(RPCError)
+        /// Run this in a task; it returns the encoded reply.
+        case later(@Sendable (RPCContext) async throws -> [UInt8])
+    }
+
+    /// Runs the part of a request that happens on the loop thread. `writer` must be empty.
+    func dispatch(_ name: String, params: RequestParams, context: RPCContext,
+                  writer: MessagePackWriter) -> Dispatch {
+        guard let handler = handlers[name] else {
+            if name == "rpc.methods" {
+                do { try MessagePackEncoder().encode(methodNames, into: writer) } catch {
+                    return .failed(RPCError(.internal, "cannot encode the method list"))
+                }
+                return .written
+            }
+            return .failed(RPCError(.unimplemented, "rpc: can't find method \(name)"))
+        }
+        do {
+            switch handler.body {
+            case .inline(let run):
+                return try run(params, context, writer).map(Dispatch.echo) ?? .written
+            case .async(let prepare):
+                return .later(try prepare(params))
+            }
+        } catch {
+            return .failed(RPCError(handlerError: error))
+        }
+    }
+
+    /// Every callable name, built-ins included, sorted (the answer to `rpc.methods`).
+    var methodNames: [String] {
+        (Array(handlers.keys) + ["rpc.methods", "rpc.ping"]).sorted()
+    }
+}
+
+// MARK: - Building handlers
+
+enum HandlerFactory {
+    static func typedAsync<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>,
+        _ handler: @escaping @Sendable (Args, RPCContext) async throws -> Reply
+    ) -> RegisteredHandler {
+        RegisteredHandler(name: method.name, body: .async { params in
+            let args = try decodeArgs(Args.self, params)
+            return { context in
+                let reply = try await handler(args, context)
+                return try MessagePackEncoder().encode(reply)
+            }
+        })
+    }
+
+    static func typedInline<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>,
+        _ handler: @escaping @Sendable (Args, RPCContext) throws -> Reply
+    ) -> RegisteredHandler {
+        RegisteredHandler(name: method.name, body: .inline { params, context, writer in
+            let args = try decodeArgs(Args.self, params)
+            let reply = try handler(args, context)
+            try MessagePackEncoder().encode(reply, into: writer)
+            return nil
+        })
+    }
+
+    static func rawInline(
+        _ name: String,
+        _ handler: @escaping @Sendable (RPCRawRequest) throws -> RPCRawReply
+    ) -> RegisteredHandler {
+        RegisteredHandler(name: name, body: .inline { params, context, writer in
+            switch try handler(RPCRawRequest(params: params.bytes, context: context)) {
+            case .echo(let range):
+                guard range.lowerBound >= 0, range.upperBound <= params.bytes.count, !range.isEmpty else {
+                    throw RPCError(.internal, "raw reply range \(range) is outside the params")
+                }
+                return range
+            case .bytes(let bytes):
+                bytes.withUnsafeBytes { writer.appendRaw($0) }
+                return nil
+            }
+        })
+    }
+
+    static func raw(
+        _ name: String,
+        _ handler: @escaping @Sendable ([UInt8], RPCContext) async throws -> [UInt8]
+    ) -> RegisteredHandler {
+        RegisteredHandler(name: name, body: .async { params in
+            let bytes = Array(params.bytes)
+            return { context in try await handler(bytes, context) }
+        })
+    }
+
+    private static func decodeArgs<Args: Decodable>(_ type: Args.Type, _ params: RequestParams) throws -> Args {
+        do {
+            return try MessagePackDecoder().decodeFirstParam(type, fromTree: params.tree)
+        } catch {
+            throw InvalidParams(description: "invalid params for \(Args.self): \(error)")
+        }
+    }
+}
+
+extension RPCError {
+    /// The status a handler's error is sent with: its own for `RPCError`, 3 for params
+    /// that did not decode, 2 with the error's description for anything else.
+    init(handlerError error: any Error) {
+        switch error {
+        case let e as RPCError: self = e
+        case let e as InvalidParams: self = RPCError(.invalidArgument, e.description)
+        default: self = RPCError(.unknown, String(describing: error))
+        }
+    }
+}

@@ -1,0 +1,126 @@
+internal import CMsgPack
+internal import CRPCCore
+internal import Glibc
+
+/// The running half of an `RPCServer`: owns the C server and dispatches its requests.
+///
+/// `@unchecked Sendable` is safe because: `router` and `writers` are immutable after init;
+/// `writers[i]` is only ever used by loop `i`'s thread (inline handlers run there); and
+/// `server` is written once, before the first request can arrive, then only read.
+final class ServerCore: @unchecked Sendable {
+    let router: Router
+    private let writers: [MessagePackWriter]
+    private var server: OpaquePointer?
+
+    init(router: Router, loops: Int) {
+        self.router = router
+        self.writers = (0..<max(loops, 1)).map { _ in MessagePackWriter(initialCapacity: 4096) }
+    }
+
+    /// Starts the C server; `config` has everything but the callback filled in.
+    func start(_ config: crpc_server_config) throws(RPCError) -> Int {
+        var config = config
+        config.on_request = serverRequestTrampoline
+        config.user = Unmanaged.passUnretained(self).toOpaque()
+        var handle: OpaquePointer?
+        try CoreErrors.check(crpc_server_start(&config, &handle), "cannot start the server")
+        server = handle
+        return Int(crpc_server_port(handle))
+    }
+
+    func stop() {
+        if let server { crpc_server_stop(server) }
+    }
+
+    var connectionCount: Int { server.map { Int(crpc_server_connection_count($0)) } ?? 0 }
+
+    deinit {
+        // Every task that could still reply holds a reference to self: none is left now.
+        if let server { crpc_server_destroy(server) }
+    }
+
+    // MARK: Dispatch (loop thread)
+
+    func handle(_ request: UnsafePointer<crpc_request>) {
+        let conn = request.pointee.conn
+        let msg = request.pointee.msg
+        guard msg.type == UInt8(CRPC_MSG_REQUEST.rawValue) || msg.type == UInt8(CRPC_MSG_NOTIFICATION.rawValue) else {
+            return // cancel frames: handlers are not cancellable yet
+        }
+        let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
+        let msgid = msg.msgid
+        let name = String(decoding: UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len)), as: UTF8.self)
+        guard let value = msg.value else { return }
+        let params = RequestParams(
+            tree: UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self),
+            bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)))
+        let context = RPCContext(
+            method: name, metadata: Self.metadata(msg.ext, Int(msg.ext_count)),
+            timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)))
+        let writer = writers[Int(conn >> 56)]
+        writer.reset()
+
+        switch router.dispatch(name, params: params, context: context, writer: writer) {
+        case .written:
+            if wantsReply { writer.withUnsafeBytes { send(conn, msgid, result: $0) } }
+        case .echo(let range):
+            if wantsReply { send(conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range])) }
+        case .failed(let error):
+            if wantsReply { send(conn, msgid, error: error) }
+        case .later(let job):
+            Task {
+                do {
+                    let bytes = try await job(context)
+                    if wantsReply { bytes.withUnsafeBytes { self.send(conn, msgid, result: $0) } }
+                } catch {
+                    if wantsReply { self.send(conn, msgid, error: RPCError(handlerError: error)) }
+                }
+            }
+        }
+    }
+
+    // MARK: Replies (any thread)
+
+    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer) {
+        var reply = crpc_reply()
+        reply.result = result.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        reply.result_len = UInt32(result.count)
+        let rc = crpc_server_reply(server, conn, msgid, &reply)
+        if rc == -EMSGSIZE {
+            send(conn, msgid, error: RPCError(.resourceExhausted, "reply larger than the maximum frame size"))
+        } else if rc == -EINVAL {
+            send(conn, msgid, error: RPCError(.internal, "handler returned bytes that are not one MessagePack value"))
+        }
+        // -ENOTCONN / -ESHUTDOWN: the caller has gone; nobody is left to tell.
+    }
+
+    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError) {
+        var utf8 = error.message
+        utf8.withUTF8 { text in
+            var reply = crpc_reply()
+            reply.error_code = Int32(clamping: error.code.rawValue)
+            reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
+            reply.error_msg_len = UInt32(min(text.count, 64 * 1024))
+            _ = crpc_server_reply(server, conn, msgid, &reply)
+        }
+    }
+
+    static func metadata(_ ext: UnsafePointer<crpc_ext_entry>?, _ count: Int) -> RPCMetadata {
+        var md = RPCMetadata()
+        guard let ext, count > 0 else { return md }
+        for i in 0..<count {
+            let e = ext[i]
+            let key = String(decoding: UnsafeRawBufferPointer(start: e.key, count: Int(e.key_len)), as: UTF8.self)
+            let bytes = UnsafeRawBufferPointer(start: e.value, count: Int(e.value_len))
+            md.entries[key] = e.is_binary != 0 ? .bytes(Array(bytes)) : .text(String(decoding: bytes, as: UTF8.self))
+        }
+        return md
+    }
+}
+
+/// The C callback: recovers the ServerCore (kept alive by its RPCServer while the C
+/// server runs) and dispatches on the loop thread.
+private let serverRequestTrampoline: crpc_request_fn = { user, request in
+    guard let user, let request else { return }
+    Unmanaged<ServerCore>.fromOpaque(user).takeUnretainedValue().handle(request)
+}

@@ -1,0 +1,26 @@
+internal import CMsgPack
+
+extension MessagePackDecoder {
+    /// Decodes a tree CRPCCore already unpacked, after checking it against its limits:
+    /// the core's copy of a frame is decoded where it lies, with no second parse.
+    func decode<T: Decodable>(_ type: T.Type, fromTree root: UnsafePointer<msgpack_object>) throws -> T {
+        let state = MessagePackDecoderState()
+        state.reset(root)
+        return try state.decodeValue(type, at: root, depth: 0)
+    }
+
+    /// Decodes element 0 of a params array the core already unpacked.
+    func decodeFirstParam<T: Decodable>(_ type: T.Type, fromTree root: UnsafePointer<msgpack_object>) throws -> T {
+        guard root.pointee.type == MSGPACK_OBJECT_ARRAY else {
+            throw DecodingError.typeMismatch([Any].self, .init(
+                codingPath: [], debugDescription: "Expected the params array."))
+        }
+        guard root.pointee.via.array.size > 0, let first = root.pointee.via.array.ptr else {
+            throw DecodingError.valueNotFound(type, .init(
+                codingPath: [MessagePackKey(index: 0)], debugDescription: "The params array is empty; expected one argument."))
+        }
+        let state = MessagePackDecoderState()
+        state.reset(UnsafePointer(first))
+        return try state.decodeValue(type, at: UnsafePointer(first), depth: 0, extra: [], key: MessagePackKey(index: 0))
+    }
+}

@@ -1,0 +1,109 @@
+import ArgumentParser
+import Foundation
+import SwiftRPC
+
+/// Options shared by `load` and the suite.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "Measured seconds per workload.")
+    var duration: Double = 5
+
+    @Option(help: "Warm-up seconds before measuring.")
+    var warmup: Double = 1
+
+    @Option(help: "Pin the client (its event loop and every thread) to this CPU; -1 leaves it unpinned.")
+    var cpu: Int = -1
+
+    @Flag(help: "Print results as JSON instead of a table.")
+    var json = false
+}
+
+/// `rpcbench load`: drive one workload against a running server.
+struct LoadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Drive load against a running server and report throughput and latency.",
+        discussion: """
+            Closed loop by default: each connection keeps --depth calls in flight. With --rate \
+            the run is open loop: calls are sent at fixed intended times and latency is measured \
+            from each call's intended send time (no coordinated omission). Every Bench.Echo reply \
+            is compared with its request; errors and mismatches make the exit status 1.
+
+            Examples:
+              rpcbench load --target 127.0.0.1:7000                       # W2 shape, callback API
+              rpcbench load --target 127.0.0.1:7000 --conns 1 --depth 1   # W1 shape
+              rpcbench load --target 127.0.0.1:7000 --depth 4 --payload 65536 --conns 1
+              rpcbench load --target 127.0.0.1:7000 --rate 100000 --api async --json
+            """
+    )
+
+    @Option(help: "Server address, HOST:PORT.")
+    var target: String
+
+    @Option(help: "Connections.")
+    var conns = 4
+
+    @Option(help: "Calls in flight per connection (closed loop).")
+    var depth = 32
+
+    @Option(help: "Payload bytes per call (0 up to the max frame size).")
+    var payload = 32
+
+    @Option(help: "Method to call; replies are verified for Bench.Echo.")
+    var method = "Bench.Echo"
+
+    @Option(help: "Client API: callback (go) or async (await call).")
+    var api: Workload.API = .callback
+
+    @Option(help: "Open loop at this many calls per second (all connections together).")
+    var rate: Double?
+
+    @OptionGroup var options: LoadOptions
+
+    func validate() throws {
+        guard Endpoint(target) != nil else { throw ValidationError("--target must be HOST:PORT") }
+        guard conns > 0, depth > 0, payload >= 0 else { throw ValidationError("--conns and --depth must be positive, --payload not negative") }
+        if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+    }
+
+    func run() async throws {
+        let endpoint = Endpoint(target)!
+        var workload = Workload(name: "load", conns: conns, depth: depth, payload: payload)
+        workload.method = method
+        workload.api = api
+        workload.duration = options.duration
+        workload.warmup = options.warmup
+        workload.rate = rate
+        let result = try await runWorkload(workload, endpoint: endpoint, cpu: options.cpu)
+        print(options.json ? Table.json([result]) : Table.render([result]))
+        if result.failed { throw ExitCode(1) }
+    }
+}
+
+extension Workload.API: ExpressibleByArgument {}
+
+/// HOST:PORT.
+struct Endpoint: Sendable {
+    var host: String
+    var port: Int
+
+    init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port) else { return nil }
+        host = String(text[..<colon])
+        self.port = port
+    }
+}
+
+/// Connects, runs one workload, closes.
+func runWorkload(_ workload: Workload, endpoint: Endpoint, cpu: Int) async throws -> LoadResult {
+    if cpu >= 0 { try RPCEventLoop.pinProcess(toCPU: cpu) }
+    let loop = try RPCEventLoop(cpu: cpu >= 0 ? cpu : nil)
+    var clients: [RPCClient] = []
+    for _ in 0..<workload.conns {
+        clients.append(try await RPCClient.connect(
+            host: endpoint.host, port: endpoint.port, configuration: .init(eventLoop: loop)))
+    }
+    let result = await LoadEngine(workload: workload, clients: clients).run()
+    clients.forEach { $0.close() }
+    return result
+}

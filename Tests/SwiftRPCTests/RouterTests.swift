@@ -1,0 +1,100 @@
+import CMsgPack
+import RPCExamples
+import XCTest
+
+@testable import SwiftRPC
+
+/// The router through its transport seam: requests made in memory, no sockets, no io_uring.
+final class RouterTests: XCTestCase {
+    private func router() throws -> Router {
+        var table = RPCMethodTable()
+        ArithService().register(into: &table)
+        BenchService().register(into: &table)
+        table.add(RPCMethod<String, String>("Text.Shout")) { s, _ in s.uppercased() }
+        table.add(RPCMethod<Int, Int>("Test.Refuse")) { _, _ in throw RPCError(.unauthenticated, "no") }
+        var router = Router()
+        try router.add(table.handlers)
+        return router
+    }
+
+    /// Dispatches `name` with `params` (encoded with Python-compatible MessagePack).
+    private func dispatch(_ router: Router, _ name: String, _ params: [UInt8]) -> (Router.Dispatch, [UInt8]) {
+        var zone = msgpack_zone()
+        XCTAssertTrue(msgpack_zone_init(&zone, 4096))
+        defer { msgpack_zone_destroy(&zone) }
+        return params.withUnsafeBytes { raw in
+            var object = msgpack_object()
+            var offset = 0
+            let rc = msgpack_unpack(raw.baseAddress!.assumingMemoryBound(to: CChar.self), raw.count, &offset, &zone, &object)
+            XCTAssertEqual(rc, MSGPACK_UNPACK_SUCCESS)
+            return withUnsafePointer(to: &object) { tree in
+                let writer = MessagePackWriter(initialCapacity: 64)
+                let outcome = router.dispatch(name, params: RequestParams(tree: tree, bytes: raw),
+                                              context: RPCContext(method: name), writer: writer)
+                switch outcome {
+                case .echo(let range): return (outcome, Array(raw[range]))
+                default: return (outcome, writer.withUnsafeBytes { Array($0) })
+                }
+            }
+        }
+    }
+
+    func testInlineTypedHandlerWritesTheEncodedReply() throws {
+        // [{"A": 7, "B": 6}]
+        let (outcome, bytes) = dispatch(try router(), "Arith.Multiply", [0x91, 0x82, 0xa1, 0x41, 0x07, 0xa1, 0x42, 0x06])
+        guard case .written = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(bytes, [0x2a])
+    }
+
+    func testParamsThatDoNotDecodeAreStatus3() throws {
+        let (outcome, _) = dispatch(try router(), "Arith.Multiply", [0x91, 0xa1, 0x78]) // ["x"]
+        guard case .failed(let e) = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(e.code, .invalidArgument)
+        XCTAssertTrue(e.message.contains("ArithArgs"), e.message)
+        let (empty, _) = dispatch(try router(), "Arith.Multiply", [0x90]) // []
+        guard case .failed(let e2) = empty else { return XCTFail("\(empty)") }
+        XCTAssertEqual(e2.code, .invalidArgument)
+    }
+
+    func testUnknownMethodIsStatus12() throws {
+        let (outcome, _) = dispatch(try router(), "No.Such", [0x90])
+        guard case .failed(let e) = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(e.code, .unimplemented)
+        XCTAssertEqual(e.message, "rpc: can't find method No.Such")
+    }
+
+    func testHandlerErrorsKeepTheirStatus() throws {
+        let (outcome, _) = dispatch(try router(), "Arith.Divide", [0x91, 0x82, 0xa1, 0x41, 0x01, 0xa1, 0x42, 0x00])
+        guard case .failed(let e) = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(e, RPCError(.unknown, "divide by zero"))
+    }
+
+    func testEchoSendsBackTheArgumentBytes() throws {
+        let arg: [UInt8] = [0x82, 0xa1, 0x61, 0x01, 0xa1, 0x62, 0xc4, 0x02, 0xff, 0x00] // {"a":1,"b":bin}
+        let (outcome, bytes) = dispatch(try router(), "Bench.Echo", [0x91] + arg)
+        guard case .echo = outcome else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(bytes, arg)
+    }
+
+    func testAsyncHandlersDecodeNowAndRunLater() async throws {
+        let (outcome, _) = dispatch(try router(), "Text.Shout", [0x91, 0xa2, 0x68, 0x69]) // ["hi"]
+        guard case .later(let job) = outcome else { return XCTFail("\(outcome)") }
+        let reply = try await job(RPCContext(method: "Text.Shout"))
+        XCTAssertEqual(reply, [0xa2, 0x48, 0x49]) // "HI"
+        let (refused, _) = dispatch(try router(), "Test.Refuse", [0x91, 0x01])
+        guard case .later(let job2) = refused else { return XCTFail("\(refused)") }
+        do {
+            _ = try await job2(RPCContext(method: "Test.Refuse"))
+            XCTFail("expected an error")
+        } catch {
+            XCTAssertEqual(RPCError(handlerError: error), RPCError(.unauthenticated, "no"))
+        }
+    }
+
+    func testMethodsBuiltIn() throws {
+        let (outcome, bytes) = dispatch(try router(), "rpc.methods", [0x90])
+        guard case .written = outcome else { return XCTFail("\(outcome)") }
+        let names = try MessagePackDecoder().decode([String].self, from: bytes)
+        XCTAssertEqual(names, ["Arith.Divide", "Arith.Multiply", "Bench.Echo", "Test.Refuse", "Text.Shout", "rpc.methods", "rpc.ping"])
+    }
+}

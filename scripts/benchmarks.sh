@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Regenerates docs/BENCHMARKS.md: W1, W2 and W3 from design.md, measured in one run for
+#   floor        Benchmarks/floor/echo_floor.c: bare C io_uring echo of the same framing
+#   crpc (C)     the core alone through crpc.h (crpc-cbench)
+#   SwiftRPC     rpcbench's Swift client, callback API and async API
+# Release builds; server and client are separate processes pinned to CPU 0 and CPU 1.
+# Usage: scripts/benchmarks.sh [seconds per run, default 5]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-5}
+out=.build/bench
+mkdir -p "$out"
+swift build -c release --product rpcbench >/dev/null
+swift build -c release --product crpc-cbench >/dev/null
+bin=$(swift build -c release --show-bin-path)
+gcc -O2 -std=gnu11 -o "$out/echo_floor" Benchmarks/floor/echo_floor.c -luring -lpthread
+
+results="$out/results.jsonl"
+: >"$results"
+
+# start_server CMD...: runs the server, waits for "listening on H:P", sets $pid and $port.
+start_server() {
+  "$@" >"$out/server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$out/server.log" && break; sleep 0.1; done
+  port=$(sed -n 's/.*listening on [^:]*:\([0-9]*\).*/\1/p' "$out/server.log" | head -1)
+  [ -n "$port" ] || { echo "server did not start: $*"; cat "$out/server.log"; exit 1; }
+}
+stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+
+# tag: python adds the implementation and workload names to each JSON result.
+tag() { python3 -c 'import json,sys; impl,wl=sys.argv[1:3]
+for line in sys.stdin:
+    line=line.strip()
+    if not line: continue
+    d=json.loads(line)
+    for r in (d if isinstance(d,list) else [d]):
+        r["impl"]=impl; r["wl"]=wl; print(json.dumps(r))' "$1" "$2" >>"$results"; }
+
+workloads=("W1 1 1 32" "W2 4 32 32" "W3 1 4 65536")
+
+start_server taskset -c 0 "$out/echo_floor" serve --port 0 --cpu 0
+for w in "${workloads[@]}"; do set -- $w
+  "$out/echo_floor" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag floor "$1"
+done
+stop_server
+
+start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
+for w in "${workloads[@]}"; do set -- $w
+  "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "crpc (C)" "$1"
+done
+stop_server
+
+start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
+for w in "${workloads[@]}"; do set -- $w
+  for api in callback async; do
+    "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
+      --duration "$secs" --cpu 1 --api "$api" --json | tag "SwiftRPC $api" "$1"
+  done
+done
+stop_server
+
+python3 scripts/render_benchmarks.py "$results" "$secs" >docs/BENCHMARKS.md
+echo "wrote docs/BENCHMARKS.md"

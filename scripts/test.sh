@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every test: the C core's test programs (ASan+UBSan), the Swift suite, and the Python
+# interop client against a live `rpcbench serve`. Stops at the first failing stage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== C core tests"
+./scripts/c-tests.sh
+echo "== Swift tests"
+swift test
+echo "== Python interop tests"
+./scripts/interop-tests.sh
