@@ -50,32 +50,26 @@ final class MessagePackDecoderState: Decoder {
     func decodeValue<T: Decodable, K: CodingKey>(
         _ type: T.Type, at object: MessagePackObject, depth: Int, extra: [any CodingKey], key: K
     ) throws -> T {
-        try withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { buffer throws -> T in
-            let result = buffer.baseAddress!
-            do throws(MessagePackUnboxFailure) {
-                if try MessagePackUnbox.scalar(object, into: result) { return result.move() }
-            } catch {
-                throw error.decodingError(T.self, messagePackCodingPath(path, depth: depth, extra: extra, appending: key))
-            }
-            let pushed = extra.count + 1
-            path.append(contentsOf: extra)
-            path.append(key)
-            defer { path.removeLast(pushed) }
-            return try decodeComposite(type, at: object)
+        do {
+            if let value = try MessagePackUnbox.scalar(object, T.self) { return value }
+        } catch {
+            throw error.decodingError(T.self, messagePackCodingPath(path, depth: depth, extra: extra, appending: key))
         }
+        let pushed = extra.count + 1
+        path.append(contentsOf: extra)
+        path.append(key)
+        defer { path.removeLast(pushed) }
+        return try decodeComposite(type, at: object)
     }
 
     /// Decodes `object`, the value of a single-value container (or the root), as `T`.
     func decodeValue<T: Decodable>(_ type: T.Type, at object: MessagePackObject, depth: Int) throws -> T {
-        try withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { buffer throws -> T in
-            let result = buffer.baseAddress!
-            do throws(MessagePackUnboxFailure) {
-                if try MessagePackUnbox.scalar(object, into: result) { return result.move() }
-            } catch {
-                throw error.decodingError(T.self, Array(path.prefix(depth)))
-            }
-            return try decodeComposite(type, at: object)
+        do {
+            if let value = try MessagePackUnbox.scalar(object, T.self) { return value }
+        } catch {
+            throw error.decodingError(T.self, Array(path.prefix(depth)))
         }
+        return try decodeComposite(type, at: object)
     }
 
     private func decodeComposite<T: Decodable>(_ type: T.Type, at object: MessagePackObject) throws -> T {

@@ -50,6 +50,8 @@ struct MessagePackFrame {
 /// hands its keys to a keyed container as coding keys whose `intValue` is set both for `[Int: V]`
 /// and for numeric keys of `[String: V]` ("5"), so the encoder asks the type of the value that
 /// opened the container instead; only the first key with an `intValue` pays for that check.
+/// (A wrapper that forwards its own encoder, `try dict.encode(to: encoder)`, therefore gets str
+/// keys "5"; the decoder accepts those for `[Int: V]` too.)
 protocol MessagePackIntKeyedMap {}
 
 extension Dictionary: MessagePackIntKeyedMap where Key == Int {}

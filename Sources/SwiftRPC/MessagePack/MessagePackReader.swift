@@ -1,10 +1,10 @@
 // MessagePackReader: owns a msgpack_zone and turns bytes into a msgpack_object tree, once.
 //
-// Lifecycle: `unpack` validates the bytes (MessagePackValidator: no memory bombs, bounded depth),
-// empties the zone, and has msgpack_unpack build the tree in it. The tree (and every str/bin in it,
-// which point straight into the input, not into copies) stays valid until the next `unpack` or
-// `release`, and only while the input bytes are alive. The zone keeps its first chunk between
-// uses, so decoding a typical message allocates nothing.
+// Lifecycle: `withTree` validates the bytes (MessagePackValidator: no memory bombs, bounded
+// depth), has msgpack_unpack build the tree in the zone, runs the caller's closure on it, and
+// clears the zone. The tree (and every str/bin in it, which point straight into the input, not
+// into copies) is valid only inside that closure. The zone keeps its first chunk between
+// uses, so unpacking a typical message allocates nothing.
 //
 // Depth: msgpack-c 4.0 is compiled with a fixed parse stack of 32 containers
 // (MSGPACK_EMBED_STACK_SIZE) and fails deeper input with "out of memory", so limits above 32 are
@@ -39,12 +39,12 @@ final class MessagePackReader {
         root.deallocate()
     }
 
-    /// Validates `bytes` and unpacks them. The returned tree lives until the next `unpack` or
-    /// `release`, and borrows from `bytes`.
+    /// Validates `bytes` and unpacks them. The returned tree lives until the zone is next
+    /// cleared, and borrows from `bytes`.
     ///
     /// - Parameter allowTrailingBytes: if false, bytes after the first value are an error.
     /// - Throws: `DecodingError.dataCorrupted` for anything the validator or msgpack-c rejects.
-    func unpack(
+    private func unpack(
         _ bytes: UnsafeRawBufferPointer, maxDepth: Int, allowTrailingBytes: Bool = false
     ) throws(DecodingError) -> UnsafePointer<msgpack_object> {
         let depthLimit = min(maxDepth, Self.msgpackDepthLimit)
@@ -70,9 +70,6 @@ final class MessagePackReader {
         }
         return UnsafePointer(root)
     }
-
-    /// Frees what the last `unpack` allocated beyond the zone's first chunk.
-    func release() { msgpack_zone_clear(zone) }
 
     /// True while `withTree` runs; a nested decode on the same reader would clear the tree in use.
     @exclusivity(unchecked) private(set) var isBusy = false

@@ -140,66 +140,51 @@ enum MessagePackUnbox {
         return UnsafeRawBufferPointer(start: bin.ptr, count: Int(bin.size))
     }
 
-    /// Decodes the types MessagePack has a native form for without going through `init(from:)`,
-    /// into `result` (uninitialized memory for one `T`), and returns true. Returns false, leaving
-    /// `result` uninitialized, when `T` is not one of them, or when it is `[UInt8]`/`Data` and the
-    /// node is an array (left to the generic path, which reads it element by element).
-    ///
-    /// Writing through a pointer instead of returning `T?` matters: in unspecialized generic code
-    /// an `Optional<T>` costs a runtime metadata lookup on every call.
+    /// Decodes the types MessagePack has a native form for without going through `init(from:)`.
+    /// Returns nil when `T` is not one of them, or when it is `[UInt8]`/`Data` and the node is an
+    /// array (left to the generic path, which reads it element by element).
     @inline(__always)
-    static func scalar<T>(_ object: MessagePackObject, into result: UnsafeMutablePointer<T>) throws(MessagePackUnboxFailure) -> Bool {
-        let type = T.self
+    static func scalar<T>(_ object: MessagePackObject, _ type: T.Type) throws(MessagePackUnboxFailure) -> T? {
         if type == String.self {
-            store(try string(object), result)
+            return messagePackIdentityCast(try string(object), to: T.self)
         } else if type == Int.self {
-            store(try integer(object, Int.self), result)
+            return messagePackIdentityCast(try integer(object, Int.self), to: T.self)
         } else if type == Double.self {
-            store(try double(object), result)
+            return messagePackIdentityCast(try double(object), to: T.self)
         } else if type == Bool.self {
-            store(try bool(object), result)
+            return messagePackIdentityCast(try bool(object), to: T.self)
         } else if type == Data.self || ObjectIdentifier(type) == MessagePackTypeID.bytes {
             switch object.pointee.type {
             case MSGPACK_OBJECT_BIN:
-                if type == Data.self {
-                    store(Data(binary(object)), result)
-                } else {
-                    store([UInt8](binary(object)), result)
-                }
+                return type == Data.self
+                    ? messagePackIdentityCast(Data(binary(object)), to: T.self)
+                    : messagePackIdentityCast([UInt8](binary(object)), to: T.self)
             case MSGPACK_OBJECT_ARRAY:
-                return false
+                return nil
             default:
                 throw other(object)
             }
         } else if type == Int64.self {
-            store(try integer(object, Int64.self), result)
+            return messagePackIdentityCast(try integer(object, Int64.self), to: T.self)
         } else if type == UInt64.self {
-            store(try integer(object, UInt64.self), result)
+            return messagePackIdentityCast(try integer(object, UInt64.self), to: T.self)
         } else if type == Int32.self {
-            store(try integer(object, Int32.self), result)
+            return messagePackIdentityCast(try integer(object, Int32.self), to: T.self)
         } else if type == UInt32.self {
-            store(try integer(object, UInt32.self), result)
+            return messagePackIdentityCast(try integer(object, UInt32.self), to: T.self)
         } else if type == UInt.self {
-            store(try integer(object, UInt.self), result)
+            return messagePackIdentityCast(try integer(object, UInt.self), to: T.self)
         } else if type == Float.self {
-            store(try float(object), result)
+            return messagePackIdentityCast(try float(object), to: T.self)
         } else if type == Int16.self {
-            store(try integer(object, Int16.self), result)
+            return messagePackIdentityCast(try integer(object, Int16.self), to: T.self)
         } else if type == UInt16.self {
-            store(try integer(object, UInt16.self), result)
+            return messagePackIdentityCast(try integer(object, UInt16.self), to: T.self)
         } else if type == Int8.self {
-            store(try integer(object, Int8.self), result)
+            return messagePackIdentityCast(try integer(object, Int8.self), to: T.self)
         } else if type == UInt8.self {
-            store(try integer(object, UInt8.self), result)
-        } else {
-            return false
+            return messagePackIdentityCast(try integer(object, UInt8.self), to: T.self)
         }
-        return true
-    }
-
-    /// Initializes `result` with `value`; the caller has checked that `T` is `U`.
-    @inline(__always)
-    private static func store<T, U>(_ value: U, _ result: UnsafeMutablePointer<T>) {
-        UnsafeMutableRawPointer(result).initializeMemory(as: U.self, repeating: value, count: 1)
+        return nil
     }
 }
