@@ -208,6 +208,15 @@ int crpc_loop_post(crpc_loop *loop, void (*fn)(void *arg), void *arg);
  */
 int crpc_pin_process(int cpu);
 
+/**
+ * Attaches a pointer to the loop for its owner's use (per-loop scratch state, say).
+ * Thread: any, before the loop runs anything that reads it.
+ */
+void crpc_loop_set_user(crpc_loop *loop, void *user);
+
+/** The user pointer of the loop the calling thread runs, or NULL off loop threads. */
+void *crpc_loop_current_user(void);
+
 /** 1 when the calling thread is this loop's thread, else 0. */
 int crpc_loop_is_current(const crpc_loop *loop);
 

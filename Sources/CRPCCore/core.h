@@ -106,6 +106,7 @@ struct crpc_loop {
     atomic_uint open_conns;
     int event_fd;
     int start_error;
+    void *user;                      /* crpc_loop_set_user */
     pthread_mutex_t start_mu;
     pthread_cond_t start_cv;
 

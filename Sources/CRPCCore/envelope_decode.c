@@ -70,6 +70,23 @@ static size_t array_header(const uint8_t *p, size_t len, uint32_t *count)
     return 0;
 }
 
+/* Reads an unsigned integer (positive fixint or uint8..64) of exactly `n` bytes. */
+static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
+{
+    uint64_t x = 0;
+    if (n == 1 && p[0] <= 0x7f) {
+        *v = p[0];
+        return 0;
+    }
+    size_t width = p[0] == 0xcc ? 1 : p[0] == 0xcd ? 2 : p[0] == 0xce ? 4 : p[0] == 0xcf ? 8 : 0;
+    if (width == 0 || n != width + 1)
+        return -1;
+    for (size_t i = 1; i <= width; i++)
+        x = x << 8 | p[i];
+    *v = x;
+    return 0;
+}
+
 static int as_uint(const msgpack_object *o, uint64_t max, uint64_t *v)
 {
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
@@ -173,23 +190,14 @@ int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_
     if (!bad && pos != len)
         bad = -EPROTO; /* bytes after the envelope */
 
-    /* Type and msgid are positive fixints or uints; read them without the zone. */
-    msgpack_zone_clear(&d->zone);
-    msgpack_object head[2];
-    for (int i = 0; i < 2; i++) {
-        size_t off = 0;
-        if (msgpack_unpack((const char *)body + start[i], size[i], &off, &d->zone, &head[i]) !=
-            MSGPACK_UNPACK_SUCCESS)
-            return -EBADMSG;
-    }
+    /* Type and msgid are unsigned integers: read them straight from the checked bytes. */
     uint64_t type;
-    if (as_uint(&head[0], CRPC_MSG_CANCEL, &type))
+    if (read_uint(body + start[0], size[0], &type) || type > CRPC_MSG_CANCEL)
         return -EBADMSG;
     msg->type = (uint8_t)type;
-
-    uint64_t id = 0;
     if (type != CRPC_MSG_NOTIFICATION) {
-        if (as_uint(&head[1], UINT32_MAX, &id))
+        uint64_t id;
+        if (read_uint(body + start[1], size[1], &id) || id > UINT32_MAX)
             return -EBADMSG;
         msg->msgid = (uint32_t)id;
     }
@@ -199,6 +207,7 @@ int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_
         return bad;
 
     /* The envelope is proven well-formed: unpack it whole, once. */
+    msgpack_zone_clear(&d->zone);
     msgpack_object root;
     size_t off = 0;
     int ur = msgpack_unpack((const char *)body, len, &off, &d->zone, &root);

@@ -54,6 +54,10 @@ int crpc_pin_process(int cpu)
 
 int crpc_loop_is_current(const crpc_loop *loop) { return loop && current_loop == loop; }
 
+void crpc_loop_set_user(crpc_loop *loop, void *user) { loop->user = user; }
+
+void *crpc_loop_current_user(void) { return current_loop ? current_loop->user : NULL; }
+
 int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out)
 {
     crpc_loop *l = calloc(1, sizeof(*l));

@@ -150,9 +150,16 @@ public final class RPCClient: Sendable {
         _ name: String, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall,
         encode: (MessagePackWriter) throws -> Void
     ) -> RPCCall {
-        let onLoop = handle.loop.isCurrent
-        let writer = onLoop ? handle.loop.writer.writer : MessagePackWriter(initialCapacity: 128)
-        writer.reset()
+        if let scratch = LoopScratch.current {
+            return scratch.withWriter { send(name, metadata, timeout, pending, encode, $0) }
+        }
+        return send(name, metadata, timeout, pending, encode, MessagePackWriter(initialCapacity: 128))
+    }
+
+    private func send(
+        _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: PendingCall,
+        _ encode: (MessagePackWriter) throws -> Void, _ writer: MessagePackWriter
+    ) -> RPCCall {
         do { try encode(writer) } catch {
             pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)"))
             return RPCCall(handle: nil, id: 0)

@@ -13,8 +13,6 @@ import Synchronization
 /// ```
 public final class RPCEventLoop: Sendable {
     let handle: LoopHandle
-    /// The writer calls made on this loop's own thread encode into (see `ParamsEncoding`).
-    let writer: LoopConfinedWriter
 
     /// Starts a loop thread, pinned to `cpu` when given.
     ///
@@ -27,13 +25,14 @@ public final class RPCEventLoop: Sendable {
         }
         var loop: OpaquePointer?
         try CoreErrors.check(crpc_loop_create(&config, &loop), "cannot create an event loop")
+        let scratch = LoopScratch()
+        crpc_loop_set_user(loop, Unmanaged.passUnretained(scratch).toOpaque())
         let rc = crpc_loop_start(loop)
         if rc < 0 {
             crpc_loop_destroy(loop)
             throw CoreErrors.error(rc, "cannot start an event loop")
         }
-        handle = LoopHandle(pointer: loop!)
-        writer = LoopConfinedWriter(writer: MessagePackWriter(initialCapacity: 4096))
+        handle = LoopHandle(pointer: loop!, scratch: scratch)
     }
 
     private static let sharedLoop = Mutex<RPCEventLoop?>(nil)
@@ -64,8 +63,13 @@ public final class RPCEventLoop: Sendable {
 /// (see crpc.h); only `deinit` tears it down, when no client can use it any more.
 final class LoopHandle: @unchecked Sendable {
     let pointer: OpaquePointer
+    /// Kept alive as long as the loop, which hands it to code on its thread.
+    private let scratch: LoopScratch
 
-    init(pointer: OpaquePointer) { self.pointer = pointer }
+    init(pointer: OpaquePointer, scratch: LoopScratch) {
+        self.pointer = pointer
+        self.scratch = scratch
+    }
 
     deinit {
         let loop = pointer
@@ -92,8 +96,38 @@ private final class LoopHandleStopper: @unchecked Sendable {
     }
 }
 
-/// A writer only this loop's thread touches. `@unchecked Sendable` because the thread
-/// confinement is checked by every user (`RPCEventLoop.isCurrent`) before touching it.
-struct LoopConfinedWriter: @unchecked Sendable {
-    let writer: MessagePackWriter
+/// Reusable encoding and decoding state for code running on a client loop's thread, so
+/// the per-call path allocates no writer and no decoder.
+///
+/// `@unchecked Sendable`: created on one thread, then used only by the loop thread it is
+/// attached to (reached through `LoopScratch.current`, which is nil everywhere else).
+final class LoopScratch: @unchecked Sendable {
+    private let writer = MessagePackWriter(initialCapacity: 4096)
+    private var writerBusy = false
+    private let decoderState = MessagePackDecoderState()
+    private var decoderBusy = false
+
+    /// The scratch of the loop the calling thread runs, if it is a client loop.
+    static var current: LoopScratch? {
+        crpc_loop_current_user().map { Unmanaged<LoopScratch>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    /// Runs `body` with the loop's writer, emptied, or a fresh one when it is in use (an
+    /// `encode(to:)` that itself makes a call).
+    func withWriter<R>(_ body: (MessagePackWriter) throws -> R) rethrows -> R {
+        if writerBusy { return try body(MessagePackWriter(initialCapacity: 256)) }
+        writerBusy = true
+        defer { writerBusy = false }
+        writer.reset()
+        return try body(writer)
+    }
+
+    /// Runs `body` with the loop's decoder state, or a fresh one when it is in use (a
+    /// decode that starts another decode on the same thread).
+    func withDecoderState<R>(_ body: (MessagePackDecoderState) throws -> R) rethrows -> R {
+        if decoderBusy { return try body(MessagePackDecoderState()) }
+        decoderBusy = true
+        defer { decoderBusy = false }
+        return try body(decoderState)
+    }
 }

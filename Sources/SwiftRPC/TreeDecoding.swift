@@ -1,12 +1,14 @@
 internal import CMsgPack
+internal import CRPCCore
 
 extension MessagePackDecoder {
     /// Decodes a tree CRPCCore already unpacked, after checking it against its limits:
     /// the core's copy of a frame is decoded where it lies, with no second parse.
     func decode<T: Decodable>(_ type: T.Type, fromTree root: UnsafePointer<msgpack_object>) throws -> T {
-        let state = MessagePackDecoderState()
-        state.reset(root)
-        return try state.decodeValue(type, at: root, depth: 0)
+        try withState { state in
+            state.reset(root)
+            return try state.decodeValue(type, at: root, depth: 0)
+        }
     }
 
     /// Decodes element 0 of a params array the core already unpacked.
@@ -19,8 +21,15 @@ extension MessagePackDecoder {
             throw DecodingError.valueNotFound(type, .init(
                 codingPath: [MessagePackKey(index: 0)], debugDescription: "The params array is empty; expected one argument."))
         }
-        let state = MessagePackDecoderState()
-        state.reset(UnsafePointer(first))
-        return try state.decodeValue(type, at: UnsafePointer(first), depth: 0, extra: [], key: MessagePackKey(index: 0))
+        return try withState { state in
+            state.reset(UnsafePointer(first))
+            return try state.decodeValue(type, at: UnsafePointer(first), depth: 0, extra: [], key: MessagePackKey(index: 0))
+        }
+    }
+
+    /// The loop's reusable decoder state on a client loop thread, else a fresh one.
+    private func withState<R>(_ body: (MessagePackDecoderState) throws -> R) rethrows -> R {
+        if let scratch = LoopScratch.current { return try scratch.withDecoderState(body) }
+        return try body(MessagePackDecoderState())
     }
 }
