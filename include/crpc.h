@@ -73,6 +73,9 @@ typedef struct crpc_client crpc_client;
  */
 typedef struct crpc_value crpc_value;
 
+/** A decoder: limits plus the scratch space a decoded message points into. */
+typedef struct crpc_decoder crpc_decoder;
+
 /** Identifies one server-side connection: loop index, slot and generation. */
 typedef uint64_t crpc_conn_id;
 
@@ -97,15 +100,25 @@ typedef struct crpc_message {
     const char *method;        /* request, notification: "Service.Method" */
     uint32_t method_len;
     const uint8_t *body;       /* params (request, notification) or result (response): */
-    uint32_t body_len;         /*   the raw MessagePack bytes, an array for params */
-    const crpc_value *value;   /* the same, decoded (NULL when absent) */
+    uint32_t body_len;         /*   the raw MessagePack bytes, an array for params;
+                                    crpc_message_value() unpacks them on demand */
     int32_t error_code;        /* response: 0 on success, else enum crpc_status (or other) */
     const char *error_msg;     /* response: error message when error_code != 0 */
     uint32_t error_msg_len;
     uint64_t timeout_us;       /* `rpc-timeout-us` from ext; 0 when absent */
     const crpc_ext_entry *ext; /* user metadata (keys not starting with "rpc-") */
     uint32_t ext_count;
+    crpc_decoder *decoder;     /* private: what crpc_message_value unpacks with */
 } crpc_message;
+
+/**
+ * msg->body unpacked by msgpack-c into the decoder's zone (the bytes were already
+ * checked, so this cannot be a memory bomb). Valid as long as the message. Unpacking is
+ * done on the first call only: the envelope itself is read without building a tree, so a
+ * handler that forwards raw bytes never pays for one.
+ * Returns NULL when there is no body or memory ran out.
+ */
+const crpc_value *crpc_message_value(const crpc_message *msg);
 
 /* ------------------------------------------------------------- frame codec */
 
@@ -136,9 +149,6 @@ long crpc_msgpack_check(const uint8_t *buf, size_t len, unsigned max_depth);
  */
 int crpc_msgpack_array_elem(const uint8_t *buf, size_t len, uint32_t index,
                             const uint8_t **elem, size_t *elem_len);
-
-/** A decoder: limits plus the scratch space a decoded message points into. */
-typedef struct crpc_decoder crpc_decoder;
 
 /**
  * Creates a decoder with the given limits (0 picks the default; max_depth counts the
@@ -209,13 +219,11 @@ int crpc_loop_post(crpc_loop *loop, void (*fn)(void *arg), void *arg);
 int crpc_pin_process(int cpu);
 
 /**
- * Attaches a pointer to the loop for its owner's use (per-loop scratch state, say).
- * Thread: any, before the loop runs anything that reads it.
+ * The monotonic clock (CLOCK_MONOTONIC, in nanoseconds) as read once when the loop woke for
+ * its current iteration: a timestamp that costs nothing, shared by every completion of the
+ * iteration. Thread: any (a relaxed read).
  */
-void crpc_loop_set_user(crpc_loop *loop, void *user);
-
-/** The user pointer of the loop the calling thread runs, or NULL off loop threads. */
-void *crpc_loop_current_user(void);
+uint64_t crpc_loop_now_ns(const crpc_loop *loop);
 
 /** 1 when the calling thread is this loop's thread, else 0. */
 int crpc_loop_is_current(const crpc_loop *loop);
@@ -315,7 +323,7 @@ typedef struct crpc_result {
     uint32_t error_msg_len;
     const uint8_t *result;        /* the raw MessagePack result (nil when absent) */
     uint32_t result_len;
-    const crpc_value *value;      /* the same, decoded; NULL when status < 0 */
+    const crpc_message *message;  /* the response (for crpc_message_value); NULL when status < 0 */
     const crpc_ext_entry *ext;
     uint32_t ext_count;
 } crpc_result;

@@ -91,7 +91,7 @@ static void client_on_frame(crpc_conn *conn, const uint8_t *body, uint32_t len)
         r.error_msg_len = m.error_msg_len;
         r.result = m.body;
         r.result_len = m.body_len;
-        r.value = m.value;
+        r.message = &m;
         r.ext = m.ext;
         r.ext_count = m.ext_count;
     }

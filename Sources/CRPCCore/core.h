@@ -104,9 +104,9 @@ struct crpc_loop {
     atomic_bool stop_requested;
     atomic_int state;                /* 0 new, 1 running, 2 exited, -1 failed */
     atomic_uint open_conns;
+    _Atomic uint64_t now_ns;         /* CLOCK_MONOTONIC when this iteration woke */
     int event_fd;
     int start_error;
-    void *user;                      /* crpc_loop_set_user */
     pthread_mutex_t start_mu;
     pthread_cond_t start_cv;
 

@@ -1,25 +1,31 @@
 /*
  * envelope_decode.c — turns a frame body into a crpc_message (wire protocol v1).
  *
- * Two passes over untrusted bytes: crpc_msgpack_check proves each top-level element
- * complete and bomb-free (and measures it, which gives the raw byte range of params or
- * result for callers that bring their own decoder), then msgpack-c unpacks the body
- * once into the decoder's zone. The zone is cleared, not freed, between messages, so a
- * steady stream of small messages allocates nothing. Strings and bins in the result
- * point into the frame (msgpack-c does not copy them).
+ * One pass over the untrusted bytes: crpc_msgpack_check proves each top-level element
+ * complete and bomb-free and measures it, and the fixed-shape fields (type, msgid,
+ * method) are read straight from the checked bytes. What is variable — the params or
+ * result, the error, the ext map — is unpacked by msgpack-c into the decoder's zone:
+ * ext and error at once (they are small and usually absent), params/result only when
+ * someone asks (crpc_message_value), so a handler that forwards raw bytes never builds a
+ * tree. The zone is cleared, not freed, between messages. Strings and bins point into
+ * the frame (msgpack-c does not copy them).
  */
 #include "crpc.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct crpc_decoder {
     msgpack_zone zone;
+    bool zone_dirty;        /* something was unpacked since the last clear */
     unsigned max_depth;
     unsigned max_ext;
-    crpc_ext_entry *ext; /* max_ext entries, filled per message */
+    crpc_ext_entry *ext;    /* max_ext entries, filled per message */
+    msgpack_object value;   /* the current message's body, once unpacked */
+    const uint8_t *value_of;/* ...and the body it belongs to */
 };
 
 int crpc_decoder_create(unsigned max_depth, unsigned max_ext, crpc_decoder **out)
@@ -52,6 +58,8 @@ void crpc_decoder_destroy(crpc_decoder *d)
     free(d);
 }
 
+/* ------------------------------------------------ readers of checked bytes */
+
 /* Reads an array header; returns header size or 0 when `p` is not an array. */
 static size_t array_header(const uint8_t *p, size_t len, uint32_t *count)
 {
@@ -70,10 +78,9 @@ static size_t array_header(const uint8_t *p, size_t len, uint32_t *count)
     return 0;
 }
 
-/* Reads an unsigned integer (positive fixint or uint8..64) of exactly `n` bytes. */
+/* An unsigned integer (positive fixint or uint8..64) that is exactly the n bytes at p. */
 static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
 {
-    uint64_t x = 0;
     if (n == 1 && p[0] <= 0x7f) {
         *v = p[0];
         return 0;
@@ -81,46 +88,69 @@ static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
     size_t width = p[0] == 0xcc ? 1 : p[0] == 0xcd ? 2 : p[0] == 0xce ? 4 : p[0] == 0xcf ? 8 : 0;
     if (width == 0 || n != width + 1)
         return -1;
+    uint64_t x = 0;
     for (size_t i = 1; i <= width; i++)
         x = x << 8 | p[i];
     *v = x;
     return 0;
 }
 
-static int as_uint(const msgpack_object *o, uint64_t max, uint64_t *v)
+/* A string that is exactly the n bytes at p. */
+static int read_str(const uint8_t *p, size_t n, const char **s, uint32_t *slen)
 {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
+    size_t hdr = (p[0] >= 0xa0 && p[0] <= 0xbf) ? 1 : p[0] == 0xd9 ? 2 : p[0] == 0xda ? 3
+               : p[0] == 0xdb ? 5 : 0;
+    if (hdr == 0)
         return -1;
-    *v = o->via.u64;
+    *s = (const char *)p + hdr;
+    *slen = (uint32_t)(n - hdr); /* checked: the value is exactly n bytes */
     return 0;
 }
 
-/* Fills msg->ext / timeout_us from an ext map (nil or absent means none). */
-static int decode_ext(crpc_decoder *d, const msgpack_object *o, crpc_message *msg)
+static int is_array(const uint8_t *p) { return (p[0] >= 0x90 && p[0] <= 0x9f) || p[0] == 0xdc || p[0] == 0xdd; }
+
+/* Unpacks n checked bytes with msgpack-c into the zone. */
+static int unpack(crpc_decoder *d, const uint8_t *p, size_t n, msgpack_object *out)
 {
-    if (o->type == MSGPACK_OBJECT_NIL)
+    size_t off = 0;
+    d->zone_dirty = true;
+    int r = msgpack_unpack((const char *)p, n, &off, &d->zone, out);
+    if (r == MSGPACK_UNPACK_NOMEM_ERROR)
+        return -ENOMEM;
+    return r == MSGPACK_UNPACK_SUCCESS ? 0 : -EPROTO;
+}
+
+/* ---------------------------------------------------------- variable parts */
+
+/* Fills msg->ext / timeout_us from an ext map (nil means none). */
+static int decode_ext(crpc_decoder *d, const uint8_t *p, size_t n, crpc_message *msg)
+{
+    if (p[0] == 0xc0)
         return 0;
-    if (o->type != MSGPACK_OBJECT_MAP)
+    msgpack_object o;
+    int err = unpack(d, p, n, &o);
+    if (err)
+        return err;
+    if (o.type != MSGPACK_OBJECT_MAP)
         return -EPROTO;
-    if (o->via.map.size > d->max_ext)
+    if (o.via.map.size > d->max_ext)
         return -E2BIG;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < o.via.map.size; i++) {
+        const msgpack_object_kv *kv = &o.via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR)
             return -EPROTO;
         const char *k = kv->key.via.str.ptr;
         uint32_t klen = kv->key.via.str.size;
         if (klen >= 4 && memcmp(k, "rpc-", 4) == 0) {
             if (klen == 14 && memcmp(k, "rpc-timeout-us", 14) == 0) {
-                uint64_t t;
-                if (as_uint(&kv->val, UINT64_MAX, &t))
+                if (kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
                     return -EPROTO;
-                msg->timeout_us = t;
+                msg->timeout_us = kv->val.via.u64;
             }
             continue; /* other reserved keys: room to grow, ignored */
         }
-        crpc_ext_entry *e = &d->ext[n++];
+        crpc_ext_entry *e = &d->ext[count++];
         e->key = k;
         e->key_len = klen;
         if (kv->val.type == MSGPACK_OBJECT_STR) {
@@ -135,18 +165,23 @@ static int decode_ext(crpc_decoder *d, const msgpack_object *o, crpc_message *ms
             return -EPROTO;
         }
     }
-    msg->ext = n ? d->ext : NULL;
-    msg->ext_count = n;
+    msg->ext = count ? d->ext : NULL;
+    msg->ext_count = count;
     return 0;
 }
 
-static int decode_error(const msgpack_object *o, crpc_message *msg)
+/* A response's error element: nil, or [code, message]. */
+static int decode_error(crpc_decoder *d, const uint8_t *p, size_t n, crpc_message *msg)
 {
-    if (o->type == MSGPACK_OBJECT_NIL)
+    if (p[0] == 0xc0)
         return 0;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 2)
+    msgpack_object o;
+    int err = unpack(d, p, n, &o);
+    if (err)
+        return err;
+    if (o.type != MSGPACK_OBJECT_ARRAY || o.via.array.size < 2)
         return -EPROTO;
-    const msgpack_object *code = &o->via.array.ptr[0], *text = &o->via.array.ptr[1];
+    const msgpack_object *code = &o.via.array.ptr[0], *text = &o.via.array.ptr[1];
     if (code->type == MSGPACK_OBJECT_POSITIVE_INTEGER && code->via.u64 <= INT32_MAX)
         msg->error_code = (int32_t)code->via.u64;
     else if (code->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && code->via.i64 >= INT32_MIN)
@@ -162,16 +197,25 @@ static int decode_error(const msgpack_object *o, crpc_message *msg)
     return 0;
 }
 
+/* --------------------------------------------------------------- envelope */
+
 int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_message *msg)
 {
     memset(msg, 0, sizeof(*msg));
+    msg->decoder = d;
+    d->value_of = NULL;
+    if (d->zone_dirty) {
+        msgpack_zone_clear(&d->zone);
+        d->zone_dirty = false;
+    }
     uint32_t count;
     size_t pos = array_header(body, len, &count);
     if (pos == 0 || count < 2)
         return -EBADMSG;
 
-    /* Measure every element; remember where the first five start. */
-    size_t start[5] = {0}, size[5] = {0};
+    /* Measure (and so check) every element; remember where the first five are. */
+    const uint8_t *el[5] = {0};
+    size_t size[5] = {0};
     int bad = 0;
     for (uint32_t i = 0; i < count; i++) {
         long n = crpc_msgpack_check(body + pos, len - pos, d->max_depth - 1);
@@ -182,7 +226,7 @@ int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_
             break;
         }
         if (i < 5) {
-            start[i] = pos;
+            el[i] = body + pos;
             size[i] = (size_t)n;
         }
         pos += (size_t)n;
@@ -190,54 +234,49 @@ int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_
     if (!bad && pos != len)
         bad = -EPROTO; /* bytes after the envelope */
 
-    /* Type and msgid are unsigned integers: read them straight from the checked bytes. */
     uint64_t type;
-    if (read_uint(body + start[0], size[0], &type) || type > CRPC_MSG_CANCEL)
+    if (read_uint(el[0], size[0], &type) || type > CRPC_MSG_CANCEL)
         return -EBADMSG;
     msg->type = (uint8_t)type;
     if (type != CRPC_MSG_NOTIFICATION) {
         uint64_t id;
-        if (read_uint(body + start[1], size[1], &id) || id > UINT32_MAX)
+        if (read_uint(el[1], size[1], &id) || id > UINT32_MAX)
             return -EBADMSG;
         msg->msgid = (uint32_t)id;
     }
-    if (type == CRPC_MSG_CANCEL)
+    if (type == CRPC_MSG_CANCEL || bad)
         return bad;
-    if (bad)
-        return bad;
-
-    /* The envelope is proven well-formed: unpack it whole, once. */
-    msgpack_zone_clear(&d->zone);
-    msgpack_object root;
-    size_t off = 0;
-    int ur = msgpack_unpack((const char *)body, len, &off, &d->zone, &root);
-    if (ur == MSGPACK_UNPACK_NOMEM_ERROR)
-        return -ENOMEM;
-    if (ur != MSGPACK_UNPACK_SUCCESS)
-        return -EPROTO;
-    const msgpack_object *el = root.via.array.ptr;
 
     /* Index of method (request, notification) or error (response), then params/result. */
     uint32_t first = type == CRPC_MSG_NOTIFICATION ? 1 : 2;
     if (count < first + 2)
         return -EPROTO;
-    if (type != CRPC_MSG_RESPONSE) {
-        if (el[first].type != MSGPACK_OBJECT_STR)
-            return -EPROTO;
-        msg->method = el[first].via.str.ptr;
-        msg->method_len = el[first].via.str.size;
-    } else {
-        int err = decode_error(&el[first], msg);
-        if (err)
-            return err;
-    }
-    const msgpack_object *payload = &el[first + 1];
-    if (type != CRPC_MSG_RESPONSE && payload->type != MSGPACK_OBJECT_ARRAY)
+    int err;
+    if (type == CRPC_MSG_RESPONSE)
+        err = decode_error(d, el[first], size[first], msg);
+    else
+        err = read_str(el[first], size[first], &msg->method, &msg->method_len) ? -EPROTO : 0;
+    if (err)
+        return err;
+    const uint8_t *payload = el[first + 1];
+    if (type != CRPC_MSG_RESPONSE && !is_array(payload))
         return -EPROTO;
-    msg->body = body + start[first + 1];
+    msg->body = payload;
     msg->body_len = (uint32_t)size[first + 1];
-    msg->value = (const crpc_value *)payload;
     if (count > first + 2)
-        return decode_ext(d, &el[first + 2], msg);
+        return decode_ext(d, el[first + 2], size[first + 2], msg);
     return 0;
+}
+
+const crpc_value *crpc_message_value(const crpc_message *msg)
+{
+    crpc_decoder *d = msg->decoder;
+    if (!d || !msg->body)
+        return NULL;
+    if (d->value_of != msg->body) {
+        if (unpack(d, msg->body, msg->body_len, &d->value))
+            return NULL;
+        d->value_of = msg->body;
+    }
+    return (const crpc_value *)&d->value;
 }

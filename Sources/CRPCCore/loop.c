@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "userdata.h"
@@ -54,9 +55,17 @@ int crpc_pin_process(int cpu)
 
 int crpc_loop_is_current(const crpc_loop *loop) { return loop && current_loop == loop; }
 
-void crpc_loop_set_user(crpc_loop *loop, void *user) { loop->user = user; }
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
-void *crpc_loop_current_user(void) { return current_loop ? current_loop->user : NULL; }
+uint64_t crpc_loop_now_ns(const crpc_loop *loop)
+{
+    return atomic_load_explicit(&loop->now_ns, memory_order_relaxed);
+}
 
 int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out)
 {
@@ -304,6 +313,7 @@ static void begin_stop(crpc_loop *l)
 
 static void run(crpc_loop *l)
 {
+    atomic_store_explicit(&l->now_ns, monotonic_ns(), memory_order_relaxed);
     arm_wake(l);
     if (l->listen_fd >= 0)
         crpc_server_arm_accept(l);
@@ -324,6 +334,7 @@ static void run(crpc_loop *l)
         int ret = wait ? io_uring_submit_and_wait(&l->ring, 1)
                        : io_uring_submit_and_get_events(&l->ring);
         atomic_store(&l->sleeping, 0);
+        atomic_store_explicit(&l->now_ns, monotonic_ns(), memory_order_relaxed);
         (void)ret; /* -EINTR/-EAGAIN/-EBUSY: just go round again */
 
         struct io_uring_cqe *cqe;

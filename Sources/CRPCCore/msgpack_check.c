@@ -76,10 +76,38 @@ static int read_header(const uint8_t *p, size_t left, size_t *hdr, uint64_t *pay
     return 0;
 }
 
+/* The scalars and strings that make up most envelopes, measured without the general walk:
+ * returns their size, or 0 when the value needs the general walk (or is malformed). */
+static inline size_t quick_size(const uint8_t *p, size_t len)
+{
+    uint8_t b = p[0];
+    size_t n;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 1;
+    if (b >= 0xa0 && b <= 0xbf)
+        n = 1 + (size_t)(b & 0x1f);                         /* fixstr */
+    else if (b == 0xcc || b == 0xd0)
+        n = 2;
+    else if (b == 0xcd || b == 0xd1)
+        n = 3;
+    else if (b == 0xce || b == 0xd2 || b == 0xca)
+        n = 5;
+    else if (b == 0xcf || b == 0xd3 || b == 0xcb)
+        n = 9;
+    else if ((b == 0xc4 || b == 0xd9) && len >= 2)
+        n = 2 + (size_t)p[1];                               /* bin8, str8 */
+    else
+        return 0;
+    return n <= len ? n : 0;
+}
+
 long crpc_msgpack_check(const uint8_t *buf, size_t len, unsigned max_depth)
 {
     if (len == 0)
         return -EINVAL;
+    size_t quick = quick_size(buf, len);
+    if (quick)
+        return (long)quick;
     if (max_depth == 0 || max_depth > CHECK_DEPTH_LIMIT)
         max_depth = max_depth ? CHECK_DEPTH_LIMIT : CRPC_DEFAULT_MAX_DEPTH;
 

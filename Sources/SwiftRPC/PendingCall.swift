@@ -1,6 +1,7 @@
 internal import CMsgPack
 internal import CRPCCore
 internal import Glibc
+import Synchronization
 
 /// The Swift side of one call in flight: retained while the C core holds it as the call's
 /// context, released when the completion callback has run (exactly once).
@@ -33,28 +34,76 @@ class PendingCall: @unchecked Sendable {
     }
 }
 
-final class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sendable {
+/// A call whose reply decodes as `Reply`; subclasses say where the result goes.
+class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sendable {
+    /// Hands the call's one result on.
+    func deliver(_ result: Result<Reply, RPCError>) { fatalError("abstract") }
+
+    override final func complete(_ result: UnsafePointer<crpc_result>) {
+        let r = result.pointee
+        if let error = Self.failure(of: r) {
+            deliver(.failure(error))
+            return
+        }
+        guard let message = r.message, let value = crpc_message_value(message) else {
+            deliver(.failure(RPCError(.resourceExhausted, "out of memory unpacking the reply")))
+            return
+        }
+        let tree = UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self)
+        do {
+            deliver(.success(try MessagePackDecoder().decode(Reply.self, fromTree: tree)))
+        } catch {
+            deliver(.failure(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)")))
+        }
+    }
+
+    override final func fail(_ error: RPCError) { deliver(.failure(error)) }
+}
+
+/// `go`: the result goes to the caller's completion closure.
+final class CallbackPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Reply>, @unchecked Sendable {
+    // @unchecked: the only state is an immutable @Sendable closure.
     private let completion: @Sendable (Result<Reply, RPCError>) -> Void
 
     init(_ completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void) {
         self.completion = completion
     }
 
-    override func complete(_ result: UnsafePointer<crpc_result>) {
-        let r = result.pointee
-        if let error = Self.failure(of: r) {
-            completion(.failure(error))
-            return
-        }
-        do {
-            let tree = UnsafeRawPointer(r.value!).assumingMemoryBound(to: msgpack_object.self)
-            completion(.success(try MessagePackDecoder().decode(Reply.self, fromTree: tree)))
-        } catch {
-            completion(.failure(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)")))
-        }
+    override func deliver(_ result: Result<Reply, RPCError>) { completion(result) }
+}
+
+/// `await call`: the result resumes the awaiting task, and cancelling that task cancels
+/// the call. One object per call carries both, so the async path costs one allocation
+/// beyond the callback path's work.
+final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Reply>, @unchecked Sendable {
+    // @unchecked: `continuation` is written once by the awaiting task before the call is
+    // handed to the core (which publishes it to the loop thread) and read once by the loop
+    // thread; `state` is atomic.
+    private var continuation: UnsafeContinuation<Result<Reply, RPCError>, Never>?
+    private let handle: ClientHandle
+    /// 0: not sent yet; 1: cancelled before it was sent; n + 2: sent as call id n.
+    private let state = Atomic<UInt64>(0)
+
+    init(handle: ClientHandle) { self.handle = handle }
+
+    func install(_ continuation: UnsafeContinuation<Result<Reply, RPCError>, Never>) {
+        self.continuation = continuation
     }
 
-    override func fail(_ error: RPCError) { completion(.failure(error)) }
+    override func deliver(_ result: Result<Reply, RPCError>) { continuation!.resume(returning: result) }
+
+    /// Records the sent call's id; cancels it at once if the task was cancelled meanwhile.
+    func sent(_ call: RPCCall) {
+        guard call.handle != nil else { return } // it failed before sending: already delivered
+        let (exchanged, _) = state.compareExchange(expected: 0, desired: call.id &+ 2, ordering: .acquiringAndReleasing)
+        if !exchanged { call.cancel() }
+    }
+
+    /// The awaiting task was cancelled.
+    func cancel() {
+        let (exchanged, seen) = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
+        if !exchanged && seen >= 2 { _ = crpc_client_cancel(handle.pointer, seen &- 2) }
+    }
 }
 
 /// The C completion callback: takes back the reference `RPCClient.start` handed the core.

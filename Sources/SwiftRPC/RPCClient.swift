@@ -67,6 +67,10 @@ public final class RPCClient: Sendable {
         return try result.get()
     }
 
+    /// The event loop the connection runs on (also a `TaskExecutor`: tasks that prefer it
+    /// await calls without a thread hop).
+    public var eventLoop: RPCEventLoop { handle.loop }
+
     /// True while the connection is open.
     public var isConnected: Bool { crpc_client_is_connected(handle.pointer) != 0 }
 
@@ -84,7 +88,7 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
         completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
     ) -> RPCCall {
-        let pending = TypedPendingCall<Reply>(completion)
+        let pending = CallbackPendingCall<Reply>(completion)
         return start(method.name, metadata: metadata, timeout: timeout, pending: pending) { writer in
             try MessagePackEncoder().encodeParams(args, into: writer)
         }
@@ -96,14 +100,16 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> Reply {
-        let link = CancelLink()
+        let pending = AsyncPendingCall<Reply>(handle: handle)
         let result: Result<Reply, RPCError> = await withTaskCancellationHandler {
-            await withUnsafeContinuation { cont in
-                let call = go(method, args, metadata: metadata, timeout: timeout) { cont.resume(returning: $0) }
-                link.attach(call)
+            await withUnsafeContinuation { continuation in
+                pending.install(continuation)
+                pending.sent(start(method.name, metadata: metadata, timeout: timeout, pending: pending) { writer in
+                    try MessagePackEncoder().encodeParams(args, into: writer)
+                })
             }
         } onCancel: {
-            link.cancel()
+            pending.cancel()
         }
         return try result.get()
     }
@@ -150,10 +156,7 @@ public final class RPCClient: Sendable {
         _ name: String, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall,
         encode: (MessagePackWriter) throws -> Void
     ) -> RPCCall {
-        if let scratch = LoopScratch.current {
-            return scratch.withWriter { send(name, metadata, timeout, pending, encode, $0) }
-        }
-        return send(name, metadata, timeout, pending, encode, MessagePackWriter(initialCapacity: 128))
+        ThreadScratch.current.withWriter { send(name, metadata, timeout, pending, encode, $0) }
     }
 
     private func send(
@@ -223,27 +226,6 @@ final class ClientHandle: @unchecked Sendable {
     }
 
     deinit { close() }
-}
-
-/// Connects the awaiting task's cancellation to the call, whichever comes first.
-private final class CancelLink: Sendable {
-    private let state = Mutex<(call: RPCCall?, cancelled: Bool)>((nil, false))
-
-    func attach(_ call: RPCCall) {
-        let cancelNow = state.withLock { s in
-            s.call = call
-            return s.cancelled
-        }
-        if cancelNow { call.cancel() }
-    }
-
-    func cancel() {
-        let call = state.withLock { s in
-            s.cancelled = true
-            return s.call
-        }
-        call?.cancel()
-    }
 }
 
 extension Duration {

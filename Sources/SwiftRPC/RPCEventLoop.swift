@@ -13,6 +13,7 @@ import Synchronization
 /// ```
 public final class RPCEventLoop: Sendable {
     let handle: LoopHandle
+    let jobs = LoopJobs()
 
     /// Starts a loop thread, pinned to `cpu` when given.
     ///
@@ -25,14 +26,12 @@ public final class RPCEventLoop: Sendable {
         }
         var loop: OpaquePointer?
         try CoreErrors.check(crpc_loop_create(&config, &loop), "cannot create an event loop")
-        let scratch = LoopScratch()
-        crpc_loop_set_user(loop, Unmanaged.passUnretained(scratch).toOpaque())
         let rc = crpc_loop_start(loop)
         if rc < 0 {
             crpc_loop_destroy(loop)
             throw CoreErrors.error(rc, "cannot start an event loop")
         }
-        handle = LoopHandle(pointer: loop!, scratch: scratch)
+        handle = LoopHandle(pointer: loop!)
     }
 
     private static let sharedLoop = Mutex<RPCEventLoop?>(nil)
@@ -55,6 +54,11 @@ public final class RPCEventLoop: Sendable {
         try CoreErrors.check(crpc_pin_process(Int32(clamping: cpu)), "cannot pin to CPU \(cpu)")
     }
 
+    /// The monotonic clock in nanoseconds, as read once when the loop woke for its current
+    /// iteration: a free timestamp for code running on the loop (completions, tasks that
+    /// prefer the loop), shared by everything that iteration handles.
+    public var iterationNanoseconds: UInt64 { crpc_loop_now_ns(handle.pointer) }
+
     /// True on this loop's own thread.
     var isCurrent: Bool { crpc_loop_is_current(handle.pointer) != 0 }
 }
@@ -63,13 +67,8 @@ public final class RPCEventLoop: Sendable {
 /// (see crpc.h); only `deinit` tears it down, when no client can use it any more.
 final class LoopHandle: @unchecked Sendable {
     let pointer: OpaquePointer
-    /// Kept alive as long as the loop, which hands it to code on its thread.
-    private let scratch: LoopScratch
 
-    init(pointer: OpaquePointer, scratch: LoopScratch) {
-        self.pointer = pointer
-        self.scratch = scratch
-    }
+    init(pointer: OpaquePointer) { self.pointer = pointer }
 
     deinit {
         let loop = pointer
@@ -96,38 +95,3 @@ private final class LoopHandleStopper: @unchecked Sendable {
     }
 }
 
-/// Reusable encoding and decoding state for code running on a client loop's thread, so
-/// the per-call path allocates no writer and no decoder.
-///
-/// `@unchecked Sendable`: created on one thread, then used only by the loop thread it is
-/// attached to (reached through `LoopScratch.current`, which is nil everywhere else).
-final class LoopScratch: @unchecked Sendable {
-    private let writer = MessagePackWriter(initialCapacity: 4096)
-    private var writerBusy = false
-    private let decoderState = MessagePackDecoderState()
-    private var decoderBusy = false
-
-    /// The scratch of the loop the calling thread runs, if it is a client loop.
-    static var current: LoopScratch? {
-        crpc_loop_current_user().map { Unmanaged<LoopScratch>.fromOpaque($0).takeUnretainedValue() }
-    }
-
-    /// Runs `body` with the loop's writer, emptied, or a fresh one when it is in use (an
-    /// `encode(to:)` that itself makes a call).
-    func withWriter<R>(_ body: (MessagePackWriter) throws -> R) rethrows -> R {
-        if writerBusy { return try body(MessagePackWriter(initialCapacity: 256)) }
-        writerBusy = true
-        defer { writerBusy = false }
-        writer.reset()
-        return try body(writer)
-    }
-
-    /// Runs `body` with the loop's decoder state, or a fresh one when it is in use (a
-    /// decode that starts another decode on the same thread).
-    func withDecoderState<R>(_ body: (MessagePackDecoderState) throws -> R) rethrows -> R {
-        if decoderBusy { return try body(MessagePackDecoderState()) }
-        decoderBusy = true
-        defer { decoderBusy = false }
-        return try body(decoderState)
-    }
-}

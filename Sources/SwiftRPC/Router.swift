@@ -1,10 +1,35 @@
 internal import CMsgPack
+internal import CRPCCore
 
-/// A request's params as they arrived: the tree msgpack-c unpacked (valid only while the
-/// request is being dispatched) and the raw bytes of the params array.
+/// A request's params as they arrived: their raw bytes (the params array), and the tree
+/// msgpack-c unpacks from them on first use. Valid only while the request is dispatched.
 struct RequestParams {
-    let tree: UnsafePointer<msgpack_object>
     let bytes: UnsafeRawBufferPointer
+    private let message: UnsafePointer<crpc_message>?
+    private let unpacked: UnsafePointer<msgpack_object>?
+
+    /// Params of a request off the wire; the tree is unpacked only if a handler needs it.
+    init(message: UnsafePointer<crpc_message>, bytes: UnsafeRawBufferPointer) {
+        self.message = message
+        self.unpacked = nil
+        self.bytes = bytes
+    }
+
+    /// Params already unpacked (tests build these in memory).
+    init(tree: UnsafePointer<msgpack_object>, bytes: UnsafeRawBufferPointer) {
+        self.message = nil
+        self.unpacked = tree
+        self.bytes = bytes
+    }
+
+    /// The params tree.
+    func tree() throws -> UnsafePointer<msgpack_object> {
+        if let unpacked { return unpacked }
+        guard let message, let value = crpc_message_value(message) else {
+            throw RPCError(.resourceExhausted, "out of memory unpacking params")
+        }
+        return UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self)
+    }
 }
 
 /// Thrown when params do not decode into a handler's argument type (status 3).
@@ -147,7 +172,7 @@ enum HandlerFactory {
 
     private static func decodeArgs<Args: Decodable>(_ type: Args.Type, _ params: RequestParams) throws -> Args {
         do {
-            return try MessagePackDecoder().decodeFirstParam(type, fromTree: params.tree)
+            return try MessagePackDecoder().decodeFirstParam(type, fromTree: params.tree())
         } catch {
             throw InvalidParams(description: "invalid params for \(Args.self): \(error)")
         }

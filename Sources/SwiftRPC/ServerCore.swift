@@ -50,9 +50,9 @@ final class ServerCore: @unchecked Sendable {
         let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
         let msgid = msg.msgid
         let name = String(decoding: UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len)), as: UTF8.self)
-        guard let value = msg.value else { return }
         let params = RequestParams(
-            tree: UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self),
+            message: (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
+                .assumingMemoryBound(to: crpc_message.self),
             bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)))
         let context = RPCContext(
             method: name, metadata: Self.metadata(msg.ext, Int(msg.ext_count)),

@@ -1,5 +1,4 @@
 internal import CMsgPack
-internal import CRPCCore
 
 extension MessagePackDecoder {
     /// Decodes a tree CRPCCore already unpacked, after checking it against its limits:
@@ -27,9 +26,11 @@ extension MessagePackDecoder {
         }
     }
 
-    /// The loop's reusable decoder state on a client loop thread, else a fresh one.
+    /// This thread's reusable decoder state, or a fresh one when it is busy.
     private func withState<R>(_ body: (MessagePackDecoderState) throws -> R) rethrows -> R {
-        if let scratch = LoopScratch.current { return try scratch.withDecoderState(body) }
-        return try body(MessagePackDecoderState())
+        let scratch = ThreadScratch.current
+        guard let state = scratch.beginDecoding() else { return try body(MessagePackDecoderState()) }
+        defer { scratch.endDecoding() }
+        return try body(state)
     }
 }

@@ -143,6 +143,7 @@ static uint8_t *params;        /* [bin payload], re-used by every call */
 static size_t params_len, payload_off;
 static atomic_int measuring, running;
 static uint64_t calls, errors;  /* loop thread only */
+static crpc_loop *client_loop;   /* timestamps come from its iteration clock, as in the floor */
 
 static void on_reply(void *ctx, const crpc_result *res);
 
@@ -152,7 +153,7 @@ static void issue(slot *s)
     memcpy(params + payload_off, &s->seq, opt_payload >= 4 ? 4 : (size_t)opt_payload);
     crpc_call call = {.method = "Bench.Echo", .method_len = 10, .params = params,
                       .params_len = (uint32_t)params_len};
-    s->sent_at = now_ns();
+    s->sent_at = crpc_loop_now_ns(client_loop);
     if (crpc_client_call(s->client, &call, on_reply, s, NULL) != 0)
         errors++;
 }
@@ -160,7 +161,7 @@ static void issue(slot *s)
 static void on_reply(void *ctx, const crpc_result *res)
 {
     slot *s = ctx;
-    uint64_t lat = now_ns() - s->sent_at;
+    uint64_t lat = crpc_loop_now_ns(client_loop) - s->sent_at;
     /* The echo must be the very bin we sent: header and payload, seq included. */
     int ok = res->status == 0 && res->error_code == 0 &&
              res->result_len == params_len - 1 &&
@@ -213,6 +214,7 @@ static int load(void)
         fprintf(stderr, "crpc-cbench: cannot start a loop: %s\n", crpc_strerror(err));
         return 1;
     }
+    client_loop = loop;
     build_params();
     slot *slots = calloc((size_t)(opt_conns * opt_depth), sizeof(slot));
     crpc_client **clients = calloc((size_t)opt_conns, sizeof(*clients));

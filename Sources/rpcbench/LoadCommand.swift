@@ -51,7 +51,7 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Method to call; replies are verified for Bench.Echo.")
     var method = "Bench.Echo"
 
-    @Option(help: "Client API: callback (go) or async (await call).")
+    @Option(help: "Client API: callback (go), async (await call on the global executor) or async-loop (await call from tasks on the client's event loop).")
     var api: Workload.API = .callback
 
     @Option(help: "Open loop at this many calls per second (all connections together).")

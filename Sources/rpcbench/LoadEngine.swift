@@ -45,7 +45,8 @@ final class LoadEngine: @unchecked Sendable {
         } else {
             switch workload.api {
             case .callback: startClosedLoopCallbacks()
-            case .async: startClosedLoopAsync()
+            case .async: startClosedLoopAsync(on: nil)
+            case .asyncLoop: startClosedLoopAsync(on: clients[0].eventLoop)
             }
         }
         let progress = Progress(engine: self)
@@ -122,9 +123,12 @@ final class LoadEngine: @unchecked Sendable {
         slot.seq &+= 1
         let seq = slot.seq
         payload.stamp(seq, into: &slot.bytes)
-        let sentAt = nowNanos()
+        // Timestamps from the loop's iteration clock, as the C floor takes them: one clock
+        // read per loop iteration instead of two per call.
+        let loop = slot.client.eventLoop
+        let sentAt = loop.iterationNanoseconds
         slot.client.go(method, slot.bytes) { [self] result in
-            record(nowNanos() &- sentAt, result, seq: seq, confined: true)
+            record(loop.iterationNanoseconds &- sentAt, result, seq: seq, confined: true)
             // A failed call retires its slot: re-issuing at once could spin on a dead connection.
             if case .success = result, running.load(ordering: .relaxed) {
                 issue(slot)
@@ -136,36 +140,38 @@ final class LoadEngine: @unchecked Sendable {
 
     // MARK: Closed loop, async API
 
-    private func startClosedLoopAsync() {
+    private func startClosedLoopAsync(on loop: RPCEventLoop?) {
         var slotNumber: UInt64 = 0
         for client in clients {
             for _ in 0..<workload.depth {
                 slotNumber += 1
                 let base = slotNumber << 40
                 inflight.add(1, ordering: .relaxed)
-                Task { [self] in
-                    var local = Tally()
-                    var bytes = payload.template
-                    var seq = base
-                    while running.load(ordering: .relaxed) {
-                        seq &+= 1
-                        payload.stamp(seq, into: &bytes)
-                        let sentAt = nowNanos()
-                        let result: Result<[UInt8], RPCError>
-                        do throws(RPCError) { result = .success(try await client.call(method, bytes)) } catch { result = .failure(error) }
-                        completed.add(1, ordering: .relaxed)
-                        if measuring.load(ordering: .relaxed) {
-                            let ok = (try? result.get()) != nil
-                            let mismatch = ok && verify && !payload.matches(try! result.get(), seq: seq)
-                            local.record(latency: nowNanos() &- sentAt, ok: ok, mismatch: mismatch)
-                        }
-                        if case .failure = result { break }
-                    }
-                    let finished = local
-                    sharedTally.withLock { $0.merge(finished) }
+                Task(executorPreference: loop) { [self] in
+                    await asyncSlot(client: client, firstSeq: base, confined: loop != nil)
                     inflight.subtract(1, ordering: .releasing)
                 }
             }
+        }
+    }
+
+    /// One closed-loop slot of the async API: call, await, record, repeat. Tasks on the
+    /// loop executor all run on the loop thread, so they share the confined tally; tasks
+    /// on the global executor take the lock.
+    private func asyncSlot(client: RPCClient, firstSeq: UInt64, confined: Bool) async {
+        var bytes = payload.template
+        var seq = firstSeq
+        // On the loop executor the loop's iteration clock is free; elsewhere read the clock.
+        let loop = client.eventLoop
+        func clock() -> UInt64 { confined ? loop.iterationNanoseconds : nowNanos() }
+        while running.load(ordering: .relaxed) {
+            seq &+= 1
+            payload.stamp(seq, into: &bytes)
+            let sentAt = clock()
+            let result: Result<[UInt8], RPCError>
+            do throws(RPCError) { result = .success(try await client.call(method, bytes)) } catch { result = .failure(error) }
+            record(clock() &- sentAt, result, seq: seq, confined: confined)
+            if case .failure = result { break }
         }
     }
 
@@ -198,11 +204,11 @@ final class LoadEngine: @unchecked Sendable {
                         record(nowNanos() &- intended, result, seq: callSeq, confined: true)
                         inflight.subtract(1, ordering: .releasing)
                     }
-                case .async:
-                    Task { [self, bytes] in
+                case .async, .asyncLoop:
+                    Task(executorPreference: workload.api == .asyncLoop ? client.eventLoop : nil) { [self, bytes] in
                         let result: Result<[UInt8], RPCError>
                         do throws(RPCError) { result = .success(try await client.call(method, bytes)) } catch { result = .failure(error) }
-                        record(nowNanos() &- intended, result, seq: callSeq, confined: false)
+                        record(nowNanos() &- intended, result, seq: callSeq, confined: workload.api == .asyncLoop)
                         inflight.subtract(1, ordering: .releasing)
                     }
                 }

@@ -16,8 +16,8 @@ struct SuiteCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Client APIs to measure, comma-separated: callback, async.")
-    var apis = "callback,async"
+    @Option(help: "Client APIs to measure, comma-separated: callback, async, async-loop.")
+    var apis = "callback,async,async-loop"
 
     @Option(help: "Workloads to run, comma-separated: w1, w2, w3.")
     var workloads = "w1,w2,w3"

@@ -1,7 +1,12 @@
 /// One load run's shape.
 struct Workload: Sendable {
     enum API: String, Sendable, CaseIterable {
-        case callback, async
+        /// `client.go` with a completion closure (runs on the loop thread).
+        case callback
+        /// `await client.call` from tasks on Swift's default global executor.
+        case async
+        /// `await client.call` from tasks that prefer the client's event loop as executor.
+        case asyncLoop = "async-loop"
     }
 
     var name: String

@@ -122,6 +122,21 @@ final class ServerClientTests: XCTestCase {
         XCTAssertEqual(e.code, .unavailable)
     }
 
+    func testTasksPreferringTheLoopRunOnItAndCallWithoutAHop() async throws {
+        let loop = try RPCEventLoop()
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: server.port!,
+                                                 configuration: .init(eventLoop: loop))
+        let (onLoop, product) = try await Task(executorPreference: loop) { () async throws -> (Bool, Int) in
+            let before = loop.isCurrent
+            let product = try await client.call(Arith.multiply, ArithArgs(A: 6, B: 7))
+            return (before && loop.isCurrent, product)
+        }.value
+        XCTAssertTrue(onLoop)
+        XCTAssertEqual(product, 42)
+        XCTAssertGreaterThan(loop.iterationNanoseconds, 0)
+        client.close()
+    }
+
     func testNotificationIsDelivered() async throws {
         try client.notify("Test.Note", "hello")
         let delivered = await eventually { Self.noted.withLock { $0.contains("hello") } }

@@ -13,6 +13,8 @@
 #include "envelope.h"
 #include "guard.h"
 
+#include <msgpack.h>
+
 static crpc_decoder *dec;
 static guard g;
 
@@ -48,7 +50,13 @@ static void test_request_round_trip(void)
     CHECK_EQ(m.msgid, 0xdeadbeef);
     CHECK(m.method_len == 14 && memcmp(m.method, "Arith.Multiply", 14) == 0);
     CHECK(m.body_len == sizeof(params) && memcmp(m.body, params, sizeof(params)) == 0);
-    CHECK(m.value != NULL);
+    const crpc_value *v = crpc_message_value(&m); /* unpacked by msgpack-c on demand */
+    CHECK(v != NULL);
+    CHECK(crpc_message_value(&m) == v);           /* once */
+    const msgpack_object *o = (const msgpack_object *)v;
+    CHECK(o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 2);
+    CHECK(o->via.array.ptr[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.array.ptr[0].via.u64 == 42);
+    CHECK(o->via.array.ptr[1].type == MSGPACK_OBJECT_STR && o->via.array.ptr[1].via.str.size == 3);
     CHECK_EQ(m.timeout_us, 1500000);
     CHECK_EQ(m.ext_count, 2);
     CHECK(m.ext[0].key_len == 5 && memcmp(m.ext[0].key, "trace", 5) == 0 && !m.ext[0].is_binary);
@@ -190,6 +198,15 @@ static void test_check_truncations(void)
     CHECK_EQ(crpc_msgpack_check(guard_place(&g, map_bomb, 7), 7, 8), -EBADMSG);
     const uint8_t str_past_end[] = {0xdb, 0x00, 0x10, 0x00, 0x00, 'x'};
     CHECK_EQ(crpc_msgpack_check(guard_place(&g, str_past_end, 6), 6, 8), -EBADMSG);
+    /* The scalar fast path refuses short values too. */
+    const uint8_t *const short_scalars[] = {(const uint8_t *)"\xd9\x05" "a", (const uint8_t *)"\xcd\x01",
+                                            (const uint8_t *)"\xa3" "a", (const uint8_t *)"\xc4\x02\x00",
+                                            (const uint8_t *)"\xcb\x00\x00"};
+    const size_t short_len[] = {3, 2, 2, 3, 3};
+    for (size_t i = 0; i < 5; i++)
+        CHECK_EQ(crpc_msgpack_check(guard_place(&g, short_scalars[i], short_len[i]), short_len[i], 8), -EBADMSG);
+    const uint8_t exact[] = {0xd9, 0x02, 'o', 'k'};
+    CHECK_EQ(crpc_msgpack_check(guard_place(&g, exact, 4), 4, 8), 4);
 
     const uint8_t *e;
     size_t elen;

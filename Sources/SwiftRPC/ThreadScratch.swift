@@ -1,0 +1,50 @@
+internal import Glibc
+
+/// Per-thread encoding and decoding state, so the per-call path allocates no writer and no
+/// decoder on any thread: loop threads, Swift concurrency's pool threads, plain threads.
+///
+/// `@unchecked Sendable`: each instance is reachable only through its own thread's
+/// thread-local slot, so only that thread ever touches it.
+final class ThreadScratch: @unchecked Sendable {
+    private let writer = MessagePackWriter(initialCapacity: 1024)
+    private var writerBusy = false
+    private let decoderState = MessagePackDecoderState()
+    private var decoderBusy = false
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        // The destructor releases a thread's scratch when the thread exits.
+        pthread_key_create(&key) { Unmanaged<ThreadScratch>.fromOpaque($0!).release() }
+        return key
+    }()
+
+    /// The calling thread's scratch, made on first use.
+    static var current: ThreadScratch {
+        if let raw = pthread_getspecific(key) {
+            return Unmanaged<ThreadScratch>.fromOpaque(raw).takeUnretainedValue()
+        }
+        let made = ThreadScratch()
+        pthread_setspecific(key, Unmanaged.passRetained(made).toOpaque())
+        return made
+    }
+
+    /// Runs `body` with this thread's writer, emptied, or a fresh one when it is in use (an
+    /// `encode(to:)` that itself makes a call).
+    func withWriter<R>(_ body: (MessagePackWriter) throws -> R) rethrows -> R {
+        if writerBusy { return try body(MessagePackWriter(initialCapacity: 256)) }
+        writerBusy = true
+        defer { writerBusy = false }
+        writer.reset()
+        return try body(writer)
+    }
+
+    /// This thread's decoder state, or nil while it is in use (a decode that starts another
+    /// decode); give it back with `endDecoding()`.
+    func beginDecoding() -> MessagePackDecoderState? {
+        if decoderBusy { return nil }
+        decoderBusy = true
+        return decoderState
+    }
+
+    func endDecoding() { decoderBusy = false }
+}
