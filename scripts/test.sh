@@ -7,5 +7,7 @@ echo "== C core tests"
 ./scripts/c-tests.sh
 echo "== Swift tests"
 swift test
+echo "== rpcbench tests"
+./scripts/rpcbench-tests.sh
 echo "== Python interop tests"
 ./scripts/interop-tests.sh

@@ -5,8 +5,12 @@ import Synchronization
 
 /// The Swift side of one call in flight: retained while the C core holds it as the call's
 /// context, released when the completion callback has run (exactly once).
+@usableFromInline
 class PendingCall: @unchecked Sendable {
-    // @unchecked: the subclasses' only state is an immutable @Sendable closure.
+    // @unchecked: the subclasses' state is an immutable @Sendable closure, or (async) a
+    // continuation handed over once through the core's queue plus an atomic.
+
+    @usableFromInline init() {}
 
     /// Ends the call with the core's result. Runs on the loop thread.
     func complete(_ result: UnsafePointer<crpc_result>) { fatalError("abstract") }
@@ -35,7 +39,10 @@ class PendingCall: @unchecked Sendable {
 }
 
 /// A call whose reply decodes as `Reply`; subclasses say where the result goes.
+@usableFromInline
 class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sendable {
+    @usableFromInline override init() {}
+
     /// Hands the call's one result on.
     func deliver(_ result: Result<Reply, RPCError>) { fatalError("abstract") }
 
@@ -61,10 +68,12 @@ class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sen
 }
 
 /// `go`: the result goes to the caller's completion closure.
+@usableFromInline
 final class CallbackPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Reply>, @unchecked Sendable {
     // @unchecked: the only state is an immutable @Sendable closure.
     private let completion: @Sendable (Result<Reply, RPCError>) -> Void
 
+    @usableFromInline
     init(_ completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void) {
         self.completion = completion
     }
@@ -75,6 +84,7 @@ final class CallbackPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<R
 /// `await call`: the result resumes the awaiting task, and cancelling that task cancels
 /// the call. One object per call carries both, so the async path costs one allocation
 /// beyond the callback path's work.
+@usableFromInline
 final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Reply>, @unchecked Sendable {
     // @unchecked: `continuation` is written once by the awaiting task before the call is
     // handed to the core (which publishes it to the loop thread) and read once by the loop
@@ -84,8 +94,10 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     /// 0: not sent yet; 1: cancelled before it was sent; n + 2: sent as call id n.
     private let state = Atomic<UInt64>(0)
 
+    @usableFromInline
     init(handle: ClientHandle) { self.handle = handle }
 
+    @usableFromInline
     func install(_ continuation: UnsafeContinuation<Result<Reply, RPCError>, Never>) {
         self.continuation = continuation
     }
@@ -93,6 +105,7 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     override func deliver(_ result: Result<Reply, RPCError>) { continuation!.resume(returning: result) }
 
     /// Records the sent call's id; cancels it at once if the task was cancelled meanwhile.
+    @usableFromInline
     func sent(_ call: RPCCall) {
         guard call.handle != nil else { return } // it failed before sending: already delivered
         let (exchanged, _) = state.compareExchange(expected: 0, desired: call.id &+ 2, ordering: .acquiringAndReleasing)
@@ -100,6 +113,7 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     }
 
     /// The awaiting task was cancelled.
+    @usableFromInline
     func cancel() {
         let (exchanged, seen) = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
         if !exchanged && seen >= 2 { _ = crpc_client_cancel(handle.pointer, seen &- 2) }

@@ -33,7 +33,7 @@ public final class RPCClient: Sendable {
         }
     }
 
-    let handle: ClientHandle
+    @usableFromInline let handle: ClientHandle
 
     /// Connects, blocking the calling thread for at most the connect timeout. In async code
     /// prefer ``connect(host:port:configuration:)``.
@@ -82,16 +82,15 @@ public final class RPCClient: Sendable {
     /// Starts a call and returns at once; `completion` runs exactly once with the reply or
     /// the failure. It runs on the client's event-loop thread (so it must not block), or on
     /// the calling thread before `go` returns when the call could not be sent at all.
-    @discardableResult
+    // Inlinable so it is specialized where it is called: the pending call's generic
+    // metadata is then resolved once per call site, not looked up on every call.
+    @inlinable @discardableResult
     public func go<Args, Reply>(
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
         completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
     ) -> RPCCall {
-        let pending = CallbackPendingCall<Reply>(completion)
-        return start(method.name, metadata: metadata, timeout: timeout, pending: pending) { writer in
-            try MessagePackEncoder().encodeParams(args, into: writer)
-        }
+        send(method.name, args, metadata: metadata, timeout: timeout, pending: CallbackPendingCall<Reply>(completion))
     }
 
     /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call
@@ -104,9 +103,7 @@ public final class RPCClient: Sendable {
         let result: Result<Reply, RPCError> = await withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 pending.install(continuation)
-                pending.sent(start(method.name, metadata: metadata, timeout: timeout, pending: pending) { writer in
-                    try MessagePackEncoder().encodeParams(args, into: writer)
-                })
+                pending.sent(send(method.name, args, metadata: metadata, timeout: timeout, pending: pending))
             }
         } onCancel: {
             pending.cancel()
@@ -152,35 +149,45 @@ public final class RPCClient: Sendable {
 
     // MARK: The one path every call takes
 
-    private func start(
-        _ name: String, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall,
-        encode: (MessagePackWriter) throws -> Void
+    /// Encodes `[args]` into this thread's writer and hands the call to the core: the one
+    /// path every call takes. On failure the pending call ends at once, on this thread.
+    @usableFromInline
+    func send<Args: Encodable>(
+        _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
     ) -> RPCCall {
-        ThreadScratch.current.withWriter { send(name, metadata, timeout, pending, encode, $0) }
+        let scratch = ThreadScratch.current
+        guard let writer = scratch.beginWriting() else {
+            return send(name, args, metadata, timeout, pending, MessagePackWriter(initialCapacity: 256))
+        }
+        defer { scratch.endWriting() }
+        return send(name, args, metadata, timeout, pending, writer)
     }
 
-    private func send(
-        _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: PendingCall,
-        _ encode: (MessagePackWriter) throws -> Void, _ writer: MessagePackWriter
+    private func send<Args: Encodable>(
+        _ name: String, _ args: Args, _ metadata: RPCMetadata, _ timeout: Duration?,
+        _ pending: PendingCall, _ writer: MessagePackWriter
     ) -> RPCCall {
-        do { try encode(writer) } catch {
+        do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
             pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)"))
             return RPCCall(handle: nil, id: 0)
         }
         var id: UInt64 = 0
         let ctx = Unmanaged.passRetained(pending).toOpaque()
-        let rc = writer.withUnsafeBytes { params in
-            ExtEntries.with(metadata) { ext, extCount in
-                var name = name
-                return name.withUTF8 { method in
-                    var c = crpc_call()
-                    c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
-                    c.method_len = UInt32(method.count)
-                    c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
-                    c.params_len = UInt32(params.count)
+        var c = crpc_call()
+        c.timeout_us = timeout.map { UInt64(clamping: $0.microseconds) } ?? 0
+        let rc: Int32 = writer.withUnsafeBytes { params in
+            c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
+            c.params_len = UInt32(params.count)
+            var name = name
+            return name.withUTF8 { method in
+                c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
+                c.method_len = UInt32(method.count)
+                if metadata.isEmpty {
+                    return crpc_client_call(handle.pointer, &c, callCompletionTrampoline, ctx, &id)
+                }
+                return ExtEntries.with(metadata) { ext, extCount in
                     c.ext = ext
                     c.ext_count = extCount
-                    c.timeout_us = timeout.map { UInt64(clamping: $0.microseconds) } ?? 0
                     return crpc_client_call(handle.pointer, &c, callCompletionTrampoline, ctx, &id)
                 }
             }
@@ -196,7 +203,7 @@ public final class RPCClient: Sendable {
 
 /// A call in flight, returned by ``RPCClient/go(_:_:metadata:timeout:completion:)``.
 public struct RPCCall: Sendable {
-    let handle: ClientHandle?
+    @usableFromInline let handle: ClientHandle?
     /// The call's id on its client (for logs; unique per client).
     public let id: UInt64
 
@@ -209,6 +216,7 @@ public struct RPCCall: Sendable {
 
 /// Owns a `crpc_client`. `@unchecked Sendable`: every crpc_client function is
 /// thread-safe (crpc.h), and `crpc_client_close` runs once, guarded by `closed`.
+@usableFromInline
 final class ClientHandle: @unchecked Sendable {
     let pointer: OpaquePointer
     let loop: RPCEventLoop

@@ -28,15 +28,16 @@ final class ThreadScratch: @unchecked Sendable {
         return made
     }
 
-    /// Runs `body` with this thread's writer, emptied, or a fresh one when it is in use (an
-    /// `encode(to:)` that itself makes a call).
-    func withWriter<R>(_ body: (MessagePackWriter) throws -> R) rethrows -> R {
-        if writerBusy { return try body(MessagePackWriter(initialCapacity: 256)) }
+    /// This thread's writer, emptied, or nil while it is in use (an `encode(to:)` that
+    /// itself makes a call); give it back with `endWriting()`.
+    func beginWriting() -> MessagePackWriter? {
+        if writerBusy { return nil }
         writerBusy = true
-        defer { writerBusy = false }
         writer.reset()
-        return try body(writer)
+        return writer
     }
+
+    func endWriting() { writerBusy = false }
 
     /// This thread's decoder state, or nil while it is in use (a decode that starts another
     /// decode); give it back with `endDecoding()`.

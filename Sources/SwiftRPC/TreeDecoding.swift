@@ -4,10 +4,15 @@ extension MessagePackDecoder {
     /// Decodes a tree CRPCCore already unpacked, after checking it against its limits:
     /// the core's copy of a frame is decoded where it lies, with no second parse.
     func decode<T: Decodable>(_ type: T.Type, fromTree root: UnsafePointer<msgpack_object>) throws -> T {
-        try withState { state in
-            state.reset(root)
-            return try state.decodeValue(type, at: root, depth: 0)
+        let scratch = ThreadScratch.current
+        guard let state = scratch.beginDecoding() else {
+            let fresh = MessagePackDecoderState()
+            fresh.reset(root)
+            return try fresh.decodeValue(type, at: root, depth: 0)
         }
+        defer { scratch.endDecoding() }
+        state.reset(root)
+        return try state.decodeValue(type, at: root, depth: 0)
     }
 
     /// Decodes element 0 of a params array the core already unpacked.

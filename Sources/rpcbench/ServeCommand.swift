@@ -32,11 +32,24 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Largest frame accepted or sent, in bytes.")
     var maxFrameSize = 4 << 20
 
+    @Flag(help: "Fault injection for testing rpcbench itself: Bench.Echo flips one byte of every reply.")
+    var corruptEcho = false
+
     func run() throws {
         let signals = Signals.blockTermination() // before any thread starts, so all inherit it
         let server = RPCServer(configuration: .init(
             host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize))
-        try registerReferenceServices(on: server)
+        if corruptEcho {
+            try server.register(ArithService())
+            try server.registerRawInline("Bench.Echo") { request in
+                guard let range = request.argument(0) else { throw RPCError(.invalidArgument, "one argument") }
+                var bytes = Array(request.params[range])
+                bytes[bytes.count - 1] ^= 0x5a // the last payload byte (a bin's header stays valid)
+                return .bytes(bytes)
+            }
+        } else {
+            try registerReferenceServices(on: server)
+        }
         let bound = try server.start()
         // Unbuffered, so a parent reading the pipe sees it at once.
         FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))

@@ -144,47 +144,52 @@ enum MessagePackUnbox {
     /// Returns nil when `T` is not one of them, or when it is `[UInt8]`/`Data` and the node is an
     /// array (left to the generic path, which reads it element by element).
     @inline(__always)
-    static func scalar<T>(_ object: MessagePackObject, _ type: T.Type) throws(MessagePackUnboxFailure) -> T? {
+    static func scalar<T>(_ object: MessagePackObject, _ type: T.Type,
+                          into out: UnsafeMutablePointer<T>) throws(MessagePackUnboxFailure) -> Bool {
         if type == String.self {
-            return messagePackIdentityCast(try string(object), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try string(object), to: T.self))
         } else if type == Int.self {
-            return messagePackIdentityCast(try integer(object, Int.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, Int.self), to: T.self))
         } else if type == Double.self {
-            return messagePackIdentityCast(try double(object), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try double(object), to: T.self))
         } else if type == Bool.self {
-            return messagePackIdentityCast(try bool(object), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try bool(object), to: T.self))
         } else if type == Data.self || ObjectIdentifier(type) == MessagePackTypeID.bytes {
             switch object.pointee.type {
             case MSGPACK_OBJECT_BIN:
-                return type == Data.self
-                    ? messagePackIdentityCast(Data(binary(object)), to: T.self)
-                    : messagePackIdentityCast([UInt8](binary(object)), to: T.self)
+                if type == Data.self {
+                    out.initialize(to: messagePackIdentityCast(Data(binary(object)), to: T.self))
+                } else {
+                    out.initialize(to: messagePackIdentityCast([UInt8](binary(object)), to: T.self))
+                }
             case MSGPACK_OBJECT_ARRAY:
-                return nil
+                return false
             default:
                 throw other(object)
             }
         } else if type == Int64.self {
-            return messagePackIdentityCast(try integer(object, Int64.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, Int64.self), to: T.self))
         } else if type == UInt64.self {
-            return messagePackIdentityCast(try integer(object, UInt64.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, UInt64.self), to: T.self))
         } else if type == Int32.self {
-            return messagePackIdentityCast(try integer(object, Int32.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, Int32.self), to: T.self))
         } else if type == UInt32.self {
-            return messagePackIdentityCast(try integer(object, UInt32.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, UInt32.self), to: T.self))
         } else if type == UInt.self {
-            return messagePackIdentityCast(try integer(object, UInt.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, UInt.self), to: T.self))
         } else if type == Float.self {
-            return messagePackIdentityCast(try float(object), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try float(object), to: T.self))
         } else if type == Int16.self {
-            return messagePackIdentityCast(try integer(object, Int16.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, Int16.self), to: T.self))
         } else if type == UInt16.self {
-            return messagePackIdentityCast(try integer(object, UInt16.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, UInt16.self), to: T.self))
         } else if type == Int8.self {
-            return messagePackIdentityCast(try integer(object, Int8.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, Int8.self), to: T.self))
         } else if type == UInt8.self {
-            return messagePackIdentityCast(try integer(object, UInt8.self), to: T.self)
+            out.initialize(to: messagePackIdentityCast(try integer(object, UInt8.self), to: T.self))
+        } else {
+            return false
         }
-        return nil
+        return true
     }
 }

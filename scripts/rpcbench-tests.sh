@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Tests rpcbench itself: every reply is verified (a server that corrupts echoes makes
+# `rpcbench load` count mismatches and exit 1), a clean run exits 0 with no errors, the
+# open-loop mode and the suite's child-server plumbing work, and --help shows defaults.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+swift build --product rpcbench >/dev/null || exit 1
+bin=$(swift build --show-bin-path)/rpcbench
+pass=0 fail=0
+check() { if eval "$2"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1"; fi; }
+
+serve() {  # serve LOG ARGS...: starts a server, sets $pid and $addr
+  local log=$1; shift
+  "$bin" serve --port 0 "$@" >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do grep -q "^listening on " "$log" && break; sleep 0.1; done
+  addr=$(sed -n 's/^listening on //p' "$log")
+}
+
+tmp=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+
+serve "$tmp/bad.log" --corrupt-echo
+"$bin" load --target "$addr" --conns 2 --depth 4 --duration 0.5 --warmup 0.1 --json >"$tmp/bad.json"
+rc=$?
+check "corrupted echoes make the exit status 1" "[ $rc -eq 1 ]"
+check "corrupted echoes are counted as mismatches" \
+  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/bad.json\"))[0]; sys.exit(0 if r[\"mismatches\"] > 0 and r[\"mismatches\"] == r[\"calls\"] else 1)'"
+kill $pid; wait $pid 2>/dev/null
+
+serve "$tmp/good.log"
+"$bin" load --target "$addr" --conns 2 --depth 8 --payload 1000 --duration 0.5 --warmup 0.1 --json >"$tmp/good.json"
+check "a clean run exits 0" "[ $? -eq 0 ]"
+check "a clean run has calls and no errors" \
+  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/good.json\"))[0]; sys.exit(0 if r[\"calls\"] > 0 and r[\"errors\"] == 0 and r[\"mismatches\"] == 0 else 1)'"
+"$bin" load --target "$addr" --rate 2000 --duration 0.5 --warmup 0.1 --api async --json >"$tmp/rate.json"
+check "an open-loop async run exits 0" "[ $? -eq 0 ]"
+check "the open loop offers about the rate asked for" \
+  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/rate.json\"))[0]; sys.exit(0 if 700 <= r[\"calls\"] <= 1300 else 1)'"
+"$bin" load --target "$addr" --payload 0 --conns 1 --depth 1 --duration 0.3 --warmup 0.1 --api async-loop >/dev/null
+check "empty payloads and the loop executor work" "[ $? -eq 0 ]"
+kill $pid; wait $pid 2>/dev/null
+check "serve stops cleanly on SIGTERM" "! kill -0 $pid 2>/dev/null"
+
+"$bin" suite --workloads w1 --apis callback --duration 0.3 --warmup 0.1 >"$tmp/suite.txt"
+check "the suite runs against its own child server" "[ $? -eq 0 ] && grep -q 'W1 ping-pong' '$tmp/suite.txt'"
+check "no child server is left behind" "! pgrep -f 'rpcbench serve --port 0 --loops 1' >/dev/null"
+"$bin" load --help >"$tmp/help.txt"
+check "--help shows examples and defaults" "grep -q 'Examples' '$tmp/help.txt' && grep -q 'default: 32' '$tmp/help.txt'"
+
+echo "rpcbench-tests: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
