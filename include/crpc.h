@@ -356,7 +356,9 @@ typedef struct crpc_call {
     uint32_t params_len;
     const crpc_ext_entry *ext;    /* request metadata; may be NULL */
     uint32_t ext_count;
-    uint64_t timeout_us;          /* 0: none; else sent as rpc-timeout-us and enforced */
+    uint64_t timeout_us;          /* 0: none; else sent as rpc-timeout-us, and the call
+                                     ends with -ETIMEDOUT (a cancel frame tells the
+                                     server) if no reply came within it */
 } crpc_call;
 
 /**
@@ -390,6 +392,17 @@ int crpc_client_is_connected(const crpc_client *c);
 
 /** Calls awaiting a reply. Thread: any (a snapshot). */
 unsigned crpc_client_pending_count(const crpc_client *c);
+
+/** Counters of a client, as of now. */
+typedef struct crpc_client_stats {
+    uint32_t pending;       /* calls awaiting a reply */
+    uint64_t late_replies;  /* replies that arrived after their call had ended (timed out,
+                               cancelled): dropped */
+    uint64_t timeouts;      /* calls ended by their timeout */
+} crpc_client_stats;
+
+/** Fills *out. Thread: any (a snapshot). */
+void crpc_client_get_stats(const crpc_client *c, crpc_client_stats *out);
 
 /**
  * Closes the connection (pending calls complete with -ESHUTDOWN) and releases the

@@ -18,6 +18,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,11 +36,19 @@ struct crpc_client {
     atomic_uint_fast64_t next_token;
     int fd;                       /* until attached to the loop */
 
+    atomic_ulong late_replies;    /* replies whose call had already ended */
+    atomic_ulong timeouts;        /* calls ended by their deadline */
+
     /* ---- loop thread only ---- */
     crpc_conn *conn;              /* NULL once the connection has started closing */
     crpc_pending_table pending;
-    uint64_t late_replies;        /* replies whose call had already ended */
+    crpc_deadline_source deadlines; /* first member use: see client_of_deadlines */
 };
+
+static crpc_client *client_of_deadlines(crpc_deadline_source *src)
+{
+    return (crpc_client *)((char *)src - offsetof(crpc_client, deadlines));
+}
 
 static void client_unref(crpc_client *c)
 {
@@ -73,7 +82,7 @@ static void client_on_frame(crpc_conn *conn, const uint8_t *body, uint32_t len)
         return; /* servers do not call clients in protocol v1 */
     crpc_pending p;
     if (!crpc_pending_take(&c->pending, m.msgid, &p)) {
-        c->late_replies++;
+        atomic_fetch_add_explicit(&c->late_replies, 1, memory_order_relaxed);
         return;
     }
     atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
@@ -103,6 +112,7 @@ static void client_on_close(crpc_conn *conn, int err)
     crpc_client *c = conn->owner;
     c->conn = NULL;
     atomic_store(&c->connected, false);
+    crpc_loop_unwatch_deadline(conn->loop, &c->deadlines);
     int status = err == -ESHUTDOWN ? -ESHUTDOWN : -ECONNRESET;
     /* Detach the table first: callbacks may call back into the client. */
     crpc_pending_table t = c->pending;
@@ -121,6 +131,47 @@ static const crpc_conn_ops client_conn_ops = {
     .on_close = client_on_close,
     .on_release = client_on_release,
 };
+
+/* -------------------------------------------------------------- deadlines */
+
+/* Ends every call whose deadline has passed (-ETIMEDOUT, a cancel frame to the server),
+ * then finds the next deadline. The table is scanned rather than kept in deadline order:
+ * this runs only when the earliest recorded deadline passes, and that bound is kept tight. */
+static void expire_calls(crpc_deadline_source *src, uint64_t now)
+{
+    crpc_client *c = client_of_deadlines(src);
+    crpc_loop *loop = c->loop;
+    for (;;) {
+        uint32_t due[64], n = 0;
+        for (uint32_t i = 0; c->pending.slots && i <= c->pending.mask && n < 64; i++) {
+            const crpc_pending *p = &c->pending.slots[i];
+            if (p->used && p->deadline && p->deadline <= now)
+                due[n++] = p->msgid;
+        }
+        if (n == 0)
+            break;
+        for (uint32_t i = 0; i < n; i++) { /* callbacks may change the table: take by id */
+            crpc_pending p;
+            if (!crpc_pending_take(&c->pending, due[i], &p))
+                continue;
+            atomic_fetch_add_explicit(&c->timeouts, 1, memory_order_relaxed);
+            if (c->conn && crpc_encode_cancel(crpc_conn_out(c->conn), p.msgid) == 0)
+                crpc_conn_mark_dirty(c->conn);
+            complete(p.cb, p.ctx, -ETIMEDOUT, p.msgid);
+        }
+        atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
+    }
+    uint64_t next = 0;
+    for (uint32_t i = 0; c->pending.slots && i <= c->pending.mask; i++) {
+        const crpc_pending *p = &c->pending.slots[i];
+        if (p->used && p->deadline && (!next || p->deadline < next))
+            next = p->deadline;
+    }
+    if (next)
+        src->next_deadline = next;
+    else
+        crpc_loop_unwatch_deadline(loop, src);
+}
 
 /* ---------------------------------------------------------------- connect */
 
@@ -143,6 +194,7 @@ typedef struct client_task {
     crpc_call_fn cb;
     void *ctx;
     uint64_t token;
+    uint64_t deadline;
     uint32_t len;
     uint8_t frame[];
 } client_task;
@@ -182,6 +234,7 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
     if (!c->cfg.max_frame_size)
         c->cfg.max_frame_size = CRPC_DEFAULT_MAX_FRAME_SIZE;
     c->loop = loop;
+    c->deadlines.expire = expire_calls;
     int fd = crpc_net_connect(host ? host : "127.0.0.1", port, c->cfg.connect_timeout_ms);
     if (fd < 0) {
         free(c);
@@ -219,7 +272,8 @@ static uint32_t pick_msgid(crpc_client *c, uint64_t token)
 
 /* Registers the call and appends its frame (msgid patched in). Loop thread only. */
 static int enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *ctx,
-                        const crpc_call *call, const uint8_t *frame, uint32_t len)
+                        const crpc_call *call, const uint8_t *frame, uint32_t len,
+                        uint64_t deadline)
 {
     crpc_buf *out = crpc_conn_out(c->conn);
     size_t start = out->len;
@@ -229,12 +283,14 @@ static int enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *c
     if (err)
         return err;
     crpc_patch_request_msgid(out->data + start, msgid);
-    crpc_pending p = {.token = token, .cb = cb, .ctx = ctx, .msgid = msgid};
+    crpc_pending p = {.token = token, .cb = cb, .ctx = ctx, .msgid = msgid, .deadline = deadline};
     err = crpc_pending_insert(&c->pending, &p);
     if (err) {
         out->len = start;
         return err;
     }
+    if (deadline)
+        crpc_loop_watch_deadline(c->loop, &c->deadlines, deadline);
     atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
     crpc_conn_mark_dirty(c->conn);
     return 0;
@@ -245,7 +301,7 @@ static void run_call(crpc_loop *l, crpc_task *t)
     client_task *ct = (client_task *)t;
     crpc_client *c = ct->client;
     int err = !c->conn ? (l->stopped ? -ESHUTDOWN : -ENOTCONN)
-                       : enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->frame, ct->len);
+                       : enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->frame, ct->len, ct->deadline);
     if (err)
         complete(ct->cb, ct->ctx, err, 0);
     free(ct);
@@ -261,10 +317,12 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
     if (call_id)
         *call_id = token;
+    /* The deadline counts from now, on the caller's clock, not from when the loop sees it. */
+    uint64_t deadline = call->timeout_us ? crpc_monotonic_ns() + call->timeout_us * 1000u : 0;
     if (crpc_loop_current() == c->loop) {
         if (!c->conn)
             return -ENOTCONN;
-        return enqueue_call(c, token, cb, ctx, call, NULL, 0);
+        return enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline);
     }
     crpc_buf *scratch = crpc_thread_scratch();
     int err = crpc_encode_request(scratch, 0, call, c->cfg.max_frame_size);
@@ -276,6 +334,7 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     t->cb = cb;
     t->ctx = ctx;
     t->token = token;
+    t->deadline = deadline;
     err = crpc_loop_push(c->loop, &t->task);
     if (err)
         free(t);
@@ -394,3 +453,10 @@ void crpc_client_close(crpc_client *c)
 int crpc_client_is_connected(const crpc_client *c) { return atomic_load(&c->connected); }
 
 unsigned crpc_client_pending_count(const crpc_client *c) { return atomic_load(&c->pending_count); }
+
+void crpc_client_get_stats(const crpc_client *c, crpc_client_stats *out)
+{
+    out->pending = atomic_load_explicit(&c->pending_count, memory_order_relaxed);
+    out->late_replies = atomic_load_explicit(&c->late_replies, memory_order_relaxed);
+    out->timeouts = atomic_load_explicit(&c->timeouts, memory_order_relaxed);
+}

@@ -33,6 +33,28 @@ typedef struct crpc_task {
  * exited and will never run it: the caller still owns the task). */
 int crpc_loop_push(crpc_loop *loop, crpc_task *task);
 
+/* -------------------------------------------------------------- deadlines */
+
+/* Something on a loop with deadlines (a client's calls with timeouts). The loop sleeps no
+ * later than the earliest next_deadline and then calls expire, which ends what is due and
+ * sets next_deadline again (0: none left; the source then unlinks itself). next_deadline
+ * may be early (a lower bound): expire just finds nothing due. Loop thread only. */
+typedef struct crpc_deadline_source {
+    struct crpc_deadline_source *next, *prev;
+    bool linked;
+    uint64_t next_deadline; /* CLOCK_MONOTONIC ns */
+    void (*expire)(struct crpc_deadline_source *src, uint64_t now);
+} crpc_deadline_source;
+
+/* Makes sure the loop watches `src`, whose earliest deadline is now at most `deadline`. */
+void crpc_loop_watch_deadline(crpc_loop *loop, crpc_deadline_source *src, uint64_t deadline);
+
+/* Stops watching `src`. */
+void crpc_loop_unwatch_deadline(crpc_loop *loop, crpc_deadline_source *src);
+
+/* CLOCK_MONOTONIC now, in ns. */
+uint64_t crpc_monotonic_ns(void);
+
 /* ------------------------------------------------------------ connections */
 
 typedef struct crpc_conn_ops {
@@ -124,6 +146,8 @@ struct crpc_loop {
     uint32_t *free_slots;
     uint32_t nfree;
     crpc_conn *dirty_head;
+    crpc_deadline_source *deadlines; /* sources with pending deadlines */
+    uint64_t deadlines_gen;          /* bumped when that list changes */
     crpc_decoder *dec;
     /* server side: the listening socket served by this loop */
     int listen_fd;

@@ -55,7 +55,7 @@ int crpc_pin_process(int cpu)
 
 int crpc_loop_is_current(const crpc_loop *loop) { return loop && current_loop == loop; }
 
-static uint64_t monotonic_ns(void)
+uint64_t crpc_monotonic_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -259,6 +259,58 @@ int crpc_loop_post(crpc_loop *l, void (*fn)(void *), void *arg)
     return err;
 }
 
+/* -------------------------------------------------------------- deadlines */
+
+void crpc_loop_watch_deadline(crpc_loop *l, crpc_deadline_source *src, uint64_t deadline)
+{
+    if (!src->linked) {
+        src->prev = NULL;
+        src->next = l->deadlines;
+        if (l->deadlines)
+            l->deadlines->prev = src;
+        l->deadlines = src;
+        src->linked = true;
+        src->next_deadline = deadline;
+        l->deadlines_gen++;
+    } else if (deadline < src->next_deadline || src->next_deadline == 0) {
+        src->next_deadline = deadline;
+    }
+}
+
+void crpc_loop_unwatch_deadline(crpc_loop *l, crpc_deadline_source *src)
+{
+    if (!src->linked)
+        return;
+    if (src->prev)
+        src->prev->next = src->next;
+    else
+        l->deadlines = src->next;
+    if (src->next)
+        src->next->prev = src->prev;
+    src->linked = false;
+    src->next_deadline = 0;
+    l->deadlines_gen++;
+}
+
+/* Ends what is due; returns the earliest deadline still pending (0: none). Expiring runs
+ * completion callbacks, which may add or remove sources: the walk then starts over (what
+ * was already handled is no longer due). */
+static uint64_t expire_due(crpc_loop *l, uint64_t now)
+{
+restart:;
+    uint64_t earliest = 0, gen = l->deadlines_gen;
+    for (crpc_deadline_source *src = l->deadlines; src; src = src->next) {
+        if (src->next_deadline && src->next_deadline <= now) {
+            src->expire(src, now);
+            if (l->deadlines_gen != gen)
+                goto restart;
+        }
+        if (src->next_deadline && (!earliest || src->next_deadline < earliest))
+            earliest = src->next_deadline;
+    }
+    return earliest;
+}
+
 /* -------------------------------------------------------------- dispatch */
 
 static void dispatch(crpc_loop *l, const struct io_uring_cqe *cqe)
@@ -313,7 +365,7 @@ static void begin_stop(crpc_loop *l)
 
 static void run(crpc_loop *l)
 {
-    atomic_store_explicit(&l->now_ns, monotonic_ns(), memory_order_relaxed);
+    atomic_store_explicit(&l->now_ns, crpc_monotonic_ns(), memory_order_relaxed);
     arm_wake(l);
     if (l->listen_fd >= 0)
         crpc_server_arm_accept(l);
@@ -323,6 +375,8 @@ static void run(crpc_loop *l)
             begin_stop(l);
         if (l->stopped && !conns_in_use(l) && !l->accept_armed)
             break;
+        /* Calls past their deadline end now, so their cancel frames go out with this flush. */
+        uint64_t deadline = l->deadlines ? expire_due(l, crpc_monotonic_ns()) : 0;
         crpc_loop_flush(l);
 
         unsigned wait = 1;
@@ -331,10 +385,22 @@ static void run(crpc_loop *l)
             atomic_store(&l->sleeping, 0);
             wait = 0;
         }
-        int ret = wait ? io_uring_submit_and_wait(&l->ring, 1)
-                       : io_uring_submit_and_get_events(&l->ring);
+        int ret;
+        if (!wait) {
+            ret = io_uring_submit_and_get_events(&l->ring);
+        } else if (deadline) {
+            /* Sleep no later than the earliest call deadline on this loop. */
+            uint64_t now = crpc_monotonic_ns();
+            uint64_t wait_ns = deadline > now ? deadline - now : 0;
+            struct __kernel_timespec ts = {.tv_sec = (long long)(wait_ns / 1000000000ull),
+                                           .tv_nsec = (long long)(wait_ns % 1000000000ull)};
+            struct io_uring_cqe *unused;
+            ret = io_uring_submit_and_wait_timeout(&l->ring, &unused, 1, &ts, NULL);
+        } else {
+            ret = io_uring_submit_and_wait(&l->ring, 1);
+        }
         atomic_store(&l->sleeping, 0);
-        atomic_store_explicit(&l->now_ns, monotonic_ns(), memory_order_relaxed);
+        atomic_store_explicit(&l->now_ns, crpc_monotonic_ns(), memory_order_relaxed);
         (void)ret; /* -EINTR/-EAGAIN/-EBUSY: just go round again */
 
         struct io_uring_cqe *cqe;

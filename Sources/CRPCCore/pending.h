@@ -16,6 +16,7 @@
 
 typedef struct crpc_pending {
     uint64_t token;       /* the caller's call id */
+    uint64_t deadline;    /* CLOCK_MONOTONIC ns when the call times out; 0: never */
     crpc_call_fn cb;
     void *ctx;
     uint32_t msgid;

@@ -9,6 +9,9 @@ import SwiftRPC
 public enum Bench {
     /// Echo of a byte payload (any argument type echoes; this descriptor types it as bytes).
     public static let echo = RPCMethod<[UInt8], [UInt8]>("Bench.Echo")
+    /// Sleeps the given milliseconds, then returns them; cancelling the call (or its
+    /// deadline passing) interrupts the sleep.
+    public static let sleep = RPCMethod<Int, Int>("Bench.Sleep")
 }
 
 /// Serves ``Bench``.
@@ -21,6 +24,11 @@ public struct BenchService: RPCService {
                 throw RPCError(.invalidArgument, "Bench.Echo takes exactly one argument")
             }
             return .echo(argument)
+        }
+        methods.add(Bench.sleep) { milliseconds, _ in
+            guard milliseconds >= 0 else { throw RPCError(.invalidArgument, "Bench.Sleep takes milliseconds >= 0") }
+            try await Task.sleep(for: .milliseconds(milliseconds)) // throws when cancelled
+            return milliseconds
         }
     }
 }

@@ -23,17 +23,24 @@ public final class RPCClient: Sendable {
         public var maxFrameSize: Int
         /// The loop the connection runs on; `nil` uses ``RPCEventLoop/shared()``.
         public var eventLoop: RPCEventLoop?
+        /// The timeout of calls that set none themselves; `nil`: such calls wait for ever.
+        /// A call's timeout travels to the server (which cancels the handler when it passes)
+        /// and the client ends the call with `.deadlineExceeded` on its own too.
+        public var defaultTimeout: Duration?
 
-        /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop.
+        /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop, no
+        /// default call timeout.
         public init(connectTimeout: Duration = .seconds(5), maxFrameSize: Int = 4 << 20,
-                    eventLoop: RPCEventLoop? = nil) {
+                    eventLoop: RPCEventLoop? = nil, defaultTimeout: Duration? = nil) {
             self.connectTimeout = connectTimeout
             self.maxFrameSize = maxFrameSize
             self.eventLoop = eventLoop
+            self.defaultTimeout = defaultTimeout
         }
     }
 
     @usableFromInline let handle: ClientHandle
+    private let defaultTimeout: Duration?
 
     /// Connects, blocking the calling thread for at most the connect timeout. In async code
     /// prefer ``connect(host:port:configuration:)``.
@@ -52,6 +59,7 @@ public final class RPCClient: Sendable {
             crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
             "cannot connect to \(host):\(port)")
         handle = ClientHandle(pointer: client!, loop: loop)
+        defaultTimeout = configuration.defaultTimeout
     }
 
     /// Connects without blocking a task's thread: the connect runs on its own thread.
@@ -76,6 +84,14 @@ public final class RPCClient: Sendable {
 
     /// Calls sent and not yet ended (a snapshot).
     public var pendingCount: Int { Int(crpc_client_pending_count(handle.pointer)) }
+
+    /// The client's counters, as of now.
+    public var statistics: RPCClientStatistics {
+        var stats = crpc_client_stats()
+        crpc_client_get_stats(handle.pointer, &stats)
+        return RPCClientStatistics(pending: Int(stats.pending), lateReplies: Int(stats.late_replies),
+                                   timeouts: Int(stats.timeouts))
+    }
 
     // MARK: Calls
 
@@ -174,7 +190,7 @@ public final class RPCClient: Sendable {
         var id: UInt64 = 0
         let ctx = Unmanaged.passRetained(pending).toOpaque()
         var c = crpc_call()
-        c.timeout_us = timeout.map { UInt64(clamping: $0.microseconds) } ?? 0
+        c.timeout_us = (timeout ?? defaultTimeout).map { UInt64(clamping: max($0.microseconds, 1)) } ?? 0
         let rc: Int32 = writer.withUnsafeBytes { params in
             c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
             c.params_len = UInt32(params.count)
@@ -199,6 +215,16 @@ public final class RPCClient: Sendable {
         }
         return RPCCall(handle: handle, id: id)
     }
+}
+
+/// A client's counters.
+public struct RPCClientStatistics: Sendable, Hashable {
+    /// Calls sent and not yet ended.
+    public var pending: Int
+    /// Replies that arrived after their call had ended (timed out or cancelled): dropped.
+    public var lateReplies: Int
+    /// Calls ended by their timeout.
+    public var timeouts: Int
 }
 
 /// A call in flight, returned by ``RPCClient/go(_:_:metadata:timeout:completion:)``.

@@ -162,6 +162,14 @@ public final class RPCServer: Sendable {
         }
     }
 
+    /// Async handlers running right now (a snapshot).
+    public var runningHandlerCount: Int {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.running.count }
+            return 0
+        }
+    }
+
     /// Connections open right now (a snapshot).
     public var connectionCount: Int {
         state.withLock { state in

@@ -10,6 +10,8 @@ internal import Glibc
 final class ServerCore: @unchecked Sendable {
     let router: Router
     private let writers: [MessagePackWriter]
+    /// Async handlers still running, so cancel frames and deadlines can reach them.
+    let running = RunningCalls()
     private var server: OpaquePointer?
 
     init(router: Router, loops: Int) {
@@ -44,8 +46,12 @@ final class ServerCore: @unchecked Sendable {
     func handle(_ request: UnsafePointer<crpc_request>) {
         let conn = request.pointee.conn
         let msg = request.pointee.msg
+        if msg.type == UInt8(CRPC_MSG_CANCEL.rawValue) {
+            running.cancel(RunningCalls.Key(conn: conn, msgid: msg.msgid))
+            return
+        }
         guard msg.type == UInt8(CRPC_MSG_REQUEST.rawValue) || msg.type == UInt8(CRPC_MSG_NOTIFICATION.rawValue) else {
-            return // cancel frames: handlers are not cancellable yet
+            return
         }
         let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
         let msgid = msg.msgid
@@ -68,14 +74,39 @@ final class ServerCore: @unchecked Sendable {
         case .failed(let error):
             if wantsReply { send(conn, msgid, error: error) }
         case .later(let job):
-            Task {
-                do {
-                    let bytes = try await job(context)
-                    if wantsReply { bytes.withUnsafeBytes { self.send(conn, msgid, result: $0) } }
-                } catch {
-                    if wantsReply { self.send(conn, msgid, error: RPCError(handlerError: error)) }
+            guard wantsReply else {
+                Task { _ = try? await job(context) }
+                return
+            }
+            let key = RunningCalls.Key(conn: conn, msgid: msgid)
+            let answer = Answer()
+            running.start(key) {
+                Task {
+                    let outcome: Result<[UInt8], RPCError>
+                    do { outcome = .success(try await job(context)) } catch {
+                        outcome = .failure(Task.isCancelled && !(error is RPCError)
+                            ? RPCError(.cancelled, "the call was cancelled") : RPCError(handlerError: error))
+                    }
+                    self.running.finished(key)
+                    if answer.claim() { self.send(conn, msgid, outcome) }
                 }
             }
+            if let timeout = context.timeout {
+                // The caller's deadline: answer 4 when it passes, and cancel the handler.
+                Task {
+                    try? await Task.sleep(for: timeout)
+                    guard answer.claim() else { return }
+                    self.running.cancel(key)
+                    self.send(conn, msgid, error: RPCError(.deadlineExceeded, "deadline exceeded after \(timeout)"))
+                }
+            }
+        }
+    }
+
+    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>) {
+        switch outcome {
+        case .success(let bytes): bytes.withUnsafeBytes { send(conn, msgid, result: $0) }
+        case .failure(let error): send(conn, msgid, error: error)
         }
     }
 

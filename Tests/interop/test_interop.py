@@ -8,6 +8,7 @@ Start a server (e.g. ``rpcbench serve``) and point the tests at it:
 import os
 import socket
 import struct
+import time
 import sys
 
 import msgpack
@@ -165,3 +166,14 @@ def test_oversized_frame_header_closes_connection():
         _assert_closed(bad)
     with Client(*_address()) as fresh:
         assert fresh.call("rpc.ping") is None
+
+
+def test_server_answers_deadline_exceeded(client):
+    # The caller's deadline travels in rpc-timeout-us; the server cancels the 5 s sleep when
+    # it passes and answers code 4 itself (this client waits far longer on its own).
+    start = time.monotonic()
+    with pytest.raises(RPCError) as err:
+        client.call("Bench.Sleep", 5000, ext={"rpc-timeout-us": 100_000})
+    assert err.value.code == 4
+    assert time.monotonic() - start < 2.0
+    assert client.call("Bench.Sleep", 1) == 1  # the connection is fine
