@@ -155,11 +155,11 @@ static void expire_calls(crpc_deadline_source *src, uint64_t now)
             if (!crpc_pending_take(&c->pending, due[i], &p))
                 continue;
             atomic_fetch_add_explicit(&c->timeouts, 1, memory_order_relaxed);
+            atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
             if (c->conn && crpc_encode_cancel(crpc_conn_out(c->conn), p.msgid) == 0)
                 crpc_conn_mark_dirty(c->conn);
             complete(p.cb, p.ctx, -ETIMEDOUT, p.msgid);
         }
-        atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
     }
     uint64_t next = 0;
     for (uint32_t i = 0; c->pending.slots && i <= c->pending.mask; i++) {

@@ -95,6 +95,6 @@ final class RouterTests: XCTestCase {
         let (outcome, bytes) = dispatch(try router(), "rpc.methods", [0x90])
         guard case .written = outcome else { return XCTFail("\(outcome)") }
         let names = try MessagePackDecoder().decode([String].self, from: bytes)
-        XCTAssertEqual(names, ["Arith.Divide", "Arith.Multiply", "Bench.Echo", "Test.Refuse", "Text.Shout", "rpc.methods", "rpc.ping"])
+        XCTAssertEqual(names, ["Arith.Divide", "Arith.Multiply", "Bench.Echo", "Bench.Sleep", "Test.Refuse", "Text.Shout", "rpc.methods", "rpc.ping"])
     }
 }
