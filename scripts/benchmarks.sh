@@ -2,12 +2,16 @@
 # Regenerates docs/BENCHMARKS.md: W1, W2 and W3 from design.md, measured in one run for
 #   floor        Benchmarks/floor/echo_floor.c: bare C io_uring echo of the same framing
 #   crpc (C)     the core alone through crpc.h (crpc-cbench)
-#   SwiftRPC     rpcbench's Swift client, callback API and async API
+#   SwiftRPC     rpcbench's Swift client: callback API, async API on the global executor,
+#                async API from tasks on the client's event loop
 # Release builds; server and client are separate processes pinned to CPU 0 and CPU 1.
-# Usage: scripts/benchmarks.sh [seconds per run, default 5]
+# Each (implementation, workload) runs REPS times, interleaved round by round so a noisy
+# stretch of a shared machine hits every implementation alike; the median run is kept.
+# Usage: scripts/benchmarks.sh [seconds per run, default 5] [repetitions, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
+reps=${2:-3}
 out=.build/bench
 mkdir -p "$out"
 swift build -c release --product rpcbench >/dev/null
@@ -30,35 +34,35 @@ stop_server() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
 
 # tag: python adds the implementation and workload names to each JSON result.
 tag() { python3 -c 'import json,sys; impl,wl=sys.argv[1:3]
-for line in sys.stdin:
-    line=line.strip()
-    if not line: continue
-    d=json.loads(line)
-    for r in (d if isinstance(d,list) else [d]):
-        r["impl"]=impl; r["wl"]=wl; print(json.dumps(r))' "$1" "$2" >>"$results"; }
+d=json.loads(sys.stdin.read())
+for r in (d if isinstance(d,list) else [d]):
+    r["impl"]=impl; r["wl"]=wl; print(json.dumps(r))' "$1" "$2" >>"$results"; }
 
 workloads=("W1 1 1 32" "W2 4 32 32" "W3 1 4 65536")
 
-start_server taskset -c 0 "$out/echo_floor" serve --port 0 --cpu 0
-for w in "${workloads[@]}"; do set -- $w
-  "$out/echo_floor" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag floor "$1"
-done
-stop_server
-
-start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
-for w in "${workloads[@]}"; do set -- $w
-  "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "crpc (C)" "$1"
-done
-stop_server
-
-start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
-for w in "${workloads[@]}"; do set -- $w
-  for api in callback async; do
-    "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
-      --duration "$secs" --cpu 1 --api "$api" --json | tag "SwiftRPC $api" "$1"
+for round in $(seq "$reps"); do
+  echo "round $round of $reps"
+  start_server taskset -c 0 "$out/echo_floor" serve --port 0 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    "$out/echo_floor" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag floor "$1"
   done
-done
-stop_server
+  stop_server
 
-python3 scripts/render_benchmarks.py "$results" "$secs" >docs/BENCHMARKS.md
+  start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "crpc (C)" "$1"
+  done
+  stop_server
+
+  start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    for api in callback async async-loop; do
+      "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
+        --duration "$secs" --cpu 1 --api "$api" --json | tag "SwiftRPC $api" "$1"
+    done
+  done
+  stop_server
+done
+
+python3 scripts/render_benchmarks.py "$results" "$secs" "$reps" >docs/BENCHMARKS.md
 echo "wrote docs/BENCHMARKS.md"
