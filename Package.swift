@@ -14,6 +14,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // The C core: io_uring loops, sockets, framing, MessagePack envelope. `include/crpc.h`
@@ -34,7 +36,11 @@ let package = Package(
         ),
         .target(
             name: "SwiftRPC",
-            dependencies: ["CRPCCore", "CMsgPack"]
+            dependencies: [
+                "CRPCCore", "CMsgPack",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
         ),
         // The reference services (Bench.Echo, Arith.*), served by `rpcbench serve`.
         .target(
@@ -59,7 +65,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SwiftRPCTests",
-            dependencies: ["SwiftRPC", "RPCExamples", "CMsgPack"],
+            dependencies: [
+                "SwiftRPC", "RPCExamples", "CMsgPack",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             resources: [.copy("Fixtures")]
         ),
     ],

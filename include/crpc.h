@@ -294,6 +294,19 @@ int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid,
 unsigned crpc_server_connection_count(const crpc_server *srv);
 
 /**
+ * Shuts down gracefully: stops accepting, answers new requests with status 14
+ * (unavailable), waits up to `drain_ms` for the requests already delivered to be answered
+ * with crpc_server_reply, then stops as crpc_server_stop does. Blocks the caller.
+ * Thread: any but a loop thread of this server.
+ * Returns 0 when every request was answered in time; -ETIMEDOUT when the drain deadline
+ * cut some off (their connections are closed all the same); -EDEADLK on a loop thread.
+ */
+int crpc_server_shutdown(crpc_server *srv, uint32_t drain_ms);
+
+/** Requests delivered to on_request and not yet answered (a snapshot). Thread: any. */
+unsigned crpc_server_inflight(const crpc_server *srv);
+
+/**
  * Stops accepting, closes every connection and joins the loops. Replies sent afterwards
  * (from handlers still running elsewhere) fail with -ESHUTDOWN. Idempotent.
  * Thread: any but a loop thread of this server. Returns 0; -EDEADLK on a loop thread.
@@ -337,6 +350,11 @@ typedef struct crpc_client_config {
     uint32_t max_frame_size;     /* 0 = CRPC_DEFAULT_MAX_FRAME_SIZE */
     unsigned max_depth;          /* 0 = CRPC_DEFAULT_MAX_DEPTH */
     unsigned max_ext;            /* 0 = CRPC_DEFAULT_MAX_EXT */
+    uint32_t heartbeat_ms;       /* send rpc.ping after this long without hearing from the
+                                    server; 0 = no heartbeats */
+    uint32_t dead_after_ms;      /* with heartbeats: close the connection (pending calls end
+                                    with -ECONNRESET) after this long without a byte from the
+                                    server; 0 = 3 x heartbeat_ms */
 } crpc_client_config;
 
 /**

@@ -4,6 +4,7 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 int crpc_buf_grow(crpc_buf *b, size_t extra)
@@ -45,9 +46,29 @@ void crpc_buf_trim(crpc_buf *b, size_t keep)
         crpc_buf_free(b);
 }
 
+/* The scratch buffer is freed when its thread exits (the key's destructor), so threads
+ * that come and go leave nothing behind. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
+{
+    crpc_buf_free(p);
+    free(p);
+}
+
+static void scratch_key_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
 crpc_buf *crpc_thread_scratch(void)
 {
-    static __thread crpc_buf scratch;
-    scratch.len = 0;
-    return &scratch;
+    static __thread crpc_buf *scratch;
+    if (!scratch) {
+        pthread_once(&scratch_once, scratch_key_init);
+        scratch = calloc(1, sizeof(*scratch));
+        if (!scratch)
+            return NULL;
+        pthread_setspecific(scratch_key, scratch);
+    }
+    scratch->len = 0;
+    return scratch;
 }

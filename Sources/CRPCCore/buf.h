@@ -49,7 +49,8 @@ void crpc_buf_trim(crpc_buf *b, size_t keep);
 
 
 /* A per-thread scratch buffer for building a frame before handing it to another thread.
- * Empty on return; it keeps its capacity for the thread's lifetime. */
+ * Empty on return; it keeps its capacity for the thread's lifetime and is freed when the
+ * thread exits. NULL when out of memory. */
 crpc_buf *crpc_thread_scratch(void);
 
 #endif

@@ -42,7 +42,8 @@ struct crpc_client {
     /* ---- loop thread only ---- */
     crpc_conn *conn;              /* NULL once the connection has started closing */
     crpc_pending_table pending;
-    crpc_deadline_source deadlines; /* first member use: see client_of_deadlines */
+    crpc_deadline_source deadlines; /* call deadlines and heartbeats */
+    bool ping_outstanding;          /* a heartbeat rpc.ping awaits its reply */
 };
 
 static crpc_client *client_of_deadlines(crpc_deadline_source *src)
@@ -134,9 +135,42 @@ static const crpc_conn_ops client_conn_ops = {
 
 /* -------------------------------------------------------------- deadlines */
 
+static int enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *ctx,
+                        const crpc_call *call, const uint8_t *frame, uint32_t len,
+                        uint64_t deadline);
+
+static void ping_done(void *ctx, const crpc_result *res)
+{
+    (void)res;
+    ((crpc_client *)ctx)->ping_outstanding = false;
+}
+
+/* Heartbeats: after heartbeat_ms without a byte from the server, send rpc.ping; after
+ * dead_after_ms, give the peer up (pending calls end at once). Returns when to look
+ * again (0: heartbeats off or the connection has gone). */
+static uint64_t heartbeat(crpc_client *c, uint64_t now)
+{
+    if (!c->cfg.heartbeat_ms || !c->conn)
+        return 0;
+    uint64_t interval = (uint64_t)c->cfg.heartbeat_ms * 1000000u;
+    uint64_t dead_after = (uint64_t)c->cfg.dead_after_ms * 1000000u;
+    uint64_t last = c->conn->last_rx_ns;
+    if (now - last >= dead_after) {
+        crpc_conn_close(c->conn, -ETIMEDOUT);
+        return 0;
+    }
+    if (now - last >= interval && !c->ping_outstanding) {
+        crpc_call ping = {.method = "rpc.ping", .method_len = 8};
+        uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
+        c->ping_outstanding = enqueue_call(c, token, ping_done, c, &ping, NULL, 0, 0) == 0;
+    }
+    return c->ping_outstanding || now - last >= interval ? last + dead_after : last + interval;
+}
+
 /* Ends every call whose deadline has passed (-ETIMEDOUT, a cancel frame to the server),
- * then finds the next deadline. The table is scanned rather than kept in deadline order:
- * this runs only when the earliest recorded deadline passes, and that bound is kept tight. */
+ * runs the heartbeat, then finds the next time to look. The table is scanned rather than
+ * kept in deadline order: this runs only when the earliest recorded deadline passes, and
+ * that bound is kept tight. */
 static void expire_calls(crpc_deadline_source *src, uint64_t now)
 {
     crpc_client *c = client_of_deadlines(src);
@@ -161,13 +195,13 @@ static void expire_calls(crpc_deadline_source *src, uint64_t now)
             complete(p.cb, p.ctx, -ETIMEDOUT, p.msgid);
         }
     }
-    uint64_t next = 0;
+    uint64_t next = heartbeat(c, now);
     for (uint32_t i = 0; c->pending.slots && i <= c->pending.mask; i++) {
         const crpc_pending *p = &c->pending.slots[i];
         if (p->used && p->deadline && (!next || p->deadline < next))
             next = p->deadline;
     }
-    if (next)
+    if (next && c->conn)
         src->next_deadline = next;
     else
         crpc_loop_unwatch_deadline(loop, src);
@@ -186,6 +220,8 @@ static void attach(crpc_loop *l, crpc_client *c)
         return;
     }
     c->conn = conn;
+    if (c->cfg.heartbeat_ms)
+        crpc_loop_watch_deadline(l, &c->deadlines, crpc_loop_now_ns(l) + (uint64_t)c->cfg.heartbeat_ms * 1000000u);
 }
 
 typedef struct client_task {
@@ -233,6 +269,8 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
         c->cfg.connect_timeout_ms = 5000;
     if (!c->cfg.max_frame_size)
         c->cfg.max_frame_size = CRPC_DEFAULT_MAX_FRAME_SIZE;
+    if (c->cfg.heartbeat_ms && !c->cfg.dead_after_ms)
+        c->cfg.dead_after_ms = 3 * c->cfg.heartbeat_ms;
     c->loop = loop;
     c->deadlines.expire = expire_calls;
     int fd = crpc_net_connect(host ? host : "127.0.0.1", port, c->cfg.connect_timeout_ms);
@@ -325,6 +363,8 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
         return enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline);
     }
     crpc_buf *scratch = crpc_thread_scratch();
+    if (!scratch)
+        return -ENOMEM;
     int err = crpc_encode_request(scratch, 0, call, c->cfg.max_frame_size);
     if (err)
         return err;
@@ -364,6 +404,8 @@ int crpc_client_notify(crpc_client *c, const crpc_call *call)
         return err;
     }
     crpc_buf *scratch = crpc_thread_scratch();
+    if (!scratch)
+        return -ENOMEM;
     int err = crpc_encode_notification(scratch, call, c->cfg.max_frame_size);
     if (err)
         return err;

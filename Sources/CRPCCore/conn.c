@@ -74,6 +74,7 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->send_inflight = c->recv_armed = c->dirty = false;
     c->out_cur = 0;
     c->sent = 0;
+    c->last_rx_ns = crpc_loop_now_ns(l);
     atomic_fetch_add(&l->open_conns, 1);
     crpc_conn_arm_recv(c);
     return c;
@@ -185,8 +186,10 @@ void crpc_conn_on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cq
     bool more = cqe->flags & IORING_CQE_F_MORE;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (cqe->res > 0 && c->state == CONN_OPEN)
+        if (cqe->res > 0 && c->state == CONN_OPEN) {
+            c->last_rx_ns = crpc_loop_now_ns(l);
             feed(c, crpc_loop_buf(l, bid), (size_t)cqe->res);
+        }
         crpc_loop_recycle_buf(l, bid);
     }
     if (cqe->res == 0)

@@ -78,6 +78,7 @@ struct crpc_conn {
     bool send_inflight;
     bool dirty;             /* on the loop's dirty list, to be flushed */
     int ops_inflight;       /* SQEs whose completions are still to come */
+    uint64_t last_rx_ns;    /* loop clock when bytes last arrived (heartbeats) */
     uint32_t max_frame_size;
     crpc_buf in;            /* a partial frame carried over between receives */
     crpc_buf out[2];        /* out[out_cur] collects; the other one is being sent */
@@ -152,6 +153,7 @@ struct crpc_loop {
     /* server side: the listening socket served by this loop */
     int listen_fd;
     bool accept_armed;
+    bool accept_stopped;             /* graceful shutdown: no more accepts */
     crpc_server *server;
 };
 

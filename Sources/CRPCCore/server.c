@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "envelope.h"
@@ -25,6 +27,8 @@ struct crpc_server {
     uint16_t port;
     unsigned nloops;
     crpc_loop **loops;
+    atomic_bool draining;   /* graceful shutdown: new requests get status 14 */
+    atomic_long inflight;   /* requests delivered and not yet answered */
 };
 
 /* --------------------------------------------------------------- accepting */
@@ -59,7 +63,7 @@ void crpc_server_on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
     }
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
         l->accept_armed = false;
-        if (!l->stopped)
+        if (!l->stopped && !l->accept_stopped)
             crpc_server_arm_accept(l);
     }
 }
@@ -103,6 +107,11 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
                 crpc_conn_mark_dirty(c);
             return;
         }
+        if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
+            reply_error(c, req.msg.msgid, CRPC_STATUS_UNAVAILABLE, "server is shutting down");
+            return;
+        }
+        atomic_fetch_add_explicit(&srv->inflight, 1, memory_order_relaxed);
         break;
     case CRPC_MSG_NOTIFICATION:
     case CRPC_MSG_CANCEL:
@@ -132,7 +141,19 @@ static void run_reply(crpc_loop *l, crpc_task *t)
     free(r);
 }
 
-int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc_reply *reply)
+static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc_reply *reply);
+
+int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc_reply *r)
+{
+    int rc = reply(srv, conn, msgid, r);
+    /* The drain counts requests answered, or whose caller has gone; a reply refused for its
+     * size or content leaves the request to be answered again. */
+    if (rc == 0 || rc == -ENOTCONN || rc == -ESHUTDOWN)
+        atomic_fetch_sub_explicit(&srv->inflight, 1, memory_order_relaxed);
+    return rc;
+}
+
+static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc_reply *reply)
 {
     unsigned idx = (unsigned)(conn >> 56);
     uint32_t slot = (uint32_t)(conn >> 32) & CRPC_SLOT_MAX, gen = (uint32_t)conn;
@@ -151,6 +172,8 @@ int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const
         return err;
     }
     crpc_buf *scratch = crpc_thread_scratch();
+    if (!scratch)
+        return -ENOMEM;
     int err = crpc_encode_response(scratch, msgid, reply, max);
     if (err)
         return err;
@@ -248,6 +271,49 @@ unsigned crpc_server_connection_count(const crpc_server *srv)
     for (unsigned i = 0; i < srv->nloops; i++)
         n += atomic_load(&srv->loops[i]->open_conns);
     return n;
+}
+
+static void run_stop_accepting(crpc_loop *l, crpc_task *t)
+{
+    free(t);
+    l->accept_stopped = true;
+    if (l->listen_fd >= 0 && !l->stopped) {
+        struct io_uring_sqe *sqe = crpc_loop_sqe(l);
+        io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0), 0);
+        io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
+        shutdown(l->listen_fd, SHUT_RDWR); /* refuse new connections from now on */
+    }
+}
+
+unsigned crpc_server_inflight(const crpc_server *srv)
+{
+    long n = atomic_load_explicit(&srv->inflight, memory_order_relaxed);
+    return n > 0 ? (unsigned)n : 0;
+}
+
+int crpc_server_shutdown(crpc_server *srv, uint32_t drain_ms)
+{
+    crpc_loop *cur = crpc_loop_current();
+    for (unsigned i = 0; i < srv->nloops; i++)
+        if (srv->loops[i] == cur)
+            return -EDEADLK;
+    atomic_store(&srv->draining, true);
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        crpc_task *t = malloc(sizeof(*t));
+        if (!t)
+            continue;
+        t->run = run_stop_accepting;
+        if (crpc_loop_push(srv->loops[i], t))
+            free(t);
+    }
+    uint64_t deadline = crpc_monotonic_ns() + (uint64_t)drain_ms * 1000000u;
+    int drained = 0;
+    while (!(drained = crpc_server_inflight(srv) == 0) && crpc_monotonic_ns() < deadline) {
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
+        nanosleep(&pause, NULL);
+    }
+    stop_loops(srv);
+    return drained ? 0 : -ETIMEDOUT;
 }
 
 int crpc_server_stop(crpc_server *srv)

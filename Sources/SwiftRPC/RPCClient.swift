@@ -1,5 +1,6 @@
 internal import CMsgPack
 internal import CRPCCore
+import Logging
 import Synchronization
 
 /// A connection to an RPC server, with typed calls.
@@ -27,20 +28,34 @@ public final class RPCClient: Sendable {
         /// A call's timeout travels to the server (which cancels the handler when it passes)
         /// and the client ends the call with `.deadlineExceeded` on its own too.
         public var defaultTimeout: Duration?
+        /// After this long without hearing from the server, send it `rpc.ping`; `nil`: no
+        /// heartbeats.
+        public var heartbeatInterval: Duration?
+        /// With heartbeats: after this long without a byte from the server it is declared
+        /// dead, and every call pending on it fails at once with `.unavailable`. `nil`:
+        /// three heartbeat intervals.
+        public var deadAfter: Duration?
 
         /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop, no
-        /// default call timeout.
+        /// default call timeout, no heartbeats.
         public init(connectTimeout: Duration = .seconds(5), maxFrameSize: Int = 4 << 20,
-                    eventLoop: RPCEventLoop? = nil, defaultTimeout: Duration? = nil) {
+                    eventLoop: RPCEventLoop? = nil, defaultTimeout: Duration? = nil,
+                    heartbeatInterval: Duration? = nil, deadAfter: Duration? = nil) {
             self.connectTimeout = connectTimeout
             self.maxFrameSize = maxFrameSize
             self.eventLoop = eventLoop
             self.defaultTimeout = defaultTimeout
+            self.heartbeatInterval = heartbeatInterval
+            self.deadAfter = deadAfter
         }
+
+        /// Where lifecycle events go (connect, close); nothing is logged per call.
+        public var logger = Logger(label: "SwiftRPC.client")
     }
 
     @usableFromInline let handle: ClientHandle
     private let defaultTimeout: Duration?
+    private let logger: Logger
 
     /// Connects, blocking the calling thread for at most the connect timeout. In async code
     /// prefer ``connect(host:port:configuration:)``.
@@ -51,15 +66,18 @@ public final class RPCClient: Sendable {
         let loop: RPCEventLoop
         if let chosen = configuration.eventLoop { loop = chosen } else { loop = try RPCEventLoop.shared() }
         var config = crpc_client_config()
-        let ms = configuration.connectTimeout.components
-        config.connect_timeout_ms = UInt32(clamping: max(ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000, 1))
+        config.connect_timeout_ms = UInt32(clamping: max(configuration.connectTimeout.milliseconds, 1))
         config.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
+        config.heartbeat_ms = UInt32(clamping: configuration.heartbeatInterval.map { max($0.milliseconds, 1) } ?? 0)
+        config.dead_after_ms = UInt32(clamping: configuration.deadAfter.map { max($0.milliseconds, 1) } ?? 0)
         var client: OpaquePointer?
         try CoreErrors.check(
             crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
             "cannot connect to \(host):\(port)")
         handle = ClientHandle(pointer: client!, loop: loop)
         defaultTimeout = configuration.defaultTimeout
+        logger = configuration.logger
+        logger.debug("connected", metadata: ["address": "\(host):\(port)"])
     }
 
     /// Connects without blocking a task's thread: the connect runs on its own thread.
@@ -161,7 +179,9 @@ public final class RPCClient: Sendable {
     }
 
     /// Closes the connection; calls still pending end with `.unavailable`. Idempotent.
-    public func close() { handle.close() }
+    public func close() {
+        if handle.close() { logger.debug("closed") }
+    }
 
     // MARK: The one path every call takes
 
@@ -253,16 +273,21 @@ final class ClientHandle: @unchecked Sendable {
         self.loop = loop
     }
 
-    func close() {
-        if !closed.exchange(true, ordering: .acquiringAndReleasing) {
-            crpc_client_close(pointer)
-        }
+    /// Closes once; true for the call that did.
+    @discardableResult
+    func close() -> Bool {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return false }
+        crpc_client_close(pointer)
+        return true
     }
 
     deinit { close() }
 }
 
 extension Duration {
+    /// Whole milliseconds, rounded down, never negative.
+    var milliseconds: Int64 { microseconds / 1000 }
+
     /// Whole microseconds, rounded down, never negative.
     var microseconds: Int64 {
         let c = components

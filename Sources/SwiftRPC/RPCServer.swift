@@ -1,4 +1,5 @@
 internal import CRPCCore
+import Logging
 import Synchronization
 
 /// An RPC server: handlers registered by `"Service.Method"`, served over io_uring.
@@ -27,15 +28,24 @@ public final class RPCServer: Sendable {
         public var firstCPU: Int?
         /// The largest frame accepted or sent, in bytes.
         public var maxFrameSize: Int
+        /// How long a graceful shutdown (`run()` as a `Service`) lets running calls finish.
+        public var drainTimeout: Duration
+        /// Where lifecycle events go (start, shutdown); nothing is logged per call.
+        public var logger: Logger
 
-        /// Settings with defaults: loopback, a free port, one loop per CPU, 4 MiB frames.
+        /// Settings with defaults: loopback, a free port, one loop per CPU, 4 MiB frames, a
+        /// 10 s drain.
         public init(host: String = "127.0.0.1", port: Int = 0, loops: Int = 0,
-                    firstCPU: Int? = nil, maxFrameSize: Int = 4 << 20) {
+                    firstCPU: Int? = nil, maxFrameSize: Int = 4 << 20,
+                    drainTimeout: Duration = .seconds(10),
+                    logger: Logger = Logger(label: "SwiftRPC.server")) {
             self.host = host
             self.port = port
             self.loops = loops
             self.firstCPU = firstCPU
             self.maxFrameSize = maxFrameSize
+            self.drainTimeout = drainTimeout
+            self.logger = logger
         }
     }
 
@@ -150,6 +160,8 @@ public final class RPCServer: Sendable {
             }
             let port = try started.get()
             state = .running(core, port: port)
+            configuration.logger.info("listening", metadata: [
+                "address": "\(configuration.host):\(port)", "loops": "\(loops)"])
             return port
         }
     }
@@ -178,15 +190,43 @@ public final class RPCServer: Sendable {
         }
     }
 
-    /// Stops accepting and closes every connection. Idempotent; must not be called from a
-    /// handler running inline on a loop thread.
+    /// Shuts down gracefully: stops accepting, answers new requests with `.unavailable`,
+    /// lets the calls already running finish for up to `drainTimeout`, then closes every
+    /// connection. Returns true when every call finished in time.
+    @discardableResult
+    public func shutdown(drainTimeout: Duration = .seconds(10)) async -> Bool {
+        let core: ServerCore? = state.withLock { state in
+            if case .running(let core, _) = state { return core }
+            return nil
+        }
+        guard let core else { return true }
+        configuration.logger.info("shutting down", metadata: [
+            "running-calls": "\(core.running.count)", "drain-timeout": "\(drainTimeout)"])
+        let drained = await withUnsafeContinuation { continuation in
+            BlockingWork.run { continuation.resume(returning: core.shutdown(drainTimeout: drainTimeout)) }
+        }
+        state.withLock { $0 = .stopped }
+        if drained {
+            configuration.logger.info("stopped: every call finished")
+        } else {
+            configuration.logger.warning("stopped: the drain timeout cut calls off")
+        }
+        return drained
+    }
+
+    /// Stops accepting and closes every connection at once; calls still running are cut
+    /// off (see ``shutdown(drainTimeout:)`` to let them finish). Idempotent; must not be
+    /// called from a handler running inline on a loop thread.
     public func stop() {
         let core: ServerCore? = state.withLock { state in
             defer { state = .stopped }
             if case .running(let core, _) = state { return core }
             return nil
         }
-        core?.stop()
+        if let core {
+            core.stop()
+            configuration.logger.info("stopped")
+        }
     }
 
     deinit { stop() }

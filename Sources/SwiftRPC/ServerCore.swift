@@ -34,6 +34,12 @@ final class ServerCore: @unchecked Sendable {
         if let server { crpc_server_stop(server) }
     }
 
+    /// Blocks until drained (true) or the deadline cut calls off (false).
+    func shutdown(drainTimeout: Duration) -> Bool {
+        guard let server else { return true }
+        return crpc_server_shutdown(server, UInt32(clamping: drainTimeout.milliseconds)) == 0
+    }
+
     var connectionCount: Int { server.map { Int(crpc_server_connection_count($0)) } ?? 0 }
 
     deinit {

@@ -1,0 +1,130 @@
+import Glibc
+import Logging
+import RPCExamples
+import ServiceLifecycle
+import Synchronization
+import XCTest
+
+@testable import SwiftRPC
+
+/// Graceful shutdown, dead peers, and running as a swift-service-lifecycle Service.
+final class LifecycleTests: XCTestCase {
+    override func setUp() async throws { try requireIOUring() }
+
+    private func startServer() throws -> (RPCServer, Int) {
+        let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .seconds(3)))
+        try registerReferenceServices(on: server)
+        return (server, try server.start())
+    }
+
+    func testGracefulShutdownLetsRunningCallsFinishAndRefusesNewOnes() async throws {
+        let (server, port) = try startServer()
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
+        let results = Mutex<[Result<Int, RPCError>]>([])
+        for _ in 0..<5 {
+            client.go(Bench.sleep, 300) { r in results.withLock { $0.append(r) } }
+        }
+        let running = await eventually { server.runningHandlerCount == 5 }
+        XCTAssertTrue(running)
+        let shutdown = Task { await server.shutdown(drainTimeout: .seconds(3)) }
+        try await Task.sleep(for: .milliseconds(100))
+        do {
+            _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 2))
+            XCTFail("a call during the drain must be refused")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+            XCTAssertEqual(error.message, "server is shutting down")
+        }
+        let drained = await shutdown.value
+        XCTAssertTrue(drained)
+        let finished = results.withLock { $0 }
+        XCTAssertEqual(finished.count, 5)
+        for r in finished { XCTAssertEqual(try? r.get(), 300) }
+        // Nothing listens any more.
+        do {
+            _ = try await RPCClient.connect(host: "127.0.0.1", port: port)
+            XCTFail("connected to a stopped server")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+        }
+    }
+
+    func testDrainTimeoutCutsSlowCallsOff() async throws {
+        let (server, port) = try startServer()
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
+        let ended = Mutex<[RPCError]>([])
+        for _ in 0..<3 {
+            client.go(Bench.sleep, 10_000) { r in if case .failure(let e) = r { ended.withLock { $0.append(e) } } }
+        }
+        let running = await eventually { server.runningHandlerCount == 3 }
+        XCTAssertTrue(running)
+        let start = ContinuousClock.now
+        let drained = await server.shutdown(drainTimeout: .milliseconds(150))
+        XCTAssertFalse(drained)
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(2))
+        let allEnded = await eventually { ended.withLock { $0.count } == 3 }
+        XCTAssertTrue(allEnded)
+        for e in ended.withLock({ $0 }) { XCTAssertEqual(e.code, .unavailable) }
+    }
+
+    func testHeartbeatDeclaresASilentPeerDead() async throws {
+        // A listening socket nobody accepts from: the kernel completes the handshake and
+        // buffers what we send, but no byte ever comes back.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                XCTAssertEqual(bind(fd, sa, len), 0)
+                XCTAssertEqual(listen(fd, 4), 0)
+                XCTAssertEqual(getsockname(fd, sa, &len), 0)
+            }
+        }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port, configuration: .init(
+            heartbeatInterval: .milliseconds(50), deadAfter: .milliseconds(200)))
+        let start = ContinuousClock.now
+        do {
+            _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 1)) // no timeout of its own
+            XCTFail("a silent peer answered")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+        }
+        let took = ContinuousClock.now - start
+        XCTAssertGreaterThanOrEqual(took, .milliseconds(190))
+        XCTAssertLessThan(took, .seconds(2))
+        XCTAssertFalse(client.isConnected)
+    }
+
+    func testHeartbeatsKeepALiveIdleConnection() async throws {
+        let (server, port) = try startServer()
+        defer { server.stop() }
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port, configuration: .init(
+            heartbeatInterval: .milliseconds(30), deadAfter: .milliseconds(100)))
+        try await Task.sleep(for: .milliseconds(400))
+        XCTAssertTrue(client.isConnected)
+        let product = try await client.call(Arith.multiply, ArithArgs(A: 3, B: 4))
+        XCTAssertEqual(product, 12)
+    }
+
+    func testRunsAsAServiceAndDrainsOnGracefulShutdown() async throws {
+        let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .seconds(2)))
+        try registerReferenceServices(on: server)
+        let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
+        let running = Task { try await group.run() }
+        let started = await eventually { server.port != nil }
+        XCTAssertTrue(started)
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: server.port!)
+        let slow = Task { try await client.call(Bench.sleep, 200) }
+        let inFlight = await eventually { server.runningHandlerCount == 1 }
+        XCTAssertTrue(inFlight)
+        await group.triggerGracefulShutdown()
+        try await running.value
+        let slept = try await slow.value
+        XCTAssertEqual(slept, 200) // it was let finish
+        XCTAssertNil(server.port)
+    }
+}
