@@ -355,6 +355,14 @@ typedef struct crpc_client_config {
     uint32_t dead_after_ms;      /* with heartbeats: close the connection (pending calls end
                                     with -ECONNRESET) after this long without a byte from the
                                     server; 0 = 3 x heartbeat_ms */
+    int reconnect;               /* 1: when the connection is lost (not closed by
+                                    crpc_client_close), reconnect with jittered, capped
+                                    exponential backoff, for as long as the client lives */
+    uint32_t reconnect_min_ms;   /* first delay; 0 = 50 */
+    uint32_t reconnect_max_ms;   /* cap on the delay; 0 = 5000 */
+    int fail_fast;               /* with reconnect: calls made while disconnected fail at once
+                                    (-ENOTCONN) instead of waiting for the connection up to
+                                    their timeout */
 } crpc_client_config;
 
 /**
@@ -405,7 +413,7 @@ int crpc_client_notify(crpc_client *c, const crpc_call *call);
  */
 int crpc_client_cancel(crpc_client *c, uint64_t call_id);
 
-/** 1 while the connection is open, 0 once it has closed. Thread: any. */
+/** 1 while the connection is open, 0 while it is down (or reconnecting). Thread: any. */
 int crpc_client_is_connected(const crpc_client *c);
 
 /** Calls awaiting a reply. Thread: any (a snapshot). */

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "envelope.h"
@@ -36,6 +37,10 @@ struct crpc_client {
     atomic_uint_fast64_t next_token;
     int fd;                       /* until attached to the loop */
 
+    atomic_bool user_closed;      /* crpc_client_close was called */
+    atomic_bool reconnecting;     /* the connection is down and being re-made */
+    char *host;                   /* for reconnecting */
+    uint16_t port;
     atomic_ulong late_replies;    /* replies whose call had already ended */
     atomic_ulong timeouts;        /* calls ended by their deadline */
 
@@ -43,6 +48,7 @@ struct crpc_client {
     crpc_conn *conn;              /* NULL once the connection has started closing */
     crpc_pending_table pending;
     crpc_deadline_source deadlines; /* call deadlines and heartbeats */
+    crpc_buf backlog;               /* frames of calls made while reconnecting */
     bool ping_outstanding;          /* a heartbeat rpc.ping awaits its reply */
 };
 
@@ -55,9 +61,13 @@ static void client_unref(crpc_client *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
         crpc_pending_free(&c->pending);
+        crpc_buf_free(&c->backlog);
+        free(c->host);
         free(c);
     }
 }
+
+static void start_reconnect(crpc_client *c);
 
 static void complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid)
 {
@@ -123,6 +133,8 @@ static void client_on_close(crpc_conn *conn, int err)
         if (t.slots[i].used)
             complete(t.slots[i].cb, t.slots[i].ctx, status, t.slots[i].msgid);
     crpc_pending_free(&t);
+    if (c->cfg.reconnect && err != -ESHUTDOWN && !atomic_load(&c->user_closed) && !conn->loop->stopped)
+        start_reconnect(c);
 }
 
 static void client_on_release(crpc_conn *conn) { client_unref(conn->owner); }
@@ -201,7 +213,7 @@ static void expire_calls(crpc_deadline_source *src, uint64_t now)
         if (p->used && p->deadline && (!next || p->deadline < next))
             next = p->deadline;
     }
-    if (next && c->conn)
+    if (next)
         src->next_deadline = next;
     else
         crpc_loop_unwatch_deadline(loop, src);
@@ -273,8 +285,15 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
         c->cfg.dead_after_ms = 3 * c->cfg.heartbeat_ms;
     c->loop = loop;
     c->deadlines.expire = expire_calls;
-    int fd = crpc_net_connect(host ? host : "127.0.0.1", port, c->cfg.connect_timeout_ms);
+    c->host = strdup(host ? host : "127.0.0.1");
+    c->port = port;
+    if (!c->cfg.reconnect_min_ms)
+        c->cfg.reconnect_min_ms = 50;
+    if (!c->cfg.reconnect_max_ms)
+        c->cfg.reconnect_max_ms = 5000;
+    int fd = c->host ? crpc_net_connect(c->host, port, c->cfg.connect_timeout_ms) : -ENOMEM;
     if (fd < 0) {
+        free(c->host);
         free(c);
         return fd;
     }
@@ -289,6 +308,7 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
         if (err) {
             free(t);
             close(fd);
+            free(c->host);
             free(c);
             return err;
         }
@@ -313,7 +333,8 @@ static int enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *c
                         const crpc_call *call, const uint8_t *frame, uint32_t len,
                         uint64_t deadline)
 {
-    crpc_buf *out = crpc_conn_out(c->conn);
+    /* While reconnecting, the frame waits in the backlog (see reattach). */
+    crpc_buf *out = c->conn ? crpc_conn_out(c->conn) : &c->backlog;
     size_t start = out->len;
     uint32_t msgid = pick_msgid(c, token);
     int err = frame ? crpc_buf_append(out, frame, len)
@@ -330,16 +351,30 @@ static int enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *c
     if (deadline)
         crpc_loop_watch_deadline(c->loop, &c->deadlines, deadline);
     atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
-    crpc_conn_mark_dirty(c->conn);
+    if (c->conn)
+        crpc_conn_mark_dirty(c->conn);
     return 0;
+}
+
+/* Whether a call can go out (now, or from the backlog once reconnected). */
+static int can_send(crpc_client *c, crpc_loop *l)
+{
+    if (c->conn)
+        return 0;
+    if (l->stopped)
+        return -ESHUTDOWN;
+    if (atomic_load(&c->reconnecting) && !c->cfg.fail_fast && !atomic_load(&c->user_closed))
+        return 0;
+    return -ENOTCONN;
 }
 
 static void run_call(crpc_loop *l, crpc_task *t)
 {
     client_task *ct = (client_task *)t;
     crpc_client *c = ct->client;
-    int err = !c->conn ? (l->stopped ? -ESHUTDOWN : -ENOTCONN)
-                       : enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->frame, ct->len, ct->deadline);
+    int err = can_send(c, l);
+    if (!err)
+        err = enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->frame, ct->len, ct->deadline);
     if (err)
         complete(ct->cb, ct->ctx, err, 0);
     free(ct);
@@ -350,7 +385,8 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
 {
     if (!cb)
         return -EINVAL;
-    if (!atomic_load_explicit(&c->connected, memory_order_relaxed))
+    if (!atomic_load_explicit(&c->connected, memory_order_relaxed) &&
+        !(atomic_load(&c->reconnecting) && !c->cfg.fail_fast))
         return -ENOTCONN;
     uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
     if (call_id)
@@ -358,9 +394,8 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     /* The deadline counts from now, on the caller's clock, not from when the loop sees it. */
     uint64_t deadline = call->timeout_us ? crpc_monotonic_ns() + call->timeout_us * 1000u : 0;
     if (crpc_loop_current() == c->loop) {
-        if (!c->conn)
-            return -ENOTCONN;
-        return enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline);
+        int err = can_send(c, c->loop);
+        return err ? err : enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline);
     }
     crpc_buf *scratch = crpc_thread_scratch();
     if (!scratch)
@@ -458,12 +493,128 @@ int crpc_client_cancel(crpc_client *c, uint64_t call_id)
     return 0;
 }
 
+/* -------------------------------------------------------------- reconnect */
+
+typedef struct reattach_task {
+    crpc_task task;
+    crpc_client *client;
+    int fd;
+} reattach_task;
+
+/* The new connection replaces the lost one; calls that waited for it are sent (those that
+ * timed out meanwhile are skipped: their frames no longer match a pending call). */
+static void run_reattach(crpc_loop *l, crpc_task *t)
+{
+    reattach_task *rt = (reattach_task *)t;
+    crpc_client *c = rt->client;
+    int fd = rt->fd;
+    free(rt);
+    if (atomic_load(&c->user_closed) || l->stopped) {
+        close(fd);
+        atomic_store(&c->reconnecting, false);
+        client_unref(c);
+        return;
+    }
+    atomic_fetch_add(&c->refs, 1); /* the new connection's reference */
+    crpc_conn *conn = crpc_conn_open(l, fd, &client_conn_ops, c, c->cfg.max_frame_size);
+    if (!conn) {
+        close(fd);
+        atomic_fetch_sub(&c->refs, 1);
+        start_reconnect(c); /* out of memory or slots: try again later */
+        client_unref(c);
+        return;
+    }
+    c->conn = conn;
+    atomic_store(&c->connected, true);
+    atomic_store(&c->reconnecting, false);
+    crpc_buf *out = crpc_conn_out(conn);
+    for (size_t off = 0; off + CRPC_REQUEST_MSGID_OFFSET + 4 <= c->backlog.len;) {
+        const uint8_t *f = c->backlog.data + off;
+        size_t len = CRPC_FRAME_HEADER_SIZE +
+                     ((size_t)f[0] << 24 | (size_t)f[1] << 16 | (size_t)f[2] << 8 | f[3]);
+        const uint8_t *id = f + CRPC_REQUEST_MSGID_OFFSET;
+        uint32_t msgid = (uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3];
+        if (crpc_pending_find(&c->pending, msgid) && crpc_buf_append(out, f, len))
+            break; /* out of memory: the call will time out or end with the connection */
+        off += len;
+    }
+    c->backlog.len = 0;
+    crpc_buf_trim(&c->backlog, 64 * 1024);
+    crpc_conn_mark_dirty(conn);
+    if (c->cfg.heartbeat_ms)
+        crpc_loop_watch_deadline(l, &c->deadlines, crpc_loop_now_ns(l) + (uint64_t)c->cfg.heartbeat_ms * 1000000u);
+    client_unref(c); /* the reconnecting thread's reference */
+}
+
+/* Runs on its own thread while the connection is down: connect (blocking, with the
+ * connect timeout), back off with jitter, double the delay up to the cap, never give up
+ * until the client is closed. */
+static void *reconnect_main(void *arg)
+{
+    crpc_client *c = arg;
+    uint64_t delay = c->cfg.reconnect_min_ms;
+    unsigned seed = (unsigned)(uintptr_t)c ^ (unsigned)crpc_monotonic_ns();
+    while (!atomic_load(&c->user_closed)) {
+        /* Full jitter over the upper half: many clients of one dead server spread out. */
+        uint64_t wait_ms = delay / 2 + (uint64_t)rand_r(&seed) % (delay / 2 + 1);
+        for (uint64_t slept = 0; slept < wait_ms && !atomic_load(&c->user_closed); slept += 10)
+            usleep(10000);
+        if (atomic_load(&c->user_closed))
+            break;
+        int fd = crpc_net_connect(c->host, c->port, c->cfg.connect_timeout_ms);
+        if (fd >= 0) {
+            reattach_task *t = malloc(sizeof(*t));
+            if (t) {
+                t->task.run = run_reattach;
+                t->client = c;
+                t->fd = fd;
+                if (crpc_loop_push(c->loop, &t->task) == 0)
+                    return NULL; /* run_reattach drops this thread's reference */
+                free(t);
+            }
+            close(fd);
+            break; /* the loop has exited */
+        }
+        delay = delay * 2 > c->cfg.reconnect_max_ms ? c->cfg.reconnect_max_ms : delay * 2;
+    }
+    atomic_store(&c->reconnecting, false);
+    client_unref(c);
+    return NULL;
+}
+
+static void start_reconnect(crpc_client *c)
+{
+    atomic_store(&c->reconnecting, true);
+    atomic_fetch_add(&c->refs, 1); /* the reconnecting thread's */
+    pthread_t thread;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&thread, &attr, reconnect_main, c) != 0) {
+        atomic_store(&c->reconnecting, false);
+        atomic_fetch_sub(&c->refs, 1);
+    }
+    pthread_attr_destroy(&attr);
+}
+
 /* ------------------------------------------------------------------ close */
 
 static void close_here(crpc_client *c)
 {
-    if (c->conn)
+    if (c->conn) {
         crpc_conn_close(c->conn, -ESHUTDOWN);
+    } else {
+        /* Reconnecting: the calls waiting in the backlog end now. */
+        crpc_loop_unwatch_deadline(c->loop, &c->deadlines);
+        crpc_pending_table t = c->pending;
+        memset(&c->pending, 0, sizeof(c->pending));
+        atomic_store(&c->pending_count, 0);
+        c->backlog.len = 0;
+        for (uint32_t i = 0; t.slots && i <= t.mask; i++)
+            if (t.slots[i].used)
+                complete(t.slots[i].cb, t.slots[i].ctx, -ESHUTDOWN, t.slots[i].msgid);
+        crpc_pending_free(&t);
+    }
     client_unref(c);
 }
 
@@ -479,6 +630,7 @@ void crpc_client_close(crpc_client *c)
     if (!c)
         return;
     /* From now on calls fail at once with -ENOTCONN, on the caller's thread. */
+    atomic_store(&c->user_closed, true);
     atomic_store(&c->connected, false);
     if (crpc_loop_current() == c->loop) {
         close_here(c);

@@ -33,4 +33,17 @@ enum ExtEntries {
             return entries.withUnsafeBufferPointer { body($0.baseAddress, UInt32($0.count)) }
         }
     }
+
+    /// The metadata in a decoded message's ext entries.
+    static func metadata(_ ext: UnsafePointer<crpc_ext_entry>?, _ count: Int) -> RPCMetadata {
+        var md = RPCMetadata()
+        guard let ext, count > 0 else { return md }
+        for i in 0..<count {
+            let e = ext[i]
+            let key = String(decoding: UnsafeRawBufferPointer(start: e.key, count: Int(e.key_len)), as: UTF8.self)
+            let bytes = UnsafeRawBufferPointer(start: e.value, count: Int(e.value_len))
+            md.entries[key] = e.is_binary != 0 ? .bytes(Array(bytes)) : .text(String(decoding: bytes, as: UTF8.self))
+        }
+        return md
+    }
 }

@@ -43,11 +43,17 @@ class PendingCall: @unchecked Sendable {
 class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sendable {
     @usableFromInline override init() {}
 
+    /// Set before the call is sent when the caller wants the response's metadata; the
+    /// metadata is stored (on the loop thread) before the result is delivered.
+    var wantsMetadata = false
+    private(set) var responseMetadata = RPCMetadata()
+
     /// Hands the call's one result on.
     func deliver(_ result: Result<Reply, RPCError>) { fatalError("abstract") }
 
     override final func complete(_ result: UnsafePointer<crpc_result>) {
         let r = result.pointee
+        if wantsMetadata { responseMetadata = ExtEntries.metadata(r.ext, Int(r.ext_count)) }
         if let error = Self.failure(of: r) {
             deliver(.failure(error))
             return

@@ -35,18 +35,29 @@ public final class RPCClient: Sendable {
         /// dead, and every call pending on it fails at once with `.unavailable`. `nil`:
         /// three heartbeat intervals.
         public var deadAfter: Duration?
+        /// When set, a lost connection is re-made with jittered exponential backoff between
+        /// these delays, for as long as the client lives. Calls pending on the lost
+        /// connection fail with `.unavailable`; calls made while it is down wait for the new
+        /// one (up to their timeout), unless ``failFast`` is set.
+        public var reconnect: ReconnectBackoff?
+        /// With ``reconnect``: calls made while the connection is down fail at once with
+        /// `.unavailable` instead of waiting for it.
+        public var failFast: Bool
 
         /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop, no
-        /// default call timeout, no heartbeats.
+        /// default call timeout, no heartbeats, no reconnecting.
         public init(connectTimeout: Duration = .seconds(5), maxFrameSize: Int = 4 << 20,
                     eventLoop: RPCEventLoop? = nil, defaultTimeout: Duration? = nil,
-                    heartbeatInterval: Duration? = nil, deadAfter: Duration? = nil) {
+                    heartbeatInterval: Duration? = nil, deadAfter: Duration? = nil,
+                    reconnect: ReconnectBackoff? = nil, failFast: Bool = false) {
             self.connectTimeout = connectTimeout
             self.maxFrameSize = maxFrameSize
             self.eventLoop = eventLoop
             self.defaultTimeout = defaultTimeout
             self.heartbeatInterval = heartbeatInterval
             self.deadAfter = deadAfter
+            self.reconnect = reconnect
+            self.failFast = failFast
         }
 
         /// Where lifecycle events go (connect, close); nothing is logged per call.
@@ -70,6 +81,12 @@ public final class RPCClient: Sendable {
         config.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
         config.heartbeat_ms = UInt32(clamping: configuration.heartbeatInterval.map { max($0.milliseconds, 1) } ?? 0)
         config.dead_after_ms = UInt32(clamping: configuration.deadAfter.map { max($0.milliseconds, 1) } ?? 0)
+        if let backoff = configuration.reconnect {
+            config.reconnect = 1
+            config.reconnect_min_ms = UInt32(clamping: max(backoff.initial.milliseconds, 1))
+            config.reconnect_max_ms = UInt32(clamping: max(backoff.maximum.milliseconds, backoff.initial.milliseconds, 1))
+            config.fail_fast = configuration.failFast ? 1 : 0
+        }
         var client: OpaquePointer?
         try CoreErrors.check(
             crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
@@ -133,7 +150,13 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> Reply {
-        let pending = AsyncPendingCall<Reply>(handle: handle)
+        try await call(method, args, metadata: metadata, timeout: timeout, pending: AsyncPendingCall<Reply>(handle: handle))
+    }
+
+    private func call<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, metadata: RPCMetadata, timeout: Duration?,
+        pending: AsyncPendingCall<Reply>
+    ) async throws(RPCError) -> Reply {
         let result: Result<Reply, RPCError> = await withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 pending.install(continuation)
@@ -143,6 +166,18 @@ public final class RPCClient: Sendable {
             pending.cancel()
         }
         return try result.get()
+    }
+
+    /// Calls `method` and returns its reply with the metadata the server sent back (the rpcx
+    /// request/response metadata pair; request metadata goes in `metadata`).
+    public func callWithMetadata<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args,
+        metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
+    ) async throws(RPCError) -> RPCResponse<Reply> {
+        let pending = AsyncPendingCall<Reply>(handle: handle)
+        pending.wantsMetadata = true
+        let value = try await call(method, args, metadata: metadata, timeout: timeout, pending: pending)
+        return RPCResponse(value: value, metadata: pending.responseMetadata)
     }
 
     /// Calls the method named `name` with one argument, decoding the reply as `Reply`.
@@ -234,6 +269,23 @@ public final class RPCClient: Sendable {
             return RPCCall(handle: nil, id: 0)
         }
         return RPCCall(handle: handle, id: id)
+    }
+}
+
+/// How a client backs off between reconnect attempts: the delay starts at `initial`,
+/// doubles after each failed attempt up to `maximum`, and each wait is drawn at random from
+/// the upper half of the current delay, so the clients of a server that went away do not
+/// all come back at the same instant.
+public struct ReconnectBackoff: Sendable, Hashable {
+    /// The first delay.
+    public var initial: Duration
+    /// The cap on the delay.
+    public var maximum: Duration
+
+    /// A backoff from `initial` doubling up to `maximum` (defaults: 50 ms to 5 s).
+    public init(initial: Duration = .milliseconds(50), maximum: Duration = .seconds(5)) {
+        self.initial = initial
+        self.maximum = maximum
     }
 }
 

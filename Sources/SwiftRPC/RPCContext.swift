@@ -1,3 +1,5 @@
+import Synchronization
+
 /// What a handler knows about the call it is serving.
 ///
 /// ```swift
@@ -14,13 +16,58 @@ public struct RPCContext: Sendable {
     /// How long the caller is still willing to wait, as it was when the request arrived;
     /// `nil` when the caller set no deadline.
     public let timeout: Duration?
+    /// Metadata to send back with the reply (the response's `ext` map). Set it before the
+    /// handler returns; it is read once, when the reply is sent.
+    public let responseMetadata: RPCResponseMetadata
 
     /// Creates a context; the server makes these, tests may too.
-    public init(method: String, metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil) {
+    public init(method: String, metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
+                responseMetadata: RPCResponseMetadata = RPCResponseMetadata()) {
         self.method = method
         self.metadata = metadata
         self.timeout = timeout
+        self.responseMetadata = responseMetadata
     }
+}
+
+/// The metadata a handler sends back with its reply.
+///
+/// ```swift
+/// server.register(Arith.multiply) { args, context in
+///     context.responseMetadata["served-by"] = "node-1"
+///     return args.A * args.B
+/// }
+/// ```
+public final class RPCResponseMetadata: Sendable {
+    private let storage = Mutex(RPCMetadata())
+
+    /// Empty metadata.
+    public init() {}
+
+    /// The text value for `key`; setting `nil` removes it.
+    public subscript(key: String) -> String? {
+        get { storage.withLock { $0[key] } }
+        set { storage.withLock { $0[key] = newValue } }
+    }
+
+    /// Sets a binary value.
+    public func set(_ key: String, bytes: [UInt8]) {
+        storage.withLock { $0.entries[key] = .bytes(bytes) }
+    }
+
+    /// Everything set so far.
+    public var metadata: RPCMetadata { storage.withLock { $0 } }
+
+    /// Empties it (the server reuses one per loop for inline handlers).
+    func reset() { storage.withLock { if !$0.isEmpty { $0 = RPCMetadata() } } }
+}
+
+/// A reply together with the metadata the server sent with it.
+public struct RPCResponse<Reply: Sendable>: Sendable {
+    /// The reply.
+    public var value: Reply
+    /// The response's metadata.
+    public var metadata: RPCMetadata
 }
 
 /// Request or response metadata: string keys mapped to text or bytes.

@@ -10,6 +10,8 @@ internal import Glibc
 final class ServerCore: @unchecked Sendable {
     let router: Router
     private let writers: [MessagePackWriter]
+    /// Loop `i`'s response metadata for inline handlers (they finish before the next request).
+    private let inlineMetadata: [RPCResponseMetadata]
     /// Async handlers still running, so cancel frames and deadlines can reach them.
     let running = RunningCalls()
     private var server: OpaquePointer?
@@ -17,6 +19,7 @@ final class ServerCore: @unchecked Sendable {
     init(router: Router, loops: Int) {
         self.router = router
         self.writers = (0..<max(loops, 1)).map { _ in MessagePackWriter(initialCapacity: 4096) }
+        self.inlineMetadata = (0..<max(loops, 1)).map { _ in RPCResponseMetadata() }
     }
 
     /// Starts the C server; `config` has everything but the callback filled in.
@@ -66,20 +69,31 @@ final class ServerCore: @unchecked Sendable {
             message: (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
                 .assumingMemoryBound(to: crpc_message.self),
             bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)))
-        let context = RPCContext(
-            method: name, metadata: Self.metadata(msg.ext, Int(msg.ext_count)),
-            timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)))
-        let writer = writers[Int(conn >> 56)]
+        let loop = Int(conn >> 56)
+        // Inline handlers share their loop's metadata box (they finish before the next
+        // request); an async handler gets its own below.
+        let responseMetadata = inlineMetadata[loop]
+        responseMetadata.reset()
+        let inlineContext = RPCContext(
+            method: name, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)),
+            timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)),
+            responseMetadata: responseMetadata)
+        let writer = writers[loop]
         writer.reset()
 
-        switch router.dispatch(name, params: params, context: context, writer: writer) {
+        switch router.dispatch(name, params: params, context: inlineContext, writer: writer) {
         case .written:
-            if wantsReply { writer.withUnsafeBytes { send(conn, msgid, result: $0) } }
+            if wantsReply { writer.withUnsafeBytes { send(conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
         case .echo(let range):
-            if wantsReply { send(conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range])) }
+            if wantsReply {
+                send(conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range]),
+                     metadata: responseMetadata.metadata)
+            }
         case .failed(let error):
-            if wantsReply { send(conn, msgid, error: error) }
+            if wantsReply { send(conn, msgid, error: error, metadata: responseMetadata.metadata) }
         case .later(let job):
+            let context = RPCContext(method: name, metadata: inlineContext.metadata,
+                                     timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata())
             guard wantsReply else {
                 Task { _ = try? await job(context) }
                 return
@@ -94,7 +108,7 @@ final class ServerCore: @unchecked Sendable {
                             ? RPCError(.cancelled, "the call was cancelled") : RPCError(handlerError: error))
                     }
                     self.running.finished(key)
-                    if answer.claim() { self.send(conn, msgid, outcome) }
+                    if answer.claim() { self.send(conn, msgid, outcome, metadata: context.responseMetadata.metadata) }
                 }
             }
             if let timeout = context.timeout {
@@ -109,20 +123,26 @@ final class ServerCore: @unchecked Sendable {
         }
     }
 
-    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>) {
+    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>,
+                      metadata: RPCMetadata) {
         switch outcome {
-        case .success(let bytes): bytes.withUnsafeBytes { send(conn, msgid, result: $0) }
-        case .failure(let error): send(conn, msgid, error: error)
+        case .success(let bytes): bytes.withUnsafeBytes { send(conn, msgid, result: $0, metadata: metadata) }
+        case .failure(let error): send(conn, msgid, error: error, metadata: metadata)
         }
     }
 
     // MARK: Replies (any thread)
 
-    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer) {
+    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
+                      metadata: RPCMetadata = RPCMetadata()) {
         var reply = crpc_reply()
         reply.result = result.baseAddress?.assumingMemoryBound(to: UInt8.self)
         reply.result_len = UInt32(result.count)
-        let rc = crpc_server_reply(server, conn, msgid, &reply)
+        let rc = ExtEntries.with(metadata) { ext, count in
+            reply.ext = ext
+            reply.ext_count = count
+            return crpc_server_reply(server, conn, msgid, &reply)
+        }
         if rc == -EMSGSIZE {
             send(conn, msgid, error: RPCError(.resourceExhausted, "reply larger than the maximum frame size"))
         } else if rc == -EINVAL {
@@ -131,27 +151,20 @@ final class ServerCore: @unchecked Sendable {
         // -ENOTCONN / -ESHUTDOWN: the caller has gone; nobody is left to tell.
     }
 
-    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError) {
+    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
+                      metadata: RPCMetadata = RPCMetadata()) {
         var utf8 = error.message
         utf8.withUTF8 { text in
             var reply = crpc_reply()
             reply.error_code = Int32(clamping: error.code.rawValue)
             reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
             reply.error_msg_len = UInt32(min(text.count, 64 * 1024))
-            _ = crpc_server_reply(server, conn, msgid, &reply)
+            _ = ExtEntries.with(metadata) { ext, count in
+                reply.ext = ext
+                reply.ext_count = count
+                return crpc_server_reply(server, conn, msgid, &reply)
+            }
         }
-    }
-
-    static func metadata(_ ext: UnsafePointer<crpc_ext_entry>?, _ count: Int) -> RPCMetadata {
-        var md = RPCMetadata()
-        guard let ext, count > 0 else { return md }
-        for i in 0..<count {
-            let e = ext[i]
-            let key = String(decoding: UnsafeRawBufferPointer(start: e.key, count: Int(e.key_len)), as: UTF8.self)
-            let bytes = UnsafeRawBufferPointer(start: e.value, count: Int(e.value_len))
-            md.entries[key] = e.is_binary != 0 ? .bytes(Array(bytes)) : .text(String(decoding: bytes, as: UTF8.self))
-        }
-        return md
     }
 }
 

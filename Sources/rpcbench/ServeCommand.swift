@@ -36,7 +36,7 @@ struct ServeCommand: ParsableCommand {
     var corruptEcho = false
 
     func run() throws {
-        let signals = Signals.blockTermination() // before any thread starts, so all inherit it
+        let signals = Signals.trapTermination()
         let server = RPCServer(configuration: .init(
             host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize))
         if corruptEcho {
@@ -58,24 +58,31 @@ struct ServeCommand: ParsableCommand {
     }
 }
 
-/// SIGINT and SIGTERM, blocked in every thread and taken synchronously with sigwait.
-struct Signals {
-    private var set = sigset_t()
+/// SIGINT and SIGTERM, caught through Dispatch signal sources (as swift-service-lifecycle's
+/// UnixSignals does): the default action is switched off first, so whichever thread the
+/// kernel picks, the signal ends up here instead of killing the process.
+///
+/// `@unchecked Sendable`: `sources` is set once in init and only kept alive, never touched
+/// again; the semaphore is thread-safe.
+final class Signals: @unchecked Sendable {
+    private let received = DispatchSemaphore(value: 0)
+    private let sources: [any DispatchSourceSignal]
 
-    /// Blocks SIGINT and SIGTERM in this thread and every thread it starts afterwards.
-    static func blockTermination() -> Signals {
-        var s = Signals()
-        sigemptyset(&s.set)
-        sigaddset(&s.set, SIGINT)
-        sigaddset(&s.set, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &s.set, nil)
-        return s
+    private init(sources: [any DispatchSourceSignal]) { self.sources = sources }
+
+    static func trapTermination() -> Signals {
+        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            return DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        }
+        let signals = Signals(sources: sources)
+        for source in sources {
+            source.setEventHandler { [signals] in signals.received.signal() }
+            source.resume()
+        }
+        return signals
     }
 
     /// Waits for one of them.
-    func wait() {
-        var set = self.set
-        var sig: Int32 = 0
-        sigwait(&set, &sig)
-    }
+    func wait() { received.wait() }
 }

@@ -128,3 +128,55 @@ final class LifecycleTests: XCTestCase {
         XCTAssertNil(server.port)
     }
 }
+
+/// Reconnecting clients.
+final class ReconnectTests: XCTestCase {
+    override func setUp() async throws { try requireIOUring() }
+
+    func testCallsWaitForTheNewConnectionOrFailFast() async throws {
+        let first = RPCServer(configuration: .init(loops: 1))
+        try registerReferenceServices(on: first)
+        let port = try first.start()
+        let backoff = ReconnectBackoff(initial: .milliseconds(20), maximum: .milliseconds(100))
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port,
+                                                 configuration: .init(reconnect: backoff))
+        let failFast = try await RPCClient.connect(host: "127.0.0.1", port: port,
+                                                   configuration: .init(reconnect: backoff, failFast: true))
+        let before = try await client.call(Arith.multiply, ArithArgs(A: 2, B: 2))
+        XCTAssertEqual(before, 4)
+
+        first.stop()
+        let down = await eventually { !client.isConnected && !failFast.isConnected }
+        XCTAssertTrue(down)
+        // While the server is down: a call waits for the new connection...
+        let waiting = Task { try await client.call(Arith.multiply, ArithArgs(A: 3, B: 3)) }
+        // ...a call with a short timeout gives up...
+        do {
+            _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 1), timeout: .milliseconds(50))
+            XCTFail("expected a timeout while disconnected")
+        } catch {
+            XCTAssertEqual(error.code, .deadlineExceeded)
+        }
+        // ...and a fail-fast client refuses at once.
+        do {
+            _ = try await failFast.call(Arith.multiply, ArithArgs(A: 1, B: 1))
+            XCTFail("fail-fast must not wait")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+        }
+
+        // The server comes back on the same port: the waiting call is answered.
+        try await Task.sleep(for: .milliseconds(150))
+        let second = RPCServer(configuration: .init(port: port, loops: 1))
+        try registerReferenceServices(on: second)
+        try second.start()
+        defer { second.stop() }
+        let answered = try await waiting.value
+        XCTAssertEqual(answered, 9)
+        XCTAssertTrue(client.isConnected)
+        let back = await eventually(3) { failFast.isConnected }
+        XCTAssertTrue(back)
+        let again = try await failFast.call(Arith.multiply, ArithArgs(A: 5, B: 5))
+        XCTAssertEqual(again, 25)
+    }
+}

@@ -37,6 +37,15 @@ final class ServerClientTests: XCTestCase {
             Self.noted.withLock { $0.append(text) }
             return true
         }
+        try server.register(RPCMethod<Int, Int>("Test.Meta")) { n, context in
+            context.responseMetadata["seen"] = context.metadata["trace"] ?? "none"
+            context.responseMetadata.set("raw", bytes: [1, 2, 3])
+            return n
+        }
+        try server.registerInline(RPCMethod<Int, Int>("Test.MetaInline")) { n, context in
+            if n == 1 { context.responseMetadata["inline"] = "yes" }
+            return n
+        }
         try server.registerRaw("Test.RawLength") { params, _ in
             [UInt8(truncatingIfNeeded: params.count)] // a positive fixint
         }
@@ -87,6 +96,20 @@ final class ServerClientTests: XCTestCase {
         XCTAssertEqual(got3, ["a": [1, 2]])
         let rawLength = try await client.call("Test.RawLength", 5, as: Int.self)
         XCTAssertEqual(rawLength, 2) // the params [5] are 2 bytes
+    }
+
+    func testRequestAndResponseMetadata() async throws {
+        let traced = try await client.callWithMetadata(RPCMethod<Int, Int>("Test.Meta"), 5, metadata: ["trace": "t-1"])
+        XCTAssertEqual(traced.value, 5)
+        XCTAssertEqual(traced.metadata["seen"], "t-1")
+        XCTAssertEqual(traced.metadata.entries["raw"], .bytes([1, 2, 3]))
+        let untraced = try await client.callWithMetadata(RPCMethod<Int, Int>("Test.Meta"), 6)
+        XCTAssertEqual(untraced.metadata["seen"], "none")
+        // Inline handlers share a box per loop: what one request set never leaks into the next.
+        let first = try await client.callWithMetadata(RPCMethod<Int, Int>("Test.MetaInline"), 1)
+        XCTAssertEqual(first.metadata["inline"], "yes")
+        let second = try await client.callWithMetadata(RPCMethod<Int, Int>("Test.MetaInline"), 2)
+        XCTAssertTrue(second.metadata.isEmpty)
     }
 
     func testManyConcurrentCallsReplyInAnyOrder() async throws {
