@@ -38,6 +38,10 @@ extern "C" {
                                                  msgpack-c's fixed parse stack allows */
 #define CRPC_DEFAULT_MAX_EXT 64u              /* ext map entries accepted per message */
 #define CRPC_FRAME_HEADER_SIZE 4u
+#define CRPC_DEFAULT_MAX_INFLIGHT 4096u       /* requests in flight per connection */
+#define CRPC_DEFAULT_MAX_CONNECTIONS 65536u   /* per server */
+#define CRPC_DEFAULT_MAX_OUTPUT (8u << 20)    /* unsent reply bytes per connection */
+#define CRPC_DEFAULT_FRAME_TIMEOUT_MS 30000u  /* to finish a frame once it has begun */
 
 /** Message types of wire protocol v1 (first element of every envelope). */
 enum crpc_msg_type {
@@ -177,10 +181,14 @@ int crpc_envelope_decode(crpc_decoder *dec, const uint8_t *body, size_t len,
 /** Loop settings; zero-initialise and set what you need. */
 typedef struct crpc_loop_config {
     unsigned ring_entries;   /* SQ size; 0 = 1024 */
-    unsigned buf_count;      /* provided receive buffers, a power of two; 0 = 256 */
+    unsigned buf_count;      /* provided receive buffers, a power of two; 0 = 64 (2 MiB at
+                                the default size: small enough to stay in cache, and a
+                                buffer is held only until its bytes are parsed or copied) */
     unsigned buf_size;       /* bytes each; 0 = 32 KiB */
     int cpu;                 /* pin the loop thread to this CPU; -1 or 0-init = no pinning */
     int pin;                 /* set to 1 to honour `cpu` (so a zeroed config never pins) */
+    unsigned max_depth;      /* decoding limits of messages received on this loop */
+    unsigned max_ext;        /*   (0 = the defaults) */
 } crpc_loop_config;
 
 /**
@@ -253,6 +261,17 @@ typedef struct crpc_server_config {
     uint32_t max_frame_size; /* 0 = CRPC_DEFAULT_MAX_FRAME_SIZE */
     unsigned max_depth;      /* 0 = CRPC_DEFAULT_MAX_DEPTH */
     unsigned max_ext;        /* 0 = CRPC_DEFAULT_MAX_EXT */
+    uint32_t max_inflight;   /* requests per connection delivered and not yet answered;
+                                beyond it a request is answered at once with status 8;
+                                0 = CRPC_DEFAULT_MAX_INFLIGHT */
+    uint32_t max_connections;/* across all loops; beyond it new connections are closed at
+                                once; 0 = CRPC_DEFAULT_MAX_CONNECTIONS */
+    uint32_t max_output;     /* bytes of unsent replies per connection before the server
+                                stops reading from it (it resumes below half); a client
+                                that never reads cannot grow the server's memory;
+                                0 = CRPC_DEFAULT_MAX_OUTPUT */
+    uint32_t frame_timeout_ms; /* a connection holding a partial frame this long is closed
+                                  (slowloris); 0 = CRPC_DEFAULT_FRAME_TIMEOUT_MS */
     crpc_request_fn on_request;
     void *user;
 } crpc_server_config;

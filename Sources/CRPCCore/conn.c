@@ -75,6 +75,11 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->out_cur = 0;
     c->sent = 0;
     c->last_rx_ns = crpc_loop_now_ns(l);
+    c->partial_since_ns = 0;
+    c->inflight = 0;
+    c->max_output = 0;
+    c->paused = false;
+    c->recv_cancelling = false;
     atomic_fetch_add(&l->open_conns, 1);
     crpc_conn_arm_recv(c);
     return c;
@@ -177,8 +182,47 @@ static void feed(crpc_conn *c, const uint8_t *data, size_t n)
             crpc_buf_append(&c->in, data + r, n - (size_t)r))
             r = -ENOMEM;
     }
-    if (r < 0)
+    if (r < 0) {
         crpc_conn_close(c, (int)r);
+        return;
+    }
+    /* Slowloris: remember since when the frame now pending has been half-sent. A frame
+     * completed in this read means the one left over is a new one. */
+    if (c->in.len == 0)
+        c->partial_since_ns = 0;
+    else if (r > 0 || !c->partial_since_ns)
+        c->partial_since_ns = crpc_loop_now_ns(c->loop);
+    crpc_conn_check_output(c);
+}
+
+size_t crpc_conn_unsent(const crpc_conn *c)
+{
+    size_t n = c->out[c->out_cur].len;
+    if (c->send_inflight)
+        n += c->out[c->out_cur ^ 1].len - c->sent;
+    return n;
+}
+
+void crpc_conn_check_output(crpc_conn *c)
+{
+    if (!c->max_output || c->state != CONN_OPEN)
+        return;
+    size_t unsent = crpc_conn_unsent(c);
+    if (!c->paused && unsent > c->max_output) {
+        c->paused = true;
+        if (c->recv_armed && !c->recv_cancelling) {
+            c->recv_cancelling = true; /* its -ECANCELED ending is ours, not an error */
+            struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
+            io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen), 0);
+            io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
+        }
+    } else if (c->paused && unsent <= c->max_output / 2) {
+        c->paused = false;
+        if (c->partial_since_ns) /* the frame timeout counts again from now */
+            c->partial_since_ns = crpc_loop_now_ns(c->loop);
+        if (!c->recv_armed)
+            crpc_conn_arm_recv(c);
+    }
 }
 
 void crpc_conn_on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
@@ -194,14 +238,15 @@ void crpc_conn_on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cq
     }
     if (cqe->res == 0)
         crpc_conn_close(c, 0); /* orderly EOF */
-    else if (cqe->res < 0 && cqe->res != -ENOBUFS)
+    else if (cqe->res < 0 && cqe->res != -ENOBUFS && !(cqe->res == -ECANCELED && c->recv_cancelling))
         crpc_conn_close(c, cqe->res);
     if (!more) {
         /* The multishot receive has ended. After -ENOBUFS (every provided buffer was busy;
          * they are recycled by now) or a kernel-side stop, an open connection re-arms. */
         c->recv_armed = false;
+        c->recv_cancelling = false;
         op_done(c);
-        if (c->state == CONN_OPEN)
+        if (c->state == CONN_OPEN && !c->paused)
             crpc_conn_arm_recv(c);
     }
 }
@@ -232,6 +277,8 @@ void crpc_conn_on_send(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cq
             crpc_buf_trim(b, OUT_KEEP_BYTES);
             if (crpc_conn_out(c)->len)
                 crpc_conn_mark_dirty(c);
+            if (c->paused)
+                crpc_conn_check_output(c); /* drained enough to read again? */
         }
     }
     op_done(c);

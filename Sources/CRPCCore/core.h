@@ -79,6 +79,11 @@ struct crpc_conn {
     bool dirty;             /* on the loop's dirty list, to be flushed */
     int ops_inflight;       /* SQEs whose completions are still to come */
     uint64_t last_rx_ns;    /* loop clock when bytes last arrived (heartbeats) */
+    uint64_t partial_since_ns; /* loop clock when the pending partial frame began; 0: none */
+    uint32_t inflight;      /* server: requests delivered and not yet answered */
+    uint32_t max_output;    /* server: unsent bytes before reading pauses; 0: no limit */
+    bool paused;            /* reading stopped until the output drains (backpressure) */
+    bool recv_cancelling;   /* we cancelled the armed receive to pause reading */
     uint32_t max_frame_size;
     crpc_buf in;            /* a partial frame carried over between receives */
     crpc_buf out[2];        /* out[out_cur] collects; the other one is being sent */
@@ -112,6 +117,13 @@ void crpc_conn_on_send(crpc_loop *loop, crpc_conn *c, const struct io_uring_cqe 
 
 /* Arms the multishot receive. */
 void crpc_conn_arm_recv(crpc_conn *c);
+
+/* Bytes written for this connection and not yet sent. */
+size_t crpc_conn_unsent(const crpc_conn *c);
+
+/* Backpressure: stops reading while the unsent output is over max_output, and resumes
+ * once it has drained below half. Call after adding output. */
+void crpc_conn_check_output(crpc_conn *c);
 
 /* Sends what every dirty connection has collected: one send per connection. */
 void crpc_loop_flush(crpc_loop *loop);
@@ -155,6 +167,7 @@ struct crpc_loop {
     bool accept_armed;
     bool accept_stopped;             /* graceful shutdown: no more accepts */
     crpc_server *server;
+    crpc_deadline_source janitor;    /* server loops: closes connections stuck mid-frame */
 };
 
 #define CRPC_QUEUE_CLOSED ((crpc_task *)1)

@@ -77,7 +77,7 @@ int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out)
     if (!l->cfg.ring_entries)
         l->cfg.ring_entries = 1024;
     if (!l->cfg.buf_count || (l->cfg.buf_count & (l->cfg.buf_count - 1)))
-        l->cfg.buf_count = 256;
+        l->cfg.buf_count = 64;
     if (!l->cfg.buf_size)
         l->cfg.buf_size = 32 * 1024;
     l->event_fd = -1;
@@ -147,7 +147,7 @@ static int ring_init(crpc_loop *l)
     l->event_fd = eventfd(0, EFD_CLOEXEC);
     if (l->event_fd < 0)
         return -errno;
-    return crpc_decoder_create(0, 0, &l->dec);
+    return crpc_decoder_create(l->cfg.max_depth, l->cfg.max_ext, &l->dec);
 }
 
 static void ring_teardown(crpc_loop *l)

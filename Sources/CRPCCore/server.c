@@ -12,6 +12,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,8 +42,28 @@ static const crpc_conn_ops server_conn_ops = {
     .on_close = server_on_close,
 };
 
+/* Once a second: closes connections that have held a partial frame for longer than the
+ * frame timeout (slowloris), so a trickle of bytes cannot pin a connection for ever. */
+static void janitor(crpc_deadline_source *src, uint64_t now)
+{
+    crpc_loop *l = (crpc_loop *)((char *)src - offsetof(crpc_loop, janitor));
+    uint64_t limit = (uint64_t)l->server->cfg.frame_timeout_ms * 1000000u;
+    for (uint32_t i = 0; i < l->conn_cap; i++) {
+        crpc_conn *c = l->conns[i];
+        /* A paused connection is not the client's doing: the server chose not to read. */
+        if (c && c->state == CONN_OPEN && !c->paused && c->partial_since_ns &&
+            now - c->partial_since_ns > limit)
+            crpc_conn_close(c, -ETIMEDOUT);
+    }
+    src->next_deadline = now + 1000000000ull;
+}
+
 void crpc_server_arm_accept(crpc_loop *l)
 {
+    if (!l->janitor.expire) {
+        l->janitor.expire = janitor;
+        crpc_loop_watch_deadline(l, &l->janitor, crpc_monotonic_ns() + 1000000000ull);
+    }
     struct io_uring_sqe *sqe = crpc_loop_sqe(l);
     io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0));
@@ -53,11 +74,15 @@ void crpc_server_on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
 {
     if (cqe->res >= 0) {
         int fd = cqe->res;
-        if (l->stopped) {
-            close(fd);
+        crpc_server *srv = l->server;
+        if (l->stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
+            close(fd); /* stopping, or at the connection limit: refuse this one */
         } else {
             crpc_net_tune(fd);
-            if (!crpc_conn_open(l, fd, &server_conn_ops, l->server, l->server->cfg.max_frame_size))
+            crpc_conn *c = crpc_conn_open(l, fd, &server_conn_ops, srv, srv->cfg.max_frame_size);
+            if (c)
+                c->max_output = srv->cfg.max_output;
+            else
                 close(fd); /* out of memory or slots: refuse this one, keep serving */
         }
     }
@@ -111,6 +136,11 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
             reply_error(c, req.msg.msgid, CRPC_STATUS_UNAVAILABLE, "server is shutting down");
             return;
         }
+        if (c->inflight >= srv->cfg.max_inflight) {
+            reply_error(c, req.msg.msgid, CRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in flight on this connection");
+            return;
+        }
+        c->inflight++;
         atomic_fetch_add_explicit(&srv->inflight, 1, memory_order_relaxed);
         break;
     case CRPC_MSG_NOTIFICATION:
@@ -132,12 +162,24 @@ typedef struct reply_task {
     uint8_t frame[];
 } reply_task;
 
+/* A request of `c` has its answer: one fewer in flight. */
+static void answered(crpc_conn *c)
+{
+    if (c->inflight)
+        c->inflight--;
+}
+
 static void run_reply(crpc_loop *l, crpc_task *t)
 {
     reply_task *r = (reply_task *)t;
     crpc_conn *c = crpc_conn_lookup(l, r->slot, r->gen);
-    if (c && crpc_buf_append(crpc_conn_out(c), r->frame, r->len) == 0)
-        crpc_conn_mark_dirty(c);
+    if (c) {
+        answered(c);
+        if (crpc_buf_append(crpc_conn_out(c), r->frame, r->len) == 0) {
+            crpc_conn_mark_dirty(c);
+            crpc_conn_check_output(c);
+        }
+    }
     free(r);
 }
 
@@ -167,8 +209,10 @@ static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc
         if (!c)
             return -ENOTCONN;
         int err = crpc_encode_response(crpc_conn_out(c), msgid, reply, max);
-        if (!err)
+        if (!err) {
+            answered(c);
             crpc_conn_mark_dirty(c);
+        }
         return err;
     }
     crpc_buf *scratch = crpc_thread_scratch();
@@ -226,6 +270,14 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         srv->cfg.host = "127.0.0.1";
     if (!srv->cfg.max_frame_size)
         srv->cfg.max_frame_size = CRPC_DEFAULT_MAX_FRAME_SIZE;
+    if (!srv->cfg.max_inflight)
+        srv->cfg.max_inflight = CRPC_DEFAULT_MAX_INFLIGHT;
+    if (!srv->cfg.max_connections)
+        srv->cfg.max_connections = CRPC_DEFAULT_MAX_CONNECTIONS;
+    if (!srv->cfg.max_output)
+        srv->cfg.max_output = CRPC_DEFAULT_MAX_OUTPUT;
+    if (!srv->cfg.frame_timeout_ms)
+        srv->cfg.frame_timeout_ms = CRPC_DEFAULT_FRAME_TIMEOUT_MS;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nloops = cfg->loops ? cfg->loops : (unsigned)(ncpu > 0 ? ncpu : 1);
     if (srv->nloops > 255)
@@ -238,7 +290,8 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
     int err = 0;
     uint16_t port = cfg->port;
     for (unsigned i = 0; i < srv->nloops && !err; i++) {
-        crpc_loop_config lc = {.cpu = cfg->first_cpu + (int)i, .pin = cfg->pin_loops};
+        crpc_loop_config lc = {.cpu = cfg->first_cpu + (int)i, .pin = cfg->pin_loops,
+                               .max_depth = cfg->max_depth, .max_ext = cfg->max_ext};
         err = crpc_loop_create(&lc, &srv->loops[i]);
         if (err)
             break;

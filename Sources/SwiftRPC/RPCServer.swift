@@ -28,6 +28,21 @@ public final class RPCServer: Sendable {
         public var firstCPU: Int?
         /// The largest frame accepted or sent, in bytes.
         public var maxFrameSize: Int
+        /// Requests per connection running at once; beyond it requests get
+        /// `.resourceExhausted` at once (default 4096).
+        public var maxCallsInFlightPerConnection: Int = 4096
+        /// Connections at once; beyond it new connections are closed (default 65,536).
+        public var maxConnections: Int = 65_536
+        /// Unsent reply bytes per connection before the server stops reading from it until
+        /// they drain: a client that never reads cannot grow the server's memory (default
+        /// 8 MiB).
+        public var maxUnsentBytesPerConnection: Int = 8 << 20
+        /// A connection that leaves a frame half-sent this long is closed (default 30 s).
+        public var frameTimeout: Duration = .seconds(30)
+        /// MessagePack nesting accepted in a message, counting the envelope (at most 32).
+        public var maxDepth: Int = 32
+        /// Metadata entries accepted per message (default 64).
+        public var maxMetadataEntries: Int = 64
         /// How long a graceful shutdown (`run()` as a `Service`) lets running calls finish.
         public var drainTimeout: Duration
         /// Where lifecycle events go (start, shutdown); nothing is logged per call.
@@ -152,6 +167,12 @@ public final class RPCServer: Sendable {
                 c.port = UInt16(clamping: configuration.port)
                 c.loops = UInt32(loops)
                 c.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
+                c.max_inflight = UInt32(clamping: max(configuration.maxCallsInFlightPerConnection, 1))
+                c.max_connections = UInt32(clamping: max(configuration.maxConnections, 1))
+                c.max_output = UInt32(clamping: max(configuration.maxUnsentBytesPerConnection, 1))
+                c.frame_timeout_ms = UInt32(clamping: max(configuration.frameTimeout.milliseconds, 1))
+                c.max_depth = UInt32(clamping: max(configuration.maxDepth, 2))
+                c.max_ext = UInt32(clamping: max(configuration.maxMetadataEntries, 1))
                 if let cpu = configuration.firstCPU {
                     c.pin_loops = 1
                     c.first_cpu = Int32(cpu)
