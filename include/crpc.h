@@ -251,6 +251,12 @@ typedef struct crpc_request {
  */
 typedef void (*crpc_request_fn)(void *user, const crpc_request *req);
 
+/**
+ * Called on the owning loop's thread when a server connection closes, so work still
+ * running for its requests can be cancelled (their replies would be dropped anyway).
+ */
+typedef void (*crpc_conn_closed_fn)(void *user, crpc_conn_id conn);
+
 /** Server settings; zero-initialise and set what you need. */
 typedef struct crpc_server_config {
     const char *host;        /* NULL = "127.0.0.1" */
@@ -273,6 +279,7 @@ typedef struct crpc_server_config {
     uint32_t frame_timeout_ms; /* a connection holding a partial frame this long is closed
                                   (slowloris); 0 = CRPC_DEFAULT_FRAME_TIMEOUT_MS */
     crpc_request_fn on_request;
+    crpc_conn_closed_fn on_conn_closed; /* optional */
     void *user;
 } crpc_server_config;
 

@@ -80,6 +80,7 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->max_output = 0;
     c->paused = false;
     c->recv_cancelling = false;
+    c->close_when_flushed = false;
     atomic_fetch_add(&l->open_conns, 1);
     crpc_conn_arm_recv(c);
     return c;
@@ -139,6 +140,16 @@ void crpc_conn_close(crpc_conn *c, int err)
     }
     if (c->ops_inflight == 0)
         release(c);
+}
+
+void crpc_conn_close_when_flushed(crpc_conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (crpc_conn_unsent(c) == 0 && !c->send_inflight)
+        crpc_conn_close(c, -ESHUTDOWN);
+    else
+        c->close_when_flushed = true;
 }
 
 /* Completion bookkeeping shared by receive and send: releases a closing slot once idle. */
@@ -279,6 +290,8 @@ void crpc_conn_on_send(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cq
                 crpc_conn_mark_dirty(c);
             if (c->paused)
                 crpc_conn_check_output(c); /* drained enough to read again? */
+            if (c->close_when_flushed && crpc_conn_unsent(c) == 0)
+                crpc_conn_close(c, -ESHUTDOWN);
         }
     }
     op_done(c);

@@ -84,6 +84,7 @@ struct crpc_conn {
     uint32_t max_output;    /* server: unsent bytes before reading pauses; 0: no limit */
     bool paused;            /* reading stopped until the output drains (backpressure) */
     bool recv_cancelling;   /* we cancelled the armed receive to pause reading */
+    bool close_when_flushed; /* graceful shutdown: close once every reply has been sent */
     uint32_t max_frame_size;
     crpc_buf in;            /* a partial frame carried over between receives */
     crpc_buf out[2];        /* out[out_cur] collects; the other one is being sent */
@@ -101,6 +102,9 @@ crpc_conn *crpc_conn_open(crpc_loop *loop, int fd, const crpc_conn_ops *ops, voi
 
 /* Starts closing: on_close runs now, the slot is released once its completions are in. */
 void crpc_conn_close(crpc_conn *c, int err);
+
+/* Closes once everything written for the connection has been sent (now, if nothing is). */
+void crpc_conn_close_when_flushed(crpc_conn *c);
 
 /* The buffer to encode output into; call crpc_conn_mark_dirty after writing. */
 static inline crpc_buf *crpc_conn_out(crpc_conn *c) { return &c->out[c->out_cur]; }

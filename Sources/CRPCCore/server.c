@@ -35,7 +35,13 @@ struct crpc_server {
 /* --------------------------------------------------------------- accepting */
 
 static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len);
-static void server_on_close(crpc_conn *c, int err) { (void)c; (void)err; }
+static void server_on_close(crpc_conn *c, int err)
+{
+    (void)err;
+    crpc_server *srv = c->owner;
+    if (srv->cfg.on_conn_closed)
+        srv->cfg.on_conn_closed(srv->cfg.user, crpc_conn_id_make(c));
+}
 
 static const crpc_conn_ops server_conn_ops = {
     .on_frame = server_on_frame,
@@ -338,6 +344,27 @@ static void run_stop_accepting(crpc_loop *l, crpc_task *t)
     }
 }
 
+/* Graceful shutdown, last step: every connection closes once its replies are sent. */
+static void run_close_when_flushed(crpc_loop *l, crpc_task *t)
+{
+    free(t);
+    for (uint32_t i = 0; i < l->conn_cap; i++)
+        if (l->conns[i] && l->conns[i]->state == CONN_OPEN)
+            crpc_conn_close_when_flushed(l->conns[i]);
+}
+
+static void post_to_loops(crpc_server *srv, void (*run)(crpc_loop *, crpc_task *))
+{
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        crpc_task *t = malloc(sizeof(*t));
+        if (!t)
+            continue;
+        t->run = run;
+        if (crpc_loop_push(srv->loops[i], t))
+            free(t);
+    }
+}
+
 unsigned crpc_server_inflight(const crpc_server *srv)
 {
     long n = atomic_load_explicit(&srv->inflight, memory_order_relaxed);
@@ -351,20 +378,16 @@ int crpc_server_shutdown(crpc_server *srv, uint32_t drain_ms)
         if (srv->loops[i] == cur)
             return -EDEADLK;
     atomic_store(&srv->draining, true);
-    for (unsigned i = 0; i < srv->nloops; i++) {
-        crpc_task *t = malloc(sizeof(*t));
-        if (!t)
-            continue;
-        t->run = run_stop_accepting;
-        if (crpc_loop_push(srv->loops[i], t))
-            free(t);
-    }
+    post_to_loops(srv, run_stop_accepting);
     uint64_t deadline = crpc_monotonic_ns() + (uint64_t)drain_ms * 1000000u;
+    struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
     int drained = 0;
-    while (!(drained = crpc_server_inflight(srv) == 0) && crpc_monotonic_ns() < deadline) {
-        struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
+    while (!(drained = crpc_server_inflight(srv) == 0) && crpc_monotonic_ns() < deadline)
         nanosleep(&pause, NULL);
-    }
+    /* Every call is answered: let the last replies reach the wire before closing. */
+    post_to_loops(srv, run_close_when_flushed);
+    while (crpc_server_connection_count(srv) > 0 && crpc_monotonic_ns() < deadline)
+        nanosleep(&pause, NULL);
     stop_loops(srv);
     return drained ? 0 : -ETIMEDOUT;
 }

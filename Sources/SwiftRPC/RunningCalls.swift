@@ -26,6 +26,12 @@ final class RunningCalls: Sendable {
         tasks.withLock { $0[key] }?.cancel()
     }
 
+    /// Cancels every handler still running for `conn` (its connection has closed).
+    func cancelAll(conn: UInt64) {
+        let tasks = tasks.withLock { $0.filter { $0.key.conn == conn }.map(\.value) }
+        for task in tasks { task.cancel() }
+    }
+
     /// Handlers running now.
     var count: Int { tasks.withLock { $0.count } }
 }

@@ -26,6 +26,7 @@ final class ServerCore: @unchecked Sendable {
     func start(_ config: crpc_server_config) throws(RPCError) -> Int {
         var config = config
         config.on_request = serverRequestTrampoline
+        config.on_conn_closed = connectionClosedTrampoline
         config.user = Unmanaged.passUnretained(self).toOpaque()
         var handle: OpaquePointer?
         try CoreErrors.check(crpc_server_start(&config, &handle), "cannot start the server")
@@ -166,6 +167,13 @@ final class ServerCore: @unchecked Sendable {
             }
         }
     }
+}
+
+/// A connection closed: its handlers' replies have nowhere to go, so stop them.
+private let connectionClosedTrampoline: crpc_conn_closed_fn = { user, conn in
+    guard let user else { return }
+    let core = Unmanaged<ServerCore>.fromOpaque(user).takeUnretainedValue()
+    if core.running.count > 0 { core.running.cancelAll(conn: conn) }
 }
 
 /// The C callback: recovers the ServerCore (kept alive by its RPCServer while the C

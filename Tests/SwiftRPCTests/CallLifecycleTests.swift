@@ -76,6 +76,16 @@ final class CallLifecycleTests: XCTestCase {
         XCTAssertTrue(handlerGone)
     }
 
+    func testHandlersOfAClosedConnectionAreCancelled() async throws {
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
+        for _ in 0..<3 { client.go(Bench.sleep, 10_000) { _ in } }
+        let running = await eventually { self.server.runningHandlerCount == 3 }
+        XCTAssertTrue(running)
+        client.close()
+        let stopped = await eventually(2) { self.server.runningHandlerCount == 0 }
+        XCTAssertTrue(stopped, "\(self.server.runningHandlerCount) handlers still running")
+    }
+
     func testRepliesAfterATimeoutAreCountedAsLate() async throws {
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
         do {
