@@ -7,6 +7,8 @@ echo "== C core tests"
 ./scripts/c-tests.sh
 echo "== Swift tests"
 swift test
+echo "== Fuzzing (short; scripts/fuzz.sh SECONDS for longer)"
+./scripts/fuzz.sh 15
 echo "== rpcbench tests"
 ./scripts/rpcbench-tests.sh
 echo "== Python interop tests"
