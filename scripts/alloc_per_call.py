@@ -50,10 +50,16 @@ def run_case(api, conns, depth, seconds):
 def main():
     short, long = (float(sys.argv[1]), float(sys.argv[2])) if len(sys.argv) > 2 else (1.0, 3.0)
     build_shim()
+    print("Heap allocations per call, counted by `Benchmarks/alloc-count/alloc_count.c` (an LD_PRELOAD")
+    print("shim counting malloc/calloc/realloc/memalign) in `rpcbench load` and `rpcbench serve`, as")
+    print(f"(allocations of a {long:g} s run - allocations of a {short:g} s run) / (calls of the first -")
+    print("calls of the second), which cancels start-up and shutdown. Bench.Echo with 32-byte payloads;")
+    print("the server answers it inline from the request's bytes. Command: `scripts/alloc_per_call.py`.")
+    print()
     print("| workload | api | client allocations/call | server allocations/call |")
     print("| --- | --- | ---: | ---: |")
     for name, conns, depth in (("W1", 1, 1), ("W2", 4, 32)):
-        for api in ("callback", "async"):
+        for api in ("callback", "async", "async-loop"):
             c1, a1, s1 = run_case(api, conns, depth, short)
             c2, a2, s2 = run_case(api, conns, depth, long)
             calls = c2 - c1
