@@ -457,10 +457,17 @@ typedef struct crpc_client_stats {
 void crpc_client_get_stats(const crpc_client *c, crpc_client_stats *out);
 
 /**
- * Closes the connection (pending calls complete with -ESHUTDOWN) and releases the
- * handle; the memory is freed once the loop is done with it. Thread: any, once.
+ * Closes the connection: pending calls complete with -ESHUTDOWN, later calls fail with
+ * -ENOTCONN, no reconnecting. The handle stays valid until crpc_client_destroy.
+ * Thread: any. Idempotent.
  */
 void crpc_client_close(crpc_client *c);
+
+/**
+ * Closes the connection if still open and releases the handle; its memory is freed once
+ * the loop is done with it. No thread may use `c` afterwards. Thread: any, once.
+ */
+void crpc_client_destroy(crpc_client *c);
 
 /* ------------------------------------------------------------------ errors */
 

@@ -12,8 +12,8 @@
  * with it. Msgids follow the call ids (mod 2^32) and skip ids still in flight.
  *
  * Lifetime: the handle is reference counted, one reference for the user (dropped by
- * crpc_client_close, on the loop thread, after every task queued before it) and one for
- * the connection (dropped when its slot is released).
+ * crpc_client_destroy, on the loop thread, after every task queued before it), one for the
+ * connection (dropped when its slot is released) and one for a reconnecting thread.
  */
 #include "core.h"
 
@@ -615,7 +615,6 @@ static void close_here(crpc_client *c)
                 complete(t.slots[i].cb, t.slots[i].ctx, -ESHUTDOWN, t.slots[i].msgid);
         crpc_pending_free(&t);
     }
-    client_unref(c);
 }
 
 static void run_close(crpc_loop *l, crpc_task *t)
@@ -625,12 +624,18 @@ static void run_close(crpc_loop *l, crpc_task *t)
     free(t);
 }
 
+static void run_release(crpc_loop *l, crpc_task *t)
+{
+    (void)l;
+    client_unref(((client_task *)t)->client);
+    free(t);
+}
+
 void crpc_client_close(crpc_client *c)
 {
-    if (!c)
+    if (!c || atomic_exchange(&c->user_closed, true))
         return;
     /* From now on calls fail at once with -ENOTCONN, on the caller's thread. */
-    atomic_store(&c->user_closed, true);
     atomic_store(&c->connected, false);
     if (crpc_loop_current() == c->loop) {
         close_here(c);
@@ -639,9 +644,24 @@ void crpc_client_close(crpc_client *c)
     client_task *t = task_new(c, run_close, NULL);
     if (t && crpc_loop_push(c->loop, &t->task) == 0)
         return;
-    /* The loop has exited (so the connection is gone) or memory ran out. */
+    free(t); /* the loop has exited: its stop closed the connection already */
+}
+
+void crpc_client_destroy(crpc_client *c)
+{
+    if (!c)
+        return;
+    crpc_client_close(c);
+    if (crpc_loop_current() == c->loop) {
+        client_unref(c);
+        return;
+    }
+    /* Queued after the close, so the loop has finished with the handle when it runs. */
+    client_task *t = task_new(c, run_release, NULL);
+    if (t && crpc_loop_push(c->loop, &t->task) == 0)
+        return;
     free(t);
-    client_unref(c);
+    client_unref(c); /* the loop has exited: nobody else can touch the handle */
 }
 
 int crpc_client_is_connected(const crpc_client *c) { return atomic_load(&c->connected); }

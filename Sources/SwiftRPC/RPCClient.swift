@@ -313,7 +313,8 @@ public struct RPCCall: Sendable {
 }
 
 /// Owns a `crpc_client`. `@unchecked Sendable`: every crpc_client function is
-/// thread-safe (crpc.h), and `crpc_client_close` runs once, guarded by `closed`.
+/// thread-safe (crpc.h); the handle stays valid after `close` (calls then fail at once)
+/// and is released only in `deinit`, when no call can be using it.
 @usableFromInline
 final class ClientHandle: @unchecked Sendable {
     let pointer: OpaquePointer
@@ -333,7 +334,7 @@ final class ClientHandle: @unchecked Sendable {
         return true
     }
 
-    deinit { close() }
+    deinit { crpc_client_destroy(pointer) }
 }
 
 extension Duration {

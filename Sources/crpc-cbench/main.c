@@ -240,7 +240,7 @@ static int load(void)
     atomic_store(&running, 0);
     usleep(100000); /* let calls in flight drain */
     for (int c = 0; c < opt_conns; c++)
-        crpc_client_close(clients[c]);
+        crpc_client_destroy(clients[c]);
     crpc_loop_stop(loop);
     crpc_loop_destroy(loop);
 

@@ -97,7 +97,7 @@ static void killed_server(void)
     uint64_t took = atomic_load(&last_end) - killed_at;
     CHECK(took < 1000);
     printf("faults: server killed, 100 pending calls failed within %llu ms\n", (unsigned long long)took);
-    crpc_client_close(c);
+    crpc_client_destroy(c);
     CHECK_EQ(crpc_loop_stop(loop), 0);
     crpc_loop_destroy(loop);
 }

@@ -84,7 +84,7 @@ int main(void)
     CHECK(took >= 200 && took < 1000);
     CHECK(!crpc_client_is_connected(c));
     printf("heartbeat: silent peer declared dead after %llu ms\n", (unsigned long long)took);
-    crpc_client_close(c);
+    crpc_client_destroy(c);
     pthread_join(peer, NULL);
     close(silent_fd);
 
@@ -98,7 +98,7 @@ int main(void)
     crpc_client_stats st;
     crpc_client_get_stats(c, &st);
     CHECK_EQ(st.pending, 0);
-    crpc_client_close(c);
+    crpc_client_destroy(c);
     crpc_server_destroy(srv);
 
     CHECK_EQ(crpc_loop_stop(loop), 0);

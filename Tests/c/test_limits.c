@@ -199,7 +199,7 @@ int main(void)
     printf("limits: a half-sent frame was cut off\n");
 
     CHECK_EQ(atomic_load(&other), 0);
-    crpc_client_close(c);
+    crpc_client_destroy(c);
     CHECK_EQ(crpc_loop_stop(loop), 0);
     crpc_loop_destroy(loop);
     crpc_server_destroy(srv);

@@ -248,8 +248,14 @@ int main(void)
     test_hostile_peers(g_srv, port);
     test_server_stops_mid_call(g_srv);
 
-    for (int i = 0; i < CONNS; i++)
+    /* A closed handle stays valid: calls fail at once, until it is destroyed. */
+    for (int i = 0; i < CONNS; i++) {
         crpc_client_close(conns[i].client);
+        crpc_client_close(conns[i].client); /* idempotent */
+        crpc_call c3 = {.method = "Bench.Echo", .method_len = 10};
+        CHECK_EQ(crpc_client_call(conns[i].client, &c3, on_held, NULL, NULL), -ENOTCONN);
+        crpc_client_destroy(conns[i].client);
+    }
     CHECK_EQ(crpc_loop_stop(loop), 0);
     crpc_loop_destroy(loop);
     printf("PASS test_loopback\n");

@@ -119,8 +119,8 @@ int main(void)
     CHECK_EQ(atomic_load(&ok), 5);
     printf("reconnect: 5 calls lost with the connection, 3 waited and were answered, 1 timed out\n");
 
-    crpc_client_close(c);
-    crpc_client_close(fast);
+    crpc_client_destroy(c);
+    crpc_client_destroy(fast);
     CHECK_EQ(crpc_loop_stop(loop), 0);
     crpc_loop_destroy(loop);
     crpc_server_destroy(srv);

@@ -115,7 +115,7 @@ static void round_trip(bool answer, uint32_t drain_ms, int want_rc)
     } else {
         CHECK_EQ(atomic_load(&reset), HELD);
     }
-    crpc_client_close(c);
+    crpc_client_destroy(c);
     CHECK_EQ(crpc_loop_stop(loop), 0);
     crpc_loop_destroy(loop);
     crpc_server_destroy(srv);

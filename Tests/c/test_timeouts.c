@@ -133,7 +133,7 @@ int main(void)
     usleep(50000);
     CHECK_EQ(atomic_load(&timed_out) + atomic_load(&other), HELD); /* nothing ended twice */
 
-    crpc_client_close(c);
+    crpc_client_destroy(c);
     CHECK_EQ(crpc_loop_stop(loop), 0);
     crpc_loop_destroy(loop);
     crpc_server_destroy(srv);
