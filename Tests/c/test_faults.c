@@ -45,6 +45,21 @@ static void answer_requests(void *user, const crpc_request *req)
     crpc_server_reply(srv, req->conn, req->msg.msgid, &r);
 }
 
+static void answer_requests_with_echo(void *user, const crpc_request *req)
+{
+    (void)user;
+    if (req->msg.type != CRPC_MSG_REQUEST)
+        return;
+    crpc_reply r = {0};
+    const uint8_t *arg;
+    size_t arg_len;
+    if (crpc_msgpack_array_elem(req->msg.body, req->msg.body_len, 0, &arg, &arg_len) == 0) {
+        r.result = arg;
+        r.result_len = (uint32_t)arg_len;
+    }
+    crpc_server_reply(srv, req->conn, req->msg.msgid, &r);
+}
+
 static atomic_int reset, other;
 static _Atomic uint64_t last_end;
 
@@ -200,10 +215,68 @@ static void many_connections(void)
     crpc_server_destroy(srv);
 }
 
+/* A client that asks for a 1 MiB echo, reads 100 bytes of it and vanishes: the server
+ * drops the rest of the reply and keeps serving everyone else. */
+static void vanish_mid_reply(void)
+{
+    crpc_server_config cfg = {.loops = 1, .on_request = answer_requests_with_echo};
+    CHECK_EQ(crpc_server_start(&cfg, &srv), 0);
+    uint16_t port = crpc_server_port(srv);
+    for (int round = 0; round < 20; round++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+        static uint8_t req[(1 << 20) + 64];
+        uint32_t n = 1 << 20;
+        uint8_t *p = req + 4;
+        *p++ = 0x94; *p++ = 0x00; *p++ = 0x01; *p++ = 0xaa; memcpy(p, "Bench.Echo", 10); p += 10;
+        *p++ = 0x91; *p++ = 0xc6; *p++ = (uint8_t)(n >> 24); *p++ = (uint8_t)(n >> 16); *p++ = (uint8_t)(n >> 8); *p++ = (uint8_t)n;
+        memset(p, 0x33, n); p += n;
+        uint32_t len = (uint32_t)(p - req - 4);
+        req[0] = (uint8_t)(len >> 24); req[1] = (uint8_t)(len >> 16); req[2] = (uint8_t)(len >> 8); req[3] = (uint8_t)len;
+        size_t total = (size_t)(p - req), off = 0;
+        while (off < total) {
+            ssize_t w = send(fd, req + off, total - off, MSG_NOSIGNAL);
+            CHECK(w > 0);
+            off += (size_t)w;
+        }
+        uint8_t head[100];
+        size_t got = 0;
+        while (got < sizeof(head)) {
+            ssize_t r = read(fd, head + got, sizeof(head) - got);
+            CHECK(r > 0);
+            got += (size_t)r;
+        }
+        close(fd); /* gone, with most of a 1 MiB reply unsent */
+    }
+    crpc_loop *loop;
+    CHECK_EQ(crpc_loop_create(NULL, &loop), 0);
+    CHECK_EQ(crpc_loop_start(loop), 0);
+    crpc_client *c;
+    CHECK_EQ(crpc_client_connect(loop, "127.0.0.1", port, NULL, &c), 0);
+    atomic_store(&reset, 0);
+    atomic_store(&other, 0);
+    crpc_call ping = {.method = "rpc.ping", .method_len = 8};
+    CHECK_EQ(crpc_client_call(c, &ping, on_end, NULL, NULL), 0);
+    for (int i = 0; i < 2000 && atomic_load(&other) == 0; i++)
+        usleep(1000);
+    CHECK_EQ(atomic_load(&other), 1); /* answered (anything but a reset counts as "other") */
+    crpc_client_destroy(c);
+    CHECK_EQ(crpc_loop_stop(loop), 0);
+    crpc_loop_destroy(loop);
+    for (int i = 0; i < 2000 && crpc_server_connection_count(srv) > 0; i++)
+        usleep(1000);
+    CHECK_EQ(crpc_server_connection_count(srv), 0);
+    crpc_server_destroy(srv);
+    printf("faults: 20 clients vanished mid-reply; the server kept serving\n");
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
     killed_server();
+    vanish_mid_reply();
     many_connections();
     printf("PASS test_faults\n");
     return 0;
