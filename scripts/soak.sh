@@ -12,12 +12,15 @@ bin=$(swift build -c release --show-bin-path)/rpcbench
 log=$(mktemp)
 "$bin" serve --port 0 --loops 2 >"$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -f "$log" "$log.json"' EXIT
 for _ in $(seq 100); do grep -q "^listening on " "$log" && break; sleep 0.1; done
 addr=$(sed -n 's/^listening on //p' "$log")
-"$bin" load --target "$addr" --conns 8 --depth 64 --payload 100 --duration "$secs" --warmup 1 --json | python3 -c '
+"$bin" load --target "$addr" --conns 8 --depth 64 --payload 100 --duration "$secs" --warmup 1 --json >"$log.json"
+python3 - "$log.json" <<'PY'
 import json, sys
-r = json.load(sys.stdin)[0]
-print(f"soak: {r[\"calls\"]:,} calls verified, {r[\"errors\"]} errors, {r[\"mismatches\"]} mismatches, "
-      f"{r[\"left_in_flight\"]} left in flight, {r[\"calls_per_sec\"]:,.0f} calls/s")
-sys.exit(0 if r["calls"] >= 1_000_000 and r["errors"] == 0 and r["mismatches"] == 0 and r["left_in_flight"] == 0 else 1)'
+r = json.load(open(sys.argv[1]))[0]
+calls, errors, mismatches, left = r["calls"], r["errors"], r["mismatches"], r["left_in_flight"]
+print(f"soak: {calls:,} calls verified, {errors} errors, {mismatches} mismatches, {left} left in flight, "
+      f"{r['calls_per_sec']:,.0f} calls/s")
+sys.exit(0 if calls >= 1_000_000 and errors == 0 and mismatches == 0 and left == 0 else 1)
+PY
