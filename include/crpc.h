@@ -167,9 +167,9 @@ void crpc_decoder_destroy(crpc_decoder *dec);
  * Decodes one frame body (without its length prefix) into *msg. The result stays valid
  * until the next call on the same decoder, and only while `body` is alive.
  * Returns 0; -EBADMSG when no msgid can be recovered (not an array, unknown type, bad
- * msgid, trailing bytes): the connection must be closed; -EPROTO when type and msgid
- * (and, for requests, the method) parse but params/error/result/ext do not: msg->type,
- * msg->msgid and msg->method are set so a request can be answered with status 3;
+ * msgid): the connection must be closed; -EPROTO when type and msgid parse but the rest
+ * does not (method, params, error, result, ext, or bytes after the envelope): msg->type
+ * and msg->msgid are set so a request can be answered with status 3;
  * -ELOOP when nested deeper than the limit; -E2BIG when the ext map has more entries
  * than the limit (treated like -EPROTO).
  */

@@ -49,6 +49,7 @@ struct crpc_client {
     crpc_pending_table pending;
     crpc_deadline_source deadlines; /* call deadlines and heartbeats */
     crpc_buf backlog;               /* frames of calls made while reconnecting */
+    crpc_stop_hook stop_hook;       /* while reconnecting: the loop stopping ends the calls */
     bool ping_outstanding;          /* a heartbeat rpc.ping awaits its reply */
 };
 
@@ -68,6 +69,7 @@ static void client_unref(crpc_client *c)
 }
 
 static void start_reconnect(crpc_client *c);
+static void end_waiting_calls(crpc_client *c);
 
 static void complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid)
 {
@@ -124,6 +126,10 @@ static void client_on_close(crpc_conn *conn, int err)
     c->conn = NULL;
     atomic_store(&c->connected, false);
     crpc_loop_unwatch_deadline(conn->loop, &c->deadlines);
+    /* Reconnecting starts before the failed calls' callbacks run, so a retry made in one of
+     * them already waits for the new connection. */
+    if (c->cfg.reconnect && err != -ESHUTDOWN && !atomic_load(&c->user_closed) && !conn->loop->stopped)
+        start_reconnect(c);
     int status = err == -ESHUTDOWN ? -ESHUTDOWN : -ECONNRESET;
     /* Detach the table first: callbacks may call back into the client. */
     crpc_pending_table t = c->pending;
@@ -133,8 +139,6 @@ static void client_on_close(crpc_conn *conn, int err)
         if (t.slots[i].used)
             complete(t.slots[i].cb, t.slots[i].ctx, status, t.slots[i].msgid);
     crpc_pending_free(&t);
-    if (c->cfg.reconnect && err != -ESHUTDOWN && !atomic_load(&c->user_closed) && !conn->loop->stopped)
-        start_reconnect(c);
 }
 
 static void client_on_release(crpc_conn *conn) { client_unref(conn->owner); }
@@ -392,7 +396,10 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     if (call_id)
         *call_id = token;
     /* The deadline counts from now, on the caller's clock, not from when the loop sees it. */
-    uint64_t deadline = call->timeout_us ? crpc_monotonic_ns() + call->timeout_us * 1000u : 0;
+    uint64_t deadline = 0;
+    if (call->timeout_us) /* saturating: a timeout of centuries must not wrap to "now" */
+        deadline = call->timeout_us > (UINT64_MAX - crpc_monotonic_ns()) / 1000u
+                       ? UINT64_MAX : crpc_monotonic_ns() + call->timeout_us * 1000u;
     if (crpc_loop_current() == c->loop) {
         int err = can_send(c, c->loop);
         return err ? err : enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline);
@@ -525,6 +532,7 @@ static void run_reattach(crpc_loop *l, crpc_task *t)
         return;
     }
     c->conn = conn;
+    crpc_loop_remove_stop_hook(l, &c->stop_hook);
     atomic_store(&c->connected, true);
     atomic_store(&c->reconnecting, false);
     crpc_buf *out = crpc_conn_out(conn);
@@ -552,40 +560,54 @@ static void run_reattach(crpc_loop *l, crpc_task *t)
 static void *reconnect_main(void *arg)
 {
     crpc_client *c = arg;
+    crpc_loop *loop = c->loop; /* kept valid by loop->helpers until this thread ends */
     uint64_t delay = c->cfg.reconnect_min_ms;
     unsigned seed = (unsigned)(uintptr_t)c ^ (unsigned)crpc_monotonic_ns();
-    while (!atomic_load(&c->user_closed)) {
+#define GIVE_UP() (atomic_load(&c->user_closed) || atomic_load(&loop->stop_requested))
+    while (!GIVE_UP()) {
         /* Full jitter over the upper half: many clients of one dead server spread out. */
         uint64_t wait_ms = delay / 2 + (uint64_t)rand_r(&seed) % (delay / 2 + 1);
-        for (uint64_t slept = 0; slept < wait_ms && !atomic_load(&c->user_closed); slept += 10)
+        for (uint64_t slept = 0; slept < wait_ms && !GIVE_UP(); slept += 10)
             usleep(10000);
-        if (atomic_load(&c->user_closed))
+        if (GIVE_UP())
             break;
         int fd = crpc_net_connect(c->host, c->port, c->cfg.connect_timeout_ms);
         if (fd >= 0) {
-            reattach_task *t = malloc(sizeof(*t));
+            reattach_task *t = GIVE_UP() ? NULL : malloc(sizeof(*t));
             if (t) {
                 t->task.run = run_reattach;
                 t->client = c;
                 t->fd = fd;
-                if (crpc_loop_push(c->loop, &t->task) == 0)
-                    return NULL; /* run_reattach drops this thread's reference */
+                if (crpc_loop_push(loop, &t->task) == 0) {
+                    atomic_fetch_sub(&loop->helpers, 1); /* run_reattach drops our reference */
+                    return NULL;
+                }
                 free(t);
             }
             close(fd);
-            break; /* the loop has exited */
+            break;
         }
         delay = delay * 2 > c->cfg.reconnect_max_ms ? c->cfg.reconnect_max_ms : delay * 2;
     }
+#undef GIVE_UP
     atomic_store(&c->reconnecting, false);
     client_unref(c);
+    atomic_fetch_sub(&loop->helpers, 1); /* last: the loop may be destroyed from here on */
     return NULL;
+}
+
+static void on_loop_stop(crpc_stop_hook *hook)
+{
+    end_waiting_calls((crpc_client *)((char *)hook - offsetof(crpc_client, stop_hook)));
 }
 
 static void start_reconnect(crpc_client *c)
 {
     atomic_store(&c->reconnecting, true);
-    atomic_fetch_add(&c->refs, 1); /* the reconnecting thread's */
+    c->stop_hook.on_stop = on_loop_stop;
+    crpc_loop_add_stop_hook(c->loop, &c->stop_hook);
+    atomic_fetch_add(&c->refs, 1);        /* the reconnecting thread's */
+    atomic_fetch_add(&c->loop->helpers, 1);
     pthread_t thread;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -593,28 +615,34 @@ static void start_reconnect(crpc_client *c)
     if (pthread_create(&thread, &attr, reconnect_main, c) != 0) {
         atomic_store(&c->reconnecting, false);
         atomic_fetch_sub(&c->refs, 1);
+        atomic_fetch_sub(&c->loop->helpers, 1);
     }
     pthread_attr_destroy(&attr);
 }
 
 /* ------------------------------------------------------------------ close */
 
+/* Reconnecting, with no connection to close: the calls waiting in the backlog end now. */
+static void end_waiting_calls(crpc_client *c)
+{
+    crpc_loop_remove_stop_hook(c->loop, &c->stop_hook);
+    crpc_loop_unwatch_deadline(c->loop, &c->deadlines);
+    crpc_pending_table t = c->pending;
+    memset(&c->pending, 0, sizeof(c->pending));
+    atomic_store(&c->pending_count, 0);
+    c->backlog.len = 0;
+    for (uint32_t i = 0; t.slots && i <= t.mask; i++)
+        if (t.slots[i].used)
+            complete(t.slots[i].cb, t.slots[i].ctx, -ESHUTDOWN, t.slots[i].msgid);
+    crpc_pending_free(&t);
+}
+
 static void close_here(crpc_client *c)
 {
-    if (c->conn) {
+    if (c->conn)
         crpc_conn_close(c->conn, -ESHUTDOWN);
-    } else {
-        /* Reconnecting: the calls waiting in the backlog end now. */
-        crpc_loop_unwatch_deadline(c->loop, &c->deadlines);
-        crpc_pending_table t = c->pending;
-        memset(&c->pending, 0, sizeof(c->pending));
-        atomic_store(&c->pending_count, 0);
-        c->backlog.len = 0;
-        for (uint32_t i = 0; t.slots && i <= t.mask; i++)
-            if (t.slots[i].used)
-                complete(t.slots[i].cb, t.slots[i].ctx, -ESHUTDOWN, t.slots[i].msgid);
-        crpc_pending_free(&t);
-    }
+    else
+        end_waiting_calls(c);
 }
 
 static void run_close(crpc_loop *l, crpc_task *t)
@@ -652,16 +680,17 @@ void crpc_client_destroy(crpc_client *c)
     if (!c)
         return;
     crpc_client_close(c);
-    if (crpc_loop_current() == c->loop) {
-        client_unref(c);
-        return;
-    }
-    /* Queued after the close, so the loop has finished with the handle when it runs. */
+    /* The user's reference is dropped by a task queued after everything already queued for
+     * this client (calls, the close), even on the loop thread, so none of those tasks can
+     * find the handle freed. */
     client_task *t = task_new(c, run_release, NULL);
     if (t && crpc_loop_push(c->loop, &t->task) == 0)
         return;
     free(t);
-    client_unref(c); /* the loop has exited: nobody else can touch the handle */
+    /* The loop is exiting: once its thread is gone, nothing can touch the handle. */
+    while (atomic_load(&c->loop->state) == 1 && crpc_loop_current() != c->loop)
+        usleep(1000);
+    client_unref(c);
 }
 
 int crpc_client_is_connected(const crpc_client *c) { return atomic_load(&c->connected); }

@@ -71,7 +71,10 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->owner = owner;
     c->max_frame_size = max_frame_size;
     c->ops_inflight = 0;
-    c->send_inflight = c->recv_armed = c->dirty = false;
+    /* `dirty` is left alone: a slot released while still on the loop's dirty list stays
+     * linked until the next flush unlinks it; clearing it here would let mark_dirty link the
+     * slot a second time and turn the list into a cycle. */
+    c->send_inflight = c->recv_armed = false;
     c->out_cur = 0;
     c->sent = 0;
     c->last_rx_ns = crpc_loop_now_ns(l);

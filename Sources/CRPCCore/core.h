@@ -55,6 +55,17 @@ void crpc_loop_unwatch_deadline(crpc_loop *loop, crpc_deadline_source *src);
 /* CLOCK_MONOTONIC now, in ns. */
 uint64_t crpc_monotonic_ns(void);
 
+/* Something on a loop with no connection to close that must still end its work when the
+ * loop stops (a reconnecting client's waiting calls). Loop thread only. */
+typedef struct crpc_stop_hook {
+    struct crpc_stop_hook *next, *prev;
+    bool linked;
+    void (*on_stop)(struct crpc_stop_hook *hook);
+} crpc_stop_hook;
+
+void crpc_loop_add_stop_hook(crpc_loop *loop, crpc_stop_hook *hook);
+void crpc_loop_remove_stop_hook(crpc_loop *loop, crpc_stop_hook *hook);
+
 /* ------------------------------------------------------------ connections */
 
 typedef struct crpc_conn_ops {
@@ -170,6 +181,10 @@ struct crpc_loop {
     int listen_fd;
     bool accept_armed;
     bool accept_stopped;             /* graceful shutdown: no more accepts */
+    bool accept_backoff;             /* accept failed (EMFILE...): re-armed by the janitor */
+    atomic_int helpers;              /* threads that may still push to this loop (client
+                                        reconnects); destroy waits for them */
+    struct crpc_stop_hook *stop_hooks; /* told when the loop stops (loop thread only) */
     crpc_server *server;
     crpc_deadline_source janitor;    /* server loops: closes connections stuck mid-frame */
 };

@@ -311,6 +311,33 @@ restart:;
     return earliest;
 }
 
+/* ------------------------------------------------------------- stop hooks */
+
+void crpc_loop_add_stop_hook(crpc_loop *l, crpc_stop_hook *h)
+{
+    if (h->linked)
+        return;
+    h->prev = NULL;
+    h->next = l->stop_hooks;
+    if (l->stop_hooks)
+        l->stop_hooks->prev = h;
+    l->stop_hooks = h;
+    h->linked = true;
+}
+
+void crpc_loop_remove_stop_hook(crpc_loop *l, crpc_stop_hook *h)
+{
+    if (!h->linked)
+        return;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        l->stop_hooks = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->linked = false;
+}
+
 /* -------------------------------------------------------------- dispatch */
 
 static void dispatch(crpc_loop *l, const struct io_uring_cqe *cqe)
@@ -361,6 +388,11 @@ static void begin_stop(crpc_loop *l)
     for (uint32_t i = 0; i < l->conn_cap; i++)
         if (l->conns[i] && l->conns[i]->state == CONN_OPEN)
             crpc_conn_close(l->conns[i], -ESHUTDOWN);
+    while (l->stop_hooks) { /* each hook removes itself */
+        crpc_stop_hook *h = l->stop_hooks;
+        crpc_loop_remove_stop_hook(l, h);
+        h->on_stop(h);
+    }
 }
 
 static void run(crpc_loop *l)
@@ -491,6 +523,10 @@ void crpc_loop_destroy(crpc_loop *l)
 {
     if (!l)
         return;
+    /* A reconnecting client's thread may still be connecting; it checks stop_requested
+     * before touching the loop again and says when it is done. */
+    while (atomic_load(&l->helpers) > 0)
+        usleep(1000);
     for (uint32_t i = 0; i < l->conn_cap; i++) {
         if (l->conns[i]) {
             crpc_buf_free(&l->conns[i]->in);

@@ -61,6 +61,10 @@ static void janitor(crpc_deadline_source *src, uint64_t now)
             now - c->partial_since_ns > limit)
             crpc_conn_close(c, -ETIMEDOUT);
     }
+    if (l->accept_backoff && !l->accept_armed && !l->stopped && !l->accept_stopped) {
+        l->accept_backoff = false;
+        crpc_server_arm_accept(l);
+    }
     src->next_deadline = now + 1000000000ull;
 }
 
@@ -81,8 +85,8 @@ void crpc_server_on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
     if (cqe->res >= 0) {
         int fd = cqe->res;
         crpc_server *srv = l->server;
-        if (l->stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
-            close(fd); /* stopping, or at the connection limit: refuse this one */
+        if (l->stopped || l->accept_stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
+            close(fd); /* stopping, draining, or at the connection limit: refuse this one */
         } else {
             crpc_net_tune(fd);
             crpc_conn *c = crpc_conn_open(l, fd, &server_conn_ops, srv, srv->cfg.max_frame_size);
@@ -94,7 +98,10 @@ void crpc_server_on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
     }
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
         l->accept_armed = false;
-        if (!l->stopped && !l->accept_stopped)
+        if (cqe->res < 0 && cqe->res != -ECANCELED)
+            l->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
+                                         re-arms within a second */
+        else if (!l->stopped && !l->accept_stopped)
             crpc_server_arm_accept(l);
     }
 }

@@ -119,11 +119,22 @@ int main(void)
     CHECK_EQ(atomic_load(&ok), 5);
     printf("reconnect: 5 calls lost with the connection, 3 waited and were answered, 1 timed out\n");
 
-    crpc_client_destroy(c);
     crpc_client_destroy(fast);
-    CHECK_EQ(crpc_loop_stop(loop), 0);
-    crpc_loop_destroy(loop);
+
+    /* 5. The loop stops while the client is reconnecting: the call waiting for the new
+     * connection ends (-ESHUTDOWN) instead of hanging, and the reconnecting thread quits. */
     crpc_server_destroy(srv);
+    for (int i = 0; i < 2000 && crpc_client_is_connected(c); i++)
+        usleep(1000);
+    int others_before = atomic_load(&other);
+    CHECK_EQ(crpc_client_call(c, &call, on_end, NULL, NULL), 0);
+    usleep(50000);
+    CHECK_EQ(crpc_client_pending_count(c), 1);
+    CHECK_EQ(crpc_loop_stop(loop), 0);
+    CHECK_EQ(atomic_load(&other), others_before + 1); /* ended, with -ESHUTDOWN */
+    crpc_client_destroy(c);
+    crpc_loop_destroy(loop); /* waits for the reconnecting thread */
+    printf("reconnect: a loop stopping mid-reconnect ends the waiting call\n");
     printf("PASS test_reconnect\n");
     return 0;
 }
