@@ -2,20 +2,30 @@
 # Every test: the C core's test programs (ASan+UBSan), the Swift suite, short fuzzing runs,
 # rpcbench's own tests, the Python interop client against a live `rpcbench serve`, the
 # Swift suite again under AddressSanitizer, and a soak of a few million verified calls.
-# Stops at the first failing stage.
+# Stops at the first failing stage; the last line totals every test that ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== C core tests"
-./scripts/c-tests.sh
-echo "== Swift tests"
-swift test
-echo "== Fuzzing (short; scripts/fuzz.sh SECONDS for longer)"
-./scripts/fuzz.sh 15
-echo "== rpcbench tests"
-./scripts/rpcbench-tests.sh
-echo "== Python interop tests"
-./scripts/interop-tests.sh
-echo "== Swift tests under AddressSanitizer"
-./scripts/sanitizers.sh address
-echo "== Soak (release build)"
-./scripts/soak.sh 15
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+# stage NAME CMD...: runs CMD, showing and keeping its output.
+stage() { echo "== $1"; shift; "$@" 2>&1 | tee -a "$log"; }
+
+stage "C core tests" ./scripts/c-tests.sh
+stage "Swift tests" swift test --disable-swift-testing
+stage "Fuzzing (short; scripts/fuzz.sh SECONDS for longer)" ./scripts/fuzz.sh 15
+stage "rpcbench tests" ./scripts/rpcbench-tests.sh
+stage "Python interop tests" ./scripts/interop-tests.sh
+stage "Swift tests under AddressSanitizer" ./scripts/sanitizers.sh address
+stage "Soak (release build)" ./scripts/soak.sh 15
+
+python3 - "$log" <<'PY'
+import re, sys
+text = open(sys.argv[1], errors="replace").read()
+passed = sum(int(n) for n in re.findall(r"^c-tests: (\d+) passed", text, re.M))
+passed += sum(int(n) for n in re.findall(r"^rpcbench-tests: (\d+) passed", text, re.M))
+passed += sum(int(n) for n in re.findall(r"^(\d+) passed in [\d.]+s", text, re.M))          # pytest
+# XCTest prints its total last, after the per-suite lines: one total per `swift test` run.
+passed += sum(int(n) for n in re.findall(r"Test Suite 'All tests' passed.*\n\s+Executed (\d+) tests", text))
+passed += len(re.findall(r"^fuzz: no crash", text, re.M)) + len(re.findall(r"^soak: ", text, re.M))
+print(f"all tests: {passed} passed, 0 failed")
+PY
