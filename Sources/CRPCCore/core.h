@@ -152,6 +152,7 @@ struct crpc_loop {
     _Atomic(crpc_task *) queue;      /* Treiber stack; CRPC_QUEUE_CLOSED once exited */
     atomic_int sleeping;             /* 1 while blocked in io_uring_enter */
     atomic_bool stop_requested;
+    atomic_bool joining;             /* one crpc_loop_stop caller joins the thread */
     atomic_int state;                /* 0 new, 1 running, 2 exited, -1 failed */
     atomic_uint open_conns;
     _Atomic uint64_t now_ns;         /* CLOCK_MONOTONIC when this iteration woke */

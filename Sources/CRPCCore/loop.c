@@ -504,17 +504,22 @@ int crpc_loop_stop(crpc_loop *l)
     if (current_loop == l)
         return -EDEADLK;
     int st = atomic_load(&l->state);
+    if (st == 3)
+        return 0; /* already stopped and joined */
     if (st != 1 && st != 2)
         return -EINVAL;
-    if (atomic_exchange(&l->stop_requested, true))
-        goto join;
-    uint64_t one = 1;
-    ssize_t n = write(l->event_fd, &one, sizeof(one)); /* wake it whatever it is doing */
-    (void)n;
-join:
-    if (st == 1 || st == 2) {
+    if (!atomic_exchange(&l->stop_requested, true)) {
+        uint64_t one = 1;
+        ssize_t n = write(l->event_fd, &one, sizeof(one)); /* wake it whatever it is doing */
+        (void)n;
+    }
+    /* Exactly one caller joins the thread; any other waits until it has. */
+    if (!atomic_exchange(&l->joining, true)) {
         pthread_join(l->thread, NULL);
         atomic_store(&l->state, 3);
+    } else {
+        while (atomic_load(&l->state) != 3)
+            usleep(1000);
     }
     return 0;
 }

@@ -225,6 +225,7 @@ static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc
         if (!err) {
             answered(c);
             crpc_conn_mark_dirty(c);
+            crpc_conn_check_output(c); /* replies from posted work count toward the cap too */
         }
         return err;
     }
