@@ -17,17 +17,10 @@ extension MessagePackDecoder {
 
     /// Decodes element 0 of a params array the core already unpacked.
     func decodeFirstParam<T: Decodable>(_ type: T.Type, fromTree root: UnsafePointer<msgpack_object>) throws -> T {
-        guard root.pointee.type == MSGPACK_OBJECT_ARRAY else {
-            throw DecodingError.typeMismatch([Any].self, .init(
-                codingPath: [], debugDescription: "Expected the params array."))
-        }
-        guard root.pointee.via.array.size > 0, let first = root.pointee.via.array.ptr else {
-            throw DecodingError.valueNotFound(type, .init(
-                codingPath: [MessagePackKey(index: 0)], debugDescription: "The params array is empty; expected one argument."))
-        }
+        let first = try Self.firstParam(of: root, as: type)
         return try withState { state in
-            state.reset(UnsafePointer(first))
-            return try state.decodeValue(type, at: UnsafePointer(first), depth: 0, extra: [], key: MessagePackKey(index: 0))
+            state.reset(first)
+            return try state.decodeValue(type, at: first, depth: 0, extra: [], key: MessagePackKey(index: 0))
         }
     }
 

@@ -72,17 +72,23 @@ public struct MessagePackDecoder: Sendable {
         _ type: T.Type, from bytes: UnsafeRawBufferPointer, using reader: MessagePackReader
     ) throws -> T {
         try reader.withTree(bytes, maxDepth: maxDepth) { root, state in
-            guard root.pointee.type == MSGPACK_OBJECT_ARRAY else {
-                throw DecodingError.typeMismatch([Any].self, .init(
-                    codingPath: [],
-                    debugDescription: "Expected the params array but found MessagePack \(MessagePackUnbox.typeName(root)) instead."))
-            }
-            guard root.pointee.via.array.size > 0, let first = root.pointee.via.array.ptr else {
-                throw DecodingError.valueNotFound(type, .init(
-                    codingPath: [MessagePackKey(index: 0)], debugDescription: "The params array is empty; expected one argument."))
-            }
+            let first = try Self.firstParam(of: root, as: type)
             return try state.decodeValue(type, at: first, depth: 0, extra: [], key: MessagePackKey(index: 0))
         }
+    }
+
+    /// Element 0 of the params array `root`, or the error that says why there is none.
+    static func firstParam<T>(of root: MessagePackObject, as type: T.Type) throws -> MessagePackObject {
+        guard root.pointee.type == MSGPACK_OBJECT_ARRAY else {
+            throw DecodingError.typeMismatch([Any].self, .init(
+                codingPath: [],
+                debugDescription: "Expected the params array but found MessagePack \(MessagePackUnbox.typeName(root)) instead."))
+        }
+        guard root.pointee.via.array.size > 0, let first = root.pointee.via.array.ptr else {
+            throw DecodingError.valueNotFound(type, .init(
+                codingPath: [MessagePackKey(index: 0)], debugDescription: "The params array is empty; expected one argument."))
+        }
+        return UnsafePointer(first)
     }
 
     /// `decodeFirstParam(_:from:using:)` with a temporary reader.
