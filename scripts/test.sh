@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: the C core's test programs (ASan+UBSan), the Swift suite, short fuzzing runs,
 # rpcbench's own tests, the Python interop client against a live `rpcbench serve`, the
-# Swift suite again under AddressSanitizer, and a soak of a few million verified calls.
+# Swift suite again under AddressSanitizer and ThreadSanitizer, and a soak of a few million verified calls.
 # Stops at the first failing stage; the last line totals every test that ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ stage "Fuzzing (short; scripts/fuzz.sh SECONDS for longer)" ./scripts/fuzz.sh 15
 stage "rpcbench tests" ./scripts/rpcbench-tests.sh
 stage "Python interop tests" ./scripts/interop-tests.sh
 stage "Swift tests under AddressSanitizer" ./scripts/sanitizers.sh address
+stage "Swift tests under ThreadSanitizer" ./scripts/sanitizers.sh thread
 stage "Soak (release build)" ./scripts/soak.sh 15
 
 python3 - "$log" <<'PY'

@@ -1,5 +1,4 @@
 internal import CRPCCore
-import Synchronization
 
 /// An event loop is also a task executor: tasks that prefer it run on the loop's own
 /// thread, so awaiting a call resumes without a thread hop and the next call is encoded
@@ -44,7 +43,7 @@ extension RPCEventLoop: TaskExecutor {
 
 /// Jobs waiting for their loop.
 final class LoopJobs: Sendable {
-    let queue = Mutex<[UnownedJob]>([])
+    let queue = Locked<[UnownedJob]>([])
 }
 
 private let drainJobsTrampoline: @convention(c) (UnsafeMutableRawPointer?) -> Void = { arg in

@@ -100,14 +100,19 @@ public final class RPCClient: Sendable {
     /// Connects without blocking a task's thread: the connect runs on its own thread.
     public static func connect(host: String, port: Int,
                                configuration: Configuration = Configuration()) async throws(RPCError) -> RPCClient {
-        let result: Result<RPCClient, RPCError> = await withUnsafeContinuation { cont in
+        // The client crosses threads through a lock as well as the continuation: the
+        // continuation orders them, but ThreadSanitizer on Linux only sees the lock.
+        let outcome = Locked<Result<RPCClient, RPCError>?>(nil)
+        await withUnsafeContinuation { (cont: UnsafeContinuation<Void, Never>) in
             BlockingWork.run {
-                cont.resume(returning: Result { () throws(RPCError) in
+                let result = Result { () throws(RPCError) in
                     try RPCClient(host: host, port: port, configuration: configuration)
-                })
+                }
+                outcome.withLock { $0 = result }
+                cont.resume()
             }
         }
-        return try result.get()
+        return try outcome.withLock { $0! }.get()
     }
 
     /// The event loop the connection runs on (also a `TaskExecutor`: tasks that prefer it
@@ -165,6 +170,7 @@ public final class RPCClient: Sendable {
         } onCancel: {
             pending.cancel()
         }
+        pending.acquireDelivery()
         return try result.get()
     }
 

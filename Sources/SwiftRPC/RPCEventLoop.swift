@@ -1,6 +1,5 @@
 internal import CRPCCore
 import Dispatch
-import Synchronization
 
 /// One event-loop thread with its own io_uring ring. Clients run their connections on a
 /// loop; completion callbacks (``RPCClient/go(_:_:metadata:timeout:completion:)``) run on
@@ -34,7 +33,7 @@ public final class RPCEventLoop: Sendable {
         handle = LoopHandle(pointer: loop!)
     }
 
-    private static let sharedLoop = Mutex<RPCEventLoop?>(nil)
+    private static let sharedLoop = Locked<RPCEventLoop?>(nil)
 
     /// The process-wide default loop, started on first use.
     public static func shared() throws(RPCError) -> RPCEventLoop {

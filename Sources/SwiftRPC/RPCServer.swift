@@ -1,6 +1,5 @@
 internal import CRPCCore
 import Logging
-import Synchronization
 
 /// An RPC server: handlers registered by `"Service.Method"`, served over io_uring.
 ///
@@ -72,12 +71,12 @@ public final class RPCServer: Sendable {
 
     /// The settings the server was made with.
     public let configuration: Configuration
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// Creates a server; nothing listens until ``start()``.
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        self.state = Mutex(.configuring(Router()))
+        self.state = Locked(.configuring(Router()))
     }
 
     // MARK: Registration

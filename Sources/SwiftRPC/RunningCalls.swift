@@ -9,7 +9,7 @@ final class RunningCalls: Sendable {
         var msgid: UInt32
     }
 
-    private let tasks = Mutex<[Key: Task<Void, Never>]>([:])
+    private let tasks = Locked<[Key: Task<Void, Never>]>([:])
 
     /// Records the task `make` starts. The lock is held while it is made, so the task's own
     /// `finished` cannot run before it is recorded.

@@ -62,7 +62,7 @@ final class CallLifecycleTests: XCTestCase {
 
     func testCancelFrameCancelsTheServerHandler() async throws {
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
-        let ended = Mutex<RPCError?>(nil)
+        let ended = Locked<RPCError?>(nil)
         let call = client.go(Bench.sleep, 10_000) { result in
             if case .failure(let e) = result { ended.withLock { $0 = e } }
         }
@@ -102,4 +102,3 @@ final class CallLifecycleTests: XCTestCase {
 
 }
 
-import Synchronization

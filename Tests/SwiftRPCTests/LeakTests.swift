@@ -1,6 +1,5 @@
 import Foundation
 import RPCExamples
-import Synchronization
 import XCTest
 
 @testable import SwiftRPC
@@ -19,8 +18,8 @@ final class LeakTests: XCTestCase {
 
         let total = 100_000
         let batch = 2_000
-        let ended = Mutex([UInt8](repeating: 0, count: total))
-        let outcomes = Mutex([String: Int]())
+        let ended = Locked([UInt8](repeating: 0, count: total))
+        let outcomes = Locked([String: Int]())
         @Sendable func finish(_ i: Int, _ result: Result<Int, RPCError>) {
             ended.withLock { $0[i] &+= 1 }
             let kind: String = switch result {

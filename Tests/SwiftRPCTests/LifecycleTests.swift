@@ -2,7 +2,6 @@ import Glibc
 import Logging
 import RPCExamples
 import ServiceLifecycle
-import Synchronization
 import XCTest
 
 @testable import SwiftRPC
@@ -20,7 +19,7 @@ final class LifecycleTests: XCTestCase {
     func testGracefulShutdownLetsRunningCallsFinishAndRefusesNewOnes() async throws {
         let (server, port) = try startServer()
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
-        let results = Mutex<[Result<Int, RPCError>]>([])
+        let results = Locked<[Result<Int, RPCError>]>([])
         for _ in 0..<5 {
             client.go(Bench.sleep, 300) { r in results.withLock { $0.append(r) } }
         }
@@ -52,7 +51,7 @@ final class LifecycleTests: XCTestCase {
     func testDrainTimeoutCutsSlowCallsOff() async throws {
         let (server, port) = try startServer()
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
-        let ended = Mutex<[RPCError]>([])
+        let ended = Locked<[RPCError]>([])
         for _ in 0..<3 {
             client.go(Bench.sleep, 10_000) { r in if case .failure(let e) = r { ended.withLock { $0.append(e) } } }
         }

@@ -1,5 +1,4 @@
 import RPCExamples
-import Synchronization
 import XCTest
 
 @testable import SwiftRPC
@@ -12,7 +11,7 @@ final class ServerClientTests: XCTestCase {
     static let sleepy = RPCMethod<Int, Int>("Test.Sleepy")
     static let fail = RPCMethod<String, Int>("Test.Fail")
     static let hold = RPCMethod<Int, Int>("Test.Hold")
-    static let noted = Mutex<[String]>([])
+    static let noted = Locked<[String]>([])
 
     struct Plain: Error, CustomStringConvertible { var description: String { "plain failure" } }
 
@@ -139,7 +138,7 @@ final class ServerClientTests: XCTestCase {
         }
         // A call that cannot be sent at all ends at once, on the calling thread.
         client.close()
-        let immediate = Mutex<Result<Int, RPCError>?>(nil)
+        let immediate = Locked<Result<Int, RPCError>?>(nil)
         client.go(Arith.multiply, ArithArgs(A: 1, B: 1)) { r in immediate.withLock { $0 = r } }
         guard case .failure(let e)? = immediate.withLock({ $0 }) else { return XCTFail("did not fail at once") }
         XCTAssertEqual(e.code, .unavailable)
@@ -181,7 +180,7 @@ final class ServerClientTests: XCTestCase {
 
     func testServerStopFailsPendingCallsOnce() async throws {
         let client = self.client!
-        let ended = Mutex<[Result<Int, RPCError>]>([])
+        let ended = Locked<[Result<Int, RPCError>]>([])
         for n in 0..<20 {
             client.go(Self.hold, n) { r in ended.withLock { $0.append(r) } }
         }
