@@ -146,7 +146,8 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
         completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
     ) -> RPCCall {
-        send(method.name, args, metadata: metadata, timeout: timeout, pending: CallbackPendingCall<Reply>(completion))
+        send(method.name, args, metadata: metadata, timeout: timeout,
+             pending: CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) }))
     }
 
     /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call

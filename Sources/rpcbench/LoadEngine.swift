@@ -96,13 +96,28 @@ final class LoadEngine: @unchecked Sendable {
     /// One call slot of the closed loop. `@unchecked Sendable`: after its first call a slot
     /// is touched only by the client loop's thread, in completions.
     private final class Slot: @unchecked Sendable {
+        let engine: LoadEngine
         let client: RPCClient
+        let loop: RPCEventLoop
         var seq: UInt64
+        var sentAt: UInt64 = 0
         var bytes: [UInt8]
-        init(client: RPCClient, seq: UInt64, bytes: [UInt8]) {
+        init(engine: LoadEngine, client: RPCClient, seq: UInt64, bytes: [UInt8]) {
+            self.engine = engine
             self.client = client
+            self.loop = client.eventLoop
             self.seq = seq
             self.bytes = bytes
+        }
+
+        func completed(_ result: Result<[UInt8], RPCError>) {
+            engine.record(loop.iterationNanoseconds &- sentAt, result, seq: seq, confined: true)
+            // A failed call retires its slot: re-issuing at once could spin on a dead connection.
+            if case .success = result, engine.running.load(ordering: .relaxed) {
+                engine.issue(self)
+            } else {
+                engine.inflight.subtract(1, ordering: .releasing)
+            }
         }
     }
 
@@ -112,7 +127,7 @@ final class LoadEngine: @unchecked Sendable {
             for _ in 0..<workload.depth {
                 slotNumber += 1
                 // Each slot numbers its calls in its own range, so sequence numbers never repeat.
-                let slot = Slot(client: client, seq: slotNumber << 40, bytes: payload.template)
+                let slot = Slot(engine: self, client: client, seq: slotNumber << 40, bytes: payload.template)
                 inflight.add(1, ordering: .relaxed)
                 issue(slot)
             }
@@ -121,21 +136,13 @@ final class LoadEngine: @unchecked Sendable {
 
     private func issue(_ slot: Slot) {
         slot.seq &+= 1
-        let seq = slot.seq
-        payload.stamp(seq, into: &slot.bytes)
+        payload.stamp(slot.seq, into: &slot.bytes)
         // Timestamps from the loop's iteration clock, as the C floor takes them: one clock
         // read per loop iteration instead of two per call.
-        let loop = slot.client.eventLoop
-        let sentAt = loop.iterationNanoseconds
-        slot.client.go(method, slot.bytes) { [self] result in
-            record(loop.iterationNanoseconds &- sentAt, result, seq: seq, confined: true)
-            // A failed call retires its slot: re-issuing at once could spin on a dead connection.
-            if case .success = result, running.load(ordering: .relaxed) {
-                issue(slot)
-            } else {
-                inflight.subtract(1, ordering: .releasing)
-            }
-        }
+        slot.sentAt = slot.loop.iterationNanoseconds
+        // The completion captures only the slot, which then serves as the closure's context:
+        // the load generator allocates nothing of its own per call.
+        slot.client.go(method, slot.bytes) { [slot] result in slot.completed(result) }
     }
 
     // MARK: Closed loop, async API

@@ -50,15 +50,13 @@ final class MessagePackDecoderState: Decoder {
     func decodeValue<T: Decodable, K: CodingKey>(
         _ type: T.Type, at object: MessagePackObject, depth: Int, extra: [any CodingKey], key: K
     ) throws -> T {
-        let handled = try withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot throws -> T? in
+        if let kind = MessagePackScalar.direct(T.self, for: object) {
             do throws(MessagePackUnboxFailure) {
-                guard try MessagePackUnbox.scalar(object, T.self, into: slot.baseAddress!) else { return nil }
+                return try MessagePackUnbox.scalar(object, kind, as: T.self)
             } catch {
                 throw error.decodingError(T.self, messagePackCodingPath(path, depth: depth, extra: extra, appending: key))
             }
-            return slot.baseAddress!.move()
         }
-        if let handled { return handled }
         let pushed = extra.count + 1
         path.append(contentsOf: extra)
         path.append(key)
@@ -68,16 +66,11 @@ final class MessagePackDecoderState: Decoder {
 
     /// Decodes `object`, the value of a single-value container (or the root), as `T`.
     func decodeValue<T: Decodable>(_ type: T.Type, at object: MessagePackObject, depth: Int) throws -> T {
-        // The scalar lands in a stack slot, not an Optional<T>: generic code would otherwise
-        // look up Optional<T>'s metadata on every call.
-        try withUnsafeTemporaryAllocation(of: T.self, capacity: 1) { slot throws -> T in
-            let found: Bool
-            do throws(MessagePackUnboxFailure) {
-                found = try MessagePackUnbox.scalar(object, T.self, into: slot.baseAddress!)
-            } catch {
-                throw error.decodingError(T.self, Array(path.prefix(depth)))
-            }
-            return found ? slot.baseAddress!.move() : try decodeComposite(type, at: object)
+        guard let kind = MessagePackScalar.direct(T.self, for: object) else { return try decodeComposite(type, at: object) }
+        do throws(MessagePackUnboxFailure) {
+            return try MessagePackUnbox.scalar(object, kind, as: T.self)
+        } catch {
+            throw error.decodingError(T.self, Array(path.prefix(depth)))
         }
     }
 

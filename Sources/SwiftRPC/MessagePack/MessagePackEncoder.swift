@@ -40,6 +40,8 @@ public struct MessagePackEncoder: Sendable {
     /// Appends the encoding of `value` to `writer`, e.g. a reply's result after its envelope
     /// prefix. On error the writer is left as it was before the call.
     func encode<T: Encodable>(_ value: T, into writer: MessagePackWriter) throws {
+        // A scalar (a string, a number, bytes) needs none of the container machinery.
+        if writer.packScalar(value) { return }
         let start = writer.count
         do {
             var state = writer.encoderState()

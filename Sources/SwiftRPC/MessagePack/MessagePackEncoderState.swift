@@ -151,45 +151,7 @@ final class MessagePackEncoderState: Encoder {
     /// Packs the types MessagePack has a native form for, without going through `encode(to:)`.
     /// `[UInt8]` and `Data` become bin. Returns false for anything else.
     @inline(__always)
-    private func packScalar<T: Encodable>(_ value: T) -> Bool {
-        let type = T.self
-        if type == String.self {
-            writer.packString(messagePackIdentityCast(value, to: String.self))
-        } else if type == Int.self {
-            writer.packInt(Int64(messagePackIdentityCast(value, to: Int.self)))
-        } else if type == Double.self {
-            writer.packDouble(messagePackIdentityCast(value, to: Double.self))
-        } else if type == Bool.self {
-            writer.packBool(messagePackIdentityCast(value, to: Bool.self))
-        } else if type == Data.self {
-            messagePackIdentityCast(value, to: Data.self).withUnsafeBytes { writer.packBinary($0) }
-        } else if ObjectIdentifier(type) == MessagePackTypeID.bytes {
-            messagePackIdentityCast(value, to: [UInt8].self).withUnsafeBytes { writer.packBinary($0) }
-        } else if type == Int64.self {
-            writer.packInt(messagePackIdentityCast(value, to: Int64.self))
-        } else if type == UInt64.self {
-            writer.packUInt(messagePackIdentityCast(value, to: UInt64.self))
-        } else if type == Int32.self {
-            writer.packInt(Int64(messagePackIdentityCast(value, to: Int32.self)))
-        } else if type == UInt32.self {
-            writer.packUInt(UInt64(messagePackIdentityCast(value, to: UInt32.self)))
-        } else if type == UInt.self {
-            writer.packUInt(UInt64(messagePackIdentityCast(value, to: UInt.self)))
-        } else if type == Float.self {
-            writer.packFloat(messagePackIdentityCast(value, to: Float.self))
-        } else if type == Int16.self {
-            writer.packInt(Int64(messagePackIdentityCast(value, to: Int16.self)))
-        } else if type == UInt16.self {
-            writer.packUInt(UInt64(messagePackIdentityCast(value, to: UInt16.self)))
-        } else if type == Int8.self {
-            writer.packInt(Int64(messagePackIdentityCast(value, to: Int8.self)))
-        } else if type == UInt8.self {
-            writer.packUInt(UInt64(messagePackIdentityCast(value, to: UInt8.self)))
-        } else {
-            return false
-        }
-        return true
-    }
+    private func packScalar<T: Encodable>(_ value: T) -> Bool { writer.packScalar(value) }
 
     // MARK: Frames
 

@@ -140,56 +140,74 @@ enum MessagePackUnbox {
         return UnsafeRawBufferPointer(start: bin.ptr, count: Int(bin.size))
     }
 
-    /// Decodes the types MessagePack has a native form for without going through `init(from:)`.
-    /// Returns nil when `T` is not one of them, or when it is `[UInt8]`/`Data` and the node is an
-    /// array (left to the generic path, which reads it element by element).
+    /// Decodes `object` as `kind`, which must be `T`'s scalar kind (see `MessagePackScalar`).
+    /// `[UInt8]`/`Data` stored as an array are not handled here: the generic path reads them.
+    ///
+    /// Generic code pays for every metadata it has to build at run time; this returns `T`
+    /// straight from a switch, so it builds none (no Optional<T>, no buffer of T).
     @inline(__always)
-    static func scalar<T>(_ object: MessagePackObject, _ type: T.Type,
-                          into out: UnsafeMutablePointer<T>) throws(MessagePackUnboxFailure) -> Bool {
-        if type == String.self {
-            out.initialize(to: messagePackIdentityCast(try string(object), to: T.self))
-        } else if type == Int.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, Int.self), to: T.self))
-        } else if type == Double.self {
-            out.initialize(to: messagePackIdentityCast(try double(object), to: T.self))
-        } else if type == Bool.self {
-            out.initialize(to: messagePackIdentityCast(try bool(object), to: T.self))
-        } else if type == Data.self || ObjectIdentifier(type) == MessagePackTypeID.bytes {
-            switch object.pointee.type {
-            case MSGPACK_OBJECT_BIN:
-                if type == Data.self {
-                    out.initialize(to: messagePackIdentityCast(Data(binary(object)), to: T.self))
-                } else {
-                    out.initialize(to: messagePackIdentityCast([UInt8](binary(object)), to: T.self))
-                }
-            case MSGPACK_OBJECT_ARRAY:
-                return false
-            default:
-                throw other(object)
-            }
-        } else if type == Int64.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, Int64.self), to: T.self))
-        } else if type == UInt64.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, UInt64.self), to: T.self))
-        } else if type == Int32.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, Int32.self), to: T.self))
-        } else if type == UInt32.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, UInt32.self), to: T.self))
-        } else if type == UInt.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, UInt.self), to: T.self))
-        } else if type == Float.self {
-            out.initialize(to: messagePackIdentityCast(try float(object), to: T.self))
-        } else if type == Int16.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, Int16.self), to: T.self))
-        } else if type == UInt16.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, UInt16.self), to: T.self))
-        } else if type == Int8.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, Int8.self), to: T.self))
-        } else if type == UInt8.self {
-            out.initialize(to: messagePackIdentityCast(try integer(object, UInt8.self), to: T.self))
-        } else {
-            return false
+    static func scalar<T>(_ object: MessagePackObject, _ kind: MessagePackScalar,
+                          as type: T.Type) throws(MessagePackUnboxFailure) -> T {
+        switch kind {
+        case .string: return messagePackIdentityCast(try string(object), to: T.self)
+        case .int: return messagePackIdentityCast(try integer(object, Int.self), to: T.self)
+        case .double: return messagePackIdentityCast(try double(object), to: T.self)
+        case .bool: return messagePackIdentityCast(try bool(object), to: T.self)
+        case .bytes:
+            guard object.pointee.type == MSGPACK_OBJECT_BIN else { throw other(object) }
+            return messagePackIdentityCast([UInt8](binary(object)), to: T.self)
+        case .data:
+            guard object.pointee.type == MSGPACK_OBJECT_BIN else { throw other(object) }
+            return messagePackIdentityCast(Data(binary(object)), to: T.self)
+        case .int64: return messagePackIdentityCast(try integer(object, Int64.self), to: T.self)
+        case .uint64: return messagePackIdentityCast(try integer(object, UInt64.self), to: T.self)
+        case .int32: return messagePackIdentityCast(try integer(object, Int32.self), to: T.self)
+        case .uint32: return messagePackIdentityCast(try integer(object, UInt32.self), to: T.self)
+        case .uint: return messagePackIdentityCast(try integer(object, UInt.self), to: T.self)
+        case .float: return messagePackIdentityCast(try float(object), to: T.self)
+        case .int16: return messagePackIdentityCast(try integer(object, Int16.self), to: T.self)
+        case .uint16: return messagePackIdentityCast(try integer(object, UInt16.self), to: T.self)
+        case .int8: return messagePackIdentityCast(try integer(object, Int8.self), to: T.self)
+        case .uint8: return messagePackIdentityCast(try integer(object, UInt8.self), to: T.self)
         }
-        return true
+    }
+}
+
+/// The types MessagePack has a native form for: decoded without going through `init(from:)`.
+enum MessagePackScalar {
+    case string, int, double, bool, bytes, data
+    case int64, uint64, int32, uint32, uint, float, int16, uint16, int8, uint8
+
+    /// The kind of `type`, or nil when it decodes through `init(from:)`. Not generic, so
+    /// asking builds no metadata.
+    @inline(__always)
+    init?(_ type: Any.Type) {
+        let id = ObjectIdentifier(type)
+        if id == MessagePackTypeID.bytes { self = .bytes }
+        else if id == ObjectIdentifier(String.self) { self = .string }
+        else if id == ObjectIdentifier(Int.self) { self = .int }
+        else if id == ObjectIdentifier(Double.self) { self = .double }
+        else if id == ObjectIdentifier(Bool.self) { self = .bool }
+        else if id == ObjectIdentifier(Data.self) { self = .data }
+        else if id == ObjectIdentifier(Int64.self) { self = .int64 }
+        else if id == ObjectIdentifier(UInt64.self) { self = .uint64 }
+        else if id == ObjectIdentifier(Int32.self) { self = .int32 }
+        else if id == ObjectIdentifier(UInt32.self) { self = .uint32 }
+        else if id == ObjectIdentifier(UInt.self) { self = .uint }
+        else if id == ObjectIdentifier(Float.self) { self = .float }
+        else if id == ObjectIdentifier(Int16.self) { self = .int16 }
+        else if id == ObjectIdentifier(UInt16.self) { self = .uint16 }
+        else if id == ObjectIdentifier(Int8.self) { self = .int8 }
+        else if id == ObjectIdentifier(UInt8.self) { self = .uint8 }
+        else { return nil }
+    }
+
+    /// The kind of `type` when `object` can be read as that scalar directly; nil when `type`
+    /// decodes through `init(from:)`, or is `[UInt8]`/`Data` held in an array of small ints.
+    @inline(__always)
+    static func direct(_ type: Any.Type, for object: MessagePackObject) -> MessagePackScalar? {
+        guard let kind = MessagePackScalar(type) else { return nil }
+        if (kind == .bytes || kind == .data) && object.pointee.type == MSGPACK_OBJECT_ARRAY { return nil }
+        return kind
     }
 }

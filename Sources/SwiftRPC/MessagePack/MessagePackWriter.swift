@@ -15,6 +15,11 @@
 // Thread confinement: a writer belongs to one thread at a time; it is deliberately not Sendable.
 
 internal import CMsgPack
+#if canImport(FoundationEssentials)
+internal import FoundationEssentials
+#else
+internal import Foundation
+#endif
 #if canImport(Glibc)
 internal import Glibc
 #elseif canImport(Musl)
@@ -136,6 +141,48 @@ final class MessagePackWriter {
         let state = MessagePackEncoderState(writer: self)
         cachedEncoder = state
         return state
+    }
+
+    /// Writes `value` when it is one of the types MessagePack has a native form for (see
+    /// `MessagePackScalar`); false, writing nothing, for any other type.
+    func packScalar<T: Encodable>(_ value: T) -> Bool {
+        let type = T.self
+        if type == String.self {
+            packString(messagePackIdentityCast(value, to: String.self))
+        } else if type == Int.self {
+            packInt(Int64(messagePackIdentityCast(value, to: Int.self)))
+        } else if type == Double.self {
+            packDouble(messagePackIdentityCast(value, to: Double.self))
+        } else if type == Bool.self {
+            packBool(messagePackIdentityCast(value, to: Bool.self))
+        } else if type == Data.self {
+            messagePackIdentityCast(value, to: Data.self).withUnsafeBytes { packBinary($0) }
+        } else if ObjectIdentifier(type) == MessagePackTypeID.bytes {
+            messagePackIdentityCast(value, to: [UInt8].self).withUnsafeBytes { packBinary($0) }
+        } else if type == Int64.self {
+            packInt(messagePackIdentityCast(value, to: Int64.self))
+        } else if type == UInt64.self {
+            packUInt(messagePackIdentityCast(value, to: UInt64.self))
+        } else if type == Int32.self {
+            packInt(Int64(messagePackIdentityCast(value, to: Int32.self)))
+        } else if type == UInt32.self {
+            packUInt(UInt64(messagePackIdentityCast(value, to: UInt32.self)))
+        } else if type == UInt.self {
+            packUInt(UInt64(messagePackIdentityCast(value, to: UInt.self)))
+        } else if type == Float.self {
+            packFloat(messagePackIdentityCast(value, to: Float.self))
+        } else if type == Int16.self {
+            packInt(Int64(messagePackIdentityCast(value, to: Int16.self)))
+        } else if type == UInt16.self {
+            packUInt(UInt64(messagePackIdentityCast(value, to: UInt16.self)))
+        } else if type == Int8.self {
+            packInt(Int64(messagePackIdentityCast(value, to: Int8.self)))
+        } else if type == UInt8.self {
+            packUInt(UInt64(messagePackIdentityCast(value, to: UInt8.self)))
+        } else {
+            return false
+        }
+        return true
     }
 
     // MARK: Scalars. Integers take the most compact form, as Python's msgpack does.
