@@ -112,8 +112,13 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     // @unchecked: `continuation` is written once by the awaiting task before the call is
     // handed to the core (which publishes it to the loop thread) and read once by the loop
     // thread; `state` is atomic.
-    private var continuation: UnsafeContinuation<Result<Reply, RPCError>, Never>?
+    @usableFromInline
+    typealias Continuation = UnsafeContinuation<Result<Reply, RPCError>, Never>
+
+    private var continuation: Continuation?
     private let handle: ClientHandle
+    /// Resumes a continuation with `.success`; see `CallbackPendingCall.succeed`.
+    private let succeed: @Sendable (Continuation, Reply) -> Void
     /// 0: not sent yet; 1: cancelled before it was sent; n + 2: sent as call id n.
     private let state = Atomic<UInt64>(0)
     /// Stored (releasing) just before the continuation resumes, loaded (acquiring) by the
@@ -123,16 +128,31 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     private let delivered = Atomic<Bool>(false)
 
     @usableFromInline
-    init(handle: ClientHandle) { self.handle = handle }
+    init(handle: ClientHandle, succeed: @escaping @Sendable (Continuation, Reply) -> Void) {
+        self.handle = handle
+        self.succeed = succeed
+    }
+
+    /// A pending call whose `succeed` is compiled where `Reply` is concrete (this is inlined
+    /// into the caller).
+    @inlinable
+    static func make(handle: ClientHandle) -> AsyncPendingCall<Reply> {
+        AsyncPendingCall(handle: handle, succeed: { continuation, reply in continuation.resume(returning: .success(reply)) })
+    }
 
     @usableFromInline
-    func install(_ continuation: UnsafeContinuation<Result<Reply, RPCError>, Never>) {
+    func install(_ continuation: Continuation) {
         self.continuation = continuation
     }
 
     override func deliver(_ result: Result<Reply, RPCError>) {
         delivered.store(true, ordering: .releasing)
         continuation!.resume(returning: result)
+    }
+
+    override func deliver(success reply: Reply) {
+        delivered.store(true, ordering: .releasing)
+        succeed(continuation!, reply)
     }
 
     /// Called by the resumed task before it reads the result (see `delivered`).

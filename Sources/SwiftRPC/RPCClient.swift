@@ -152,14 +152,18 @@ public final class RPCClient: Sendable {
 
     /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call
     /// (it ends with `.cancelled` and the server is told).
+    // Inlinable for the reason `go` is, and more: the continuation and the cancellation
+    // handler are generic over the reply type too.
+    @inlinable
     public func call<Args, Reply>(
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> Reply {
-        try await call(method, args, metadata: metadata, timeout: timeout, pending: AsyncPendingCall<Reply>(handle: handle))
+        try await call(method, args, metadata: metadata, timeout: timeout, pending: .make(handle: handle))
     }
 
-    private func call<Args, Reply>(
+    @inlinable
+    func call<Args, Reply>(
         _ method: RPCMethod<Args, Reply>, _ args: Args, metadata: RPCMetadata, timeout: Duration?,
         pending: AsyncPendingCall<Reply>
     ) async throws(RPCError) -> Reply {
@@ -181,7 +185,7 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> RPCResponse<Reply> {
-        let pending = AsyncPendingCall<Reply>(handle: handle)
+        let pending = AsyncPendingCall<Reply>.make(handle: handle)
         pending.wantsMetadata = true
         let value = try await call(method, args, metadata: metadata, timeout: timeout, pending: pending)
         return RPCResponse(value: value, metadata: pending.responseMetadata)
