@@ -81,14 +81,15 @@ static int probe_opcodes(struct io_uring *ring)
 {
     static const int needed[] = {IORING_OP_READ, IORING_OP_SEND, IORING_OP_RECV,
                                  IORING_OP_ACCEPT, IORING_OP_ASYNC_CANCEL, IORING_OP_SEND_ZC};
-    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    const unsigned nops = 256;
+    struct io_uring_probe *probe = calloc(1, sizeof(*probe) + nops * sizeof(struct io_uring_probe_op));
     if (!probe)
-        return -EOPNOTSUPP;
-    int err = 0;
+        return -ENOMEM;
+    int err = io_uring_register_probe(ring, probe, nops); /* the kernel's own refusal, if any */
     for (size_t i = 0; i < sizeof(needed) / sizeof(needed[0]) && !err; i++)
         if (!io_uring_opcode_supported(probe, needed[i]))
             err = -EOPNOTSUPP;
-    io_uring_free_probe(probe);
+    free(probe);
     return err;
 }
 
