@@ -14,8 +14,8 @@
  * variable SWIFTRPC_BACKEND=uring|epoll forces one (auto, or unset, picks as above);
  * crpc_loop_backend() tells which one a loop runs.
  *
- * THREADING RULE. A loop is one thread with one ring (or epoll set). Every connection belongs to
- * exactly one loop and its state is touched only on that loop's thread. Other threads
+ * THREADING RULE. A loop is one thread with one ring (or one epoll set). Every connection
+ * belongs to exactly one loop and its state is touched only on that loop's thread. Other threads
  * hand work to a loop through a lock-free queue plus an eventfd wake-up that is only
  * written when the loop is asleep, so a busy loop costs its producers no syscall.
  * Functions below say which threads may call them. Callbacks always run on the loop
