@@ -73,15 +73,17 @@ int crpc_backend_select(crpc_loop *l)
         }
         if (choice == CHOICE_URING)
             return err;
-        l->backend = &crpc_backend_epoll;
         int err2 = crpc_backend_epoll.init(l);
-        if (err2 == 0)
-            log_once(2, "I/O backend epoll (io_uring refused: %s)", strerror(-err));
-        return err2;
+        if (err2)
+            return err2;
+        l->backend = &crpc_backend_epoll;
+        log_once(2, "I/O backend epoll (io_uring refused: %s)", strerror(-err));
+        return 0;
     }
-    l->backend = &crpc_backend_epoll;
     int err = crpc_backend_epoll.init(l);
-    if (err == 0)
-        log_once(2, "I/O backend epoll (forced by SWIFTRPC_BACKEND=%s)", value);
-    return err;
+    if (err)
+        return err;
+    l->backend = &crpc_backend_epoll;
+    log_once(2, "I/O backend epoll (forced by SWIFTRPC_BACKEND=%s)", value);
+    return 0;
 }

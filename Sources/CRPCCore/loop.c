@@ -23,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static __thread crpc_loop *current_loop;
 
 crpc_loop *crpc_loop_current(void) { return current_loop; }
