@@ -1,8 +1,10 @@
 /*
  * server.c — the RPC server: listening loops, request delivery and replies.
  *
- * Each loop owns one SO_REUSEPORT listening socket with a multishot accept, so accepted
- * connections are spread over the loops by the kernel and never migrate. Every frame is
+ * Each loop owns one SO_REUSEPORT listening socket, accepted from by its backend
+ * (io_uring: a multishot accept; epoll: accept4 until EAGAIN), so accepted connections are
+ * spread over the loops by the kernel and never migrate. What to do with an accepted
+ * socket, and how to back off when accepting fails, is decided here. Every frame is
  * decoded on its loop thread and delivered to the user's callback; `rpc.ping` is
  * answered right there. crpc_server_reply may come from any thread: on the owning loop
  * it encodes straight into the connection's output, elsewhere it builds the frame on the
