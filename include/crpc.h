@@ -188,10 +188,11 @@ int crpc_envelope_decode(crpc_decoder *dec, const uint8_t *body, size_t len,
 
 /** Loop settings; zero-initialise and set what you need. */
 typedef struct crpc_loop_config {
-    unsigned ring_entries;   /* SQ size; 0 = 1024 */
-    unsigned buf_count;      /* provided receive buffers, a power of two; 0 = 64 (2 MiB at
-                                the default size: small enough to stay in cache, and a
-                                buffer is held only until its bytes are parsed or copied) */
+    unsigned ring_entries;   /* io_uring SQ size; 0 = 1024 */
+    unsigned buf_count;      /* io_uring provided receive buffers, a power of two; 0 = 64
+                                (2 MiB at the default size: small enough to stay in cache,
+                                and a buffer is held only until its bytes are parsed or
+                                copied). epoll reads into one 256 KiB buffer per loop */
     unsigned buf_size;       /* bytes each; 0 = 32 KiB */
     int cpu;                 /* pin the loop thread to this CPU; -1 or 0-init = no pinning */
     int pin;                 /* set to 1 to honour `cpu` (so a zeroed config never pins) */
