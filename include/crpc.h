@@ -1,13 +1,21 @@
 /*
  * crpc.h — the public C API of CRPCCore, SwiftRPC's hot path.
  *
- * CRPCCore runs io_uring event loops (one ring per loop thread), owns sockets and
- * connections, frames messages with a 4-byte big-endian length prefix and encodes the
- * MessagePack envelope of wire protocol v1 (see docs/PROTOCOL.md). It is usable from
- * plain C: link with -luring -lmsgpackc -lpthread.
+ * CRPCCore runs event loops (one thread each), owns sockets and connections, frames
+ * messages with a 4-byte big-endian length prefix and encodes the MessagePack envelope of
+ * wire protocol v1 (see docs/PROTOCOL.md). It is usable from plain C: link with
+ * -luring -lmsgpackc -lpthread.
  *
- * THREADING RULE. A loop is one thread with one ring. Every connection belongs to
- * exactly one loop and its state is touched only on that loop's thread. Other threads
+ * BACKENDS. A loop does its I/O through io_uring (one ring per loop) when the kernel
+ * allows it, and through epoll where io_uring is refused (seccomp in containers,
+ * kernel.io_uring_disabled, gVisor, old kernels); the API and its behaviour are the same,
+ * only the speed differs. The choice is made when a loop starts and logged once per
+ * process on stderr ("crpc: I/O backend epoll (io_uring refused: ...)"). The environment
+ * variable SWIFTRPC_BACKEND=uring|epoll forces one (auto, or unset, picks as above);
+ * crpc_loop_backend() tells which one a loop runs.
+ *
+ * THREADING RULE. A loop is one thread with one ring (or one epoll set). Every connection
+ * belongs to exactly one loop and its state is touched only on that loop's thread. Other threads
  * hand work to a loop through a lock-free queue plus an eventfd wake-up that is only
  * written when the loop is asleep, so a busy loop costs its producers no syscall.
  * Functions below say which threads may call them. Callbacks always run on the loop
@@ -180,10 +188,11 @@ int crpc_envelope_decode(crpc_decoder *dec, const uint8_t *body, size_t len,
 
 /** Loop settings; zero-initialise and set what you need. */
 typedef struct crpc_loop_config {
-    unsigned ring_entries;   /* SQ size; 0 = 1024 */
-    unsigned buf_count;      /* provided receive buffers, a power of two; 0 = 64 (2 MiB at
-                                the default size: small enough to stay in cache, and a
-                                buffer is held only until its bytes are parsed or copied) */
+    unsigned ring_entries;   /* io_uring SQ size; 0 = 1024 */
+    unsigned buf_count;      /* io_uring provided receive buffers, a power of two; 0 = 64
+                                (2 MiB at the default size: small enough to stay in cache,
+                                and a buffer is held only until its bytes are parsed or
+                                copied). epoll reads into one 256 KiB buffer per loop */
     unsigned buf_size;       /* bytes each; 0 = 32 KiB */
     int cpu;                 /* pin the loop thread to this CPU; -1 or 0-init = no pinning */
     int pin;                 /* set to 1 to honour `cpu` (so a zeroed config never pins) */
@@ -192,18 +201,28 @@ typedef struct crpc_loop_config {
 } crpc_loop_config;
 
 /**
- * Creates a loop (its ring and buffers are set up on its own thread at start).
+ * Creates a loop (its backend and buffers are set up on its own thread at start).
  * Thread: any. Returns 0; -ENOMEM.
  */
 int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out);
 
 /**
- * Starts the loop's thread and waits until its ring is ready.
- * Thread: any, once. Returns 0; -EALREADY if started; a negated errno from
- * io_uring_queue_init or buffer-ring registration (-EPERM, -ENOSYS when io_uring is
- * refused; -ENOMEM), in which case no thread is left running.
+ * Starts the loop's thread and waits until its I/O backend is ready: io_uring, or epoll
+ * when io_uring is refused (see BACKENDS above; ring_entries, buf_count and buf_size
+ * apply to io_uring only).
+ * Thread: any, once. Returns 0; -EALREADY if started; -EINVAL when SWIFTRPC_BACKEND
+ * holds a value other than uring, io_uring, epoll or auto; with SWIFTRPC_BACKEND=uring,
+ * the io_uring set-up error (-EPERM, -ENOSYS when io_uring is refused, -EOPNOTSUPP when
+ * the kernel lacks an operation the core uses, -EINVAL, -ENOMEM); otherwise an epoll or
+ * eventfd set-up error (-EMFILE, -ENOMEM). On failure no thread is left running.
  */
 int crpc_loop_start(crpc_loop *loop);
+
+/**
+ * The I/O backend a started loop runs: "io_uring" or "epoll" (a static string). NULL when
+ * the loop has not started (or failed to). Thread: any.
+ */
+const char *crpc_loop_backend(const crpc_loop *loop);
 
 /**
  * Stops the loop: every connection on it closes (pending calls complete with
@@ -286,13 +305,17 @@ typedef struct crpc_server_config {
 /**
  * Creates a server, binds and listens (SO_REUSEPORT, one listening socket per loop) and
  * starts its loops. Thread: any.
- * Returns 0; -EINVAL (no on_request, bad host); -EADDRINUSE, -EACCES, -EADDRNOTAVAIL
- * from bind; -EPERM/-ENOSYS when io_uring is refused; -ENOMEM.
+ * Returns 0; -EINVAL (no on_request, bad host, bad SWIFTRPC_BACKEND); -EADDRINUSE,
+ * -EACCES, -EADDRNOTAVAIL from bind; -EPERM/-ENOSYS when io_uring is refused and
+ * SWIFTRPC_BACKEND=uring forbids the epoll fallback; -ENOMEM; see crpc_loop_start.
  */
 int crpc_server_start(const crpc_server_config *cfg, crpc_server **out);
 
 /** The bound port (the picked one when config.port was 0). */
 uint16_t crpc_server_port(const crpc_server *srv);
+
+/** The I/O backend of the server's loops ("io_uring" or "epoll"; see crpc_loop_backend). */
+const char *crpc_server_backend(const crpc_server *srv);
 
 /** A reply to hand to crpc_server_reply. Zero-initialise. */
 typedef struct crpc_reply {

@@ -1,19 +1,21 @@
 /*
- * conn.c — connections: the slot table, receiving and reassembling frames, and
- * coalesced sending. Loop thread only.
+ * conn.c — connections: the slot table, reassembling frames, and coalesced sending.
+ * Loop thread only. Shared by both backends (backend.h): they move the bytes, this file
+ * decides what the bytes mean and what to send.
  *
- * Receive: a multishot recv fills buffers from the loop's provided-buffer ring. Whole
- * frames are handed to the owner straight from that buffer (parsed in place); only a
- * frame that spans buffers is copied, into the connection's `in` buffer, and handed on
- * once complete. The provided buffer goes back to the kernel right after.
+ * Receive: the backend hands over whatever arrived (io_uring: a provided buffer filled by
+ * a multishot recv; epoll: the loop's read buffer). Whole frames are handed to the owner
+ * straight from there (parsed in place); only a frame that spans reads is copied, into
+ * the connection's `in` buffer, and handed on once complete.
  *
  * Send: replies and requests are encoded into out[out_cur] as they are produced. At the
  * end of the loop iteration each dirty connection sends all of it in one send; while that
- * send is in flight new output collects in the other buffer. Short sends are resumed.
+ * send is in flight new output collects in the other buffer. The backend resumes short
+ * sends and reports the end with crpc_conn_sent.
  *
- * Close: on_close runs at once (failing pending calls), the socket is shut down so the
- * kernel completes the armed receive, and the slot is released (generation bumped) only
- * when no completion can name it any more.
+ * Close: on_close runs at once (failing pending calls), the socket is shut down and the
+ * backend stops watching it, and the slot is released (generation bumped) only when no
+ * completion can name it any more (no hold left; see backend.h).
  */
 #include "core.h"
 
@@ -83,9 +85,15 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->max_output = 0;
     c->paused = false;
     c->recv_cancelling = false;
+    c->io_events = 0;
     c->close_when_flushed = false;
+    if (l->backend->conn_open(c)) {
+        c->state = CONN_FREE;
+        c->fd = -1;
+        l->free_slots[l->nfree++] = slot;
+        return NULL;
+    }
     atomic_fetch_add(&l->open_conns, 1);
-    crpc_conn_arm_recv(c);
     return c;
 }
 
@@ -97,17 +105,6 @@ crpc_conn *crpc_conn_lookup(crpc_loop *l, uint32_t slot, uint32_t gen)
     if (!c || c->gen != gen || c->state != CONN_OPEN)
         return NULL;
     return c;
-}
-
-void crpc_conn_arm_recv(crpc_conn *c)
-{
-    struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
-    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = CRPC_BUF_GROUP;
-    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen));
-    c->recv_armed = true;
-    c->ops_inflight++;
 }
 
 static void release(crpc_conn *c)
@@ -134,13 +131,10 @@ void crpc_conn_close(crpc_conn *c, int err)
         return;
     c->state = CONN_CLOSING;
     c->ops->on_close(c, err);
-    /* Shutting the socket down makes the kernel finish the armed receive (and any send). */
+    /* Shutting the socket down tells the peer now and makes the kernel finish whatever
+     * the backend has armed on it. */
     shutdown(c->fd, SHUT_RDWR);
-    if (c->recv_armed) {
-        struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
-        io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen), 0);
-        io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
-    }
+    c->loop->backend->conn_closing(c);
     if (c->ops_inflight == 0)
         release(c);
 }
@@ -155,8 +149,8 @@ void crpc_conn_close_when_flushed(crpc_conn *c)
         c->close_when_flushed = true;
 }
 
-/* Completion bookkeeping shared by receive and send: releases a closing slot once idle. */
-static void op_done(crpc_conn *c)
+/* Releases a closing slot once nothing holds it. */
+void crpc_conn_unhold(crpc_conn *c)
 {
     c->ops_inflight--;
     if (c->state == CONN_CLOSING && c->ops_inflight == 0)
@@ -178,8 +172,11 @@ static long deliver_frames(crpc_conn *c, const uint8_t *p, size_t n)
     return (long)used;
 }
 
-static void feed(crpc_conn *c, const uint8_t *data, size_t n)
+void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
 {
+    if (c->state != CONN_OPEN)
+        return;
+    c->last_rx_ns = crpc_loop_now_ns(c->loop);
     long r;
     if (c->in.len) {
         /* A frame is already partly here: complete it first. */
@@ -224,80 +221,34 @@ void crpc_conn_check_output(crpc_conn *c)
     size_t unsent = crpc_conn_unsent(c);
     if (!c->paused && unsent > c->max_output) {
         c->paused = true;
-        if (c->recv_armed && !c->recv_cancelling) {
-            c->recv_cancelling = true; /* its -ECANCELED ending is ours, not an error */
-            struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
-            io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen), 0);
-            io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
-        }
+        c->loop->backend->recv_pause(c);
     } else if (c->paused && unsent <= c->max_output / 2) {
         c->paused = false;
         if (c->partial_since_ns) /* the frame timeout counts again from now */
             c->partial_since_ns = crpc_loop_now_ns(c->loop);
-        if (!c->recv_armed)
-            crpc_conn_arm_recv(c);
+        c->loop->backend->recv_resume(c);
     }
 }
 
-void crpc_conn_on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
+void crpc_conn_sent(crpc_conn *c, int err)
 {
-    bool more = cqe->flags & IORING_CQE_F_MORE;
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (cqe->res > 0 && c->state == CONN_OPEN) {
-            c->last_rx_ns = crpc_loop_now_ns(l);
-            feed(c, crpc_loop_buf(l, bid), (size_t)cqe->res);
-        }
-        crpc_loop_recycle_buf(l, bid);
-    }
-    if (cqe->res == 0)
-        crpc_conn_close(c, 0); /* orderly EOF */
-    else if (cqe->res < 0 && cqe->res != -ENOBUFS && !(cqe->res == -ECANCELED && c->recv_cancelling))
-        crpc_conn_close(c, cqe->res);
-    if (!more) {
-        /* The multishot receive has ended. After -ENOBUFS (every provided buffer was busy;
-         * they are recycled by now) or a kernel-side stop, an open connection re-arms. */
-        c->recv_armed = false;
-        c->recv_cancelling = false;
-        op_done(c);
-        if (c->state == CONN_OPEN && !c->paused)
-            crpc_conn_arm_recv(c);
-    }
-}
-
-static void submit_send(crpc_conn *c, const crpc_buf *b)
-{
-    struct io_uring_sqe *sqe = crpc_loop_sqe(c->loop);
-    io_uring_prep_send(sqe, c->fd, b->data + c->sent, b->len - c->sent, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_SEND, c->slot, c->gen));
-    c->send_inflight = true;
-    c->ops_inflight++;
-}
-
-void crpc_conn_on_send(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
-{
-    (void)l;
     crpc_buf *b = &c->out[c->out_cur ^ 1];
     c->send_inflight = false;
-    if (cqe->res < 0) {
-        crpc_conn_close(c, cqe->res);
-    } else if (c->state == CONN_OPEN) {
-        c->sent += (size_t)cqe->res;
-        if (c->sent < b->len) {
-            submit_send(c, b); /* short send: finish this buffer first, keeping order */
-        } else {
-            b->len = 0;
-            c->sent = 0;
-            crpc_buf_trim(b, OUT_KEEP_BYTES);
-            if (crpc_conn_out(c)->len)
-                crpc_conn_mark_dirty(c);
-            if (c->paused)
-                crpc_conn_check_output(c); /* drained enough to read again? */
-            if (c->close_when_flushed && crpc_conn_unsent(c) == 0)
-                crpc_conn_close(c, -ESHUTDOWN);
-        }
+    if (err < 0) {
+        crpc_conn_close(c, err);
+        return;
     }
-    op_done(c);
+    if (c->state != CONN_OPEN)
+        return;
+    b->len = 0;
+    c->sent = 0;
+    crpc_buf_trim(b, OUT_KEEP_BYTES);
+    if (crpc_conn_out(c)->len)
+        crpc_conn_mark_dirty(c);
+    if (c->paused)
+        crpc_conn_check_output(c); /* drained enough to read again? */
+    if (c->close_when_flushed && crpc_conn_unsent(c) == 0)
+        crpc_conn_close(c, -ESHUTDOWN);
 }
 
 void crpc_conn_mark_dirty(crpc_conn *c)
@@ -317,10 +268,10 @@ void crpc_loop_flush(crpc_loop *l)
         crpc_conn *next = c->dirty_next;
         c->dirty = false;
         if (c->state == CONN_OPEN && !c->send_inflight && crpc_conn_out(c)->len) {
-            crpc_buf *b = crpc_conn_out(c);
             c->out_cur ^= 1;
             c->sent = 0;
-            submit_send(c, b);
+            c->send_inflight = true;
+            l->backend->send(c);
         }
         c = next;
     }

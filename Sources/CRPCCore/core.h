@@ -9,11 +9,11 @@
 #ifndef CRPC_CORE_H
 #define CRPC_CORE_H
 
-#include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "backend.h"
 #include "buf.h"
 #include "crpc.h"
 
@@ -85,16 +85,18 @@ struct crpc_conn {
     uint32_t gen;
     int fd;
     uint8_t state;          /* enum crpc_conn_state */
-    bool recv_armed;
+    bool recv_armed;        /* the backend is reading (io_uring: a multishot recv is armed) */
     bool send_inflight;
     bool dirty;             /* on the loop's dirty list, to be flushed */
-    int ops_inflight;       /* SQEs whose completions are still to come */
+    int ops_inflight;       /* holds: SQEs whose completions are still to come, or a
+                               backend's call into the shared code under way */
     uint64_t last_rx_ns;    /* loop clock when bytes last arrived (heartbeats) */
     uint64_t partial_since_ns; /* loop clock when the pending partial frame began; 0: none */
     uint32_t inflight;      /* server: requests delivered and not yet answered */
     uint32_t max_output;    /* server: unsent bytes before reading pauses; 0: no limit */
     bool paused;            /* reading stopped until the output drains (backpressure) */
-    bool recv_cancelling;   /* we cancelled the armed receive to pause reading */
+    bool recv_cancelling;   /* io_uring: we cancelled the armed receive to pause reading */
+    uint32_t io_events;     /* epoll: the events registered for fd (0: not registered) */
     bool close_when_flushed; /* graceful shutdown: close once every reply has been sent */
     uint32_t max_frame_size;
     crpc_buf in;            /* a partial frame carried over between receives */
@@ -126,12 +128,19 @@ void crpc_conn_mark_dirty(crpc_conn *c);
 /* The connection in `slot` if it is open and of generation `gen`, else NULL. */
 crpc_conn *crpc_conn_lookup(crpc_loop *loop, uint32_t slot, uint32_t gen);
 
-/* Completion handlers, called by the loop's dispatcher. */
-void crpc_conn_on_recv(crpc_loop *loop, crpc_conn *c, const struct io_uring_cqe *cqe);
-void crpc_conn_on_send(crpc_loop *loop, crpc_conn *c, const struct io_uring_cqe *cqe);
+/* What the backends report (see backend.h). */
 
-/* Arms the multishot receive. */
-void crpc_conn_arm_recv(crpc_conn *c);
+/* n bytes arrived for c (the bytes are valid only during the call): frames are handed on,
+ * a partial one is kept. The connection may close meanwhile (check c->state). */
+void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n);
+
+/* The send of out[out_cur ^ 1] has ended: all of it went out (err 0) or it failed (err:
+ * a negated errno; the connection closes). */
+void crpc_conn_sent(crpc_conn *c, int err);
+
+/* Keeps c's slot (and its buffers) from being released until the matching unhold. */
+static inline void crpc_conn_hold(crpc_conn *c) { c->ops_inflight++; }
+void crpc_conn_unhold(crpc_conn *c);
 
 /* Bytes written for this connection and not yet sent. */
 size_t crpc_conn_unsent(const crpc_conn *c);
@@ -150,7 +159,7 @@ struct crpc_loop {
     pthread_t thread;
     int index;                       /* within its server, for connection ids */
     _Atomic(crpc_task *) queue;      /* Treiber stack; CRPC_QUEUE_CLOSED once exited */
-    atomic_int sleeping;             /* 1 while blocked in io_uring_enter */
+    atomic_int sleeping;             /* 1 while blocked waiting for events */
     atomic_bool stop_requested;
     atomic_bool joining;             /* one crpc_loop_stop caller joins the thread */
     atomic_int state;                /* 0 new, 1 running, 2 exited, -1 failed */
@@ -161,15 +170,11 @@ struct crpc_loop {
     pthread_mutex_t start_mu;
     pthread_cond_t start_cv;
 
+    const crpc_backend *backend;     /* set once at start, before state turns 1 */
+
     /* ---- loop thread only ---- */
-    struct io_uring ring;
-    bool ring_ready;
+    void *io;                        /* the backend's own state */
     bool stopped;                    /* tasks run after exit see this */
-    uint64_t event_val;
-    struct io_uring_buf_ring *br;
-    uint8_t *bufs;
-    unsigned buf_count, buf_size;
-    unsigned bufs_returned;          /* buffers added since the last advance */
     crpc_conn **conns;
     uint32_t conn_cap;
     uint32_t *free_slots;
@@ -191,22 +196,14 @@ struct crpc_loop {
 };
 
 #define CRPC_QUEUE_CLOSED ((crpc_task *)1)
-#define CRPC_BUF_GROUP 0
-
-/* Returns a free SQE, submitting first if the queue is full. Never NULL. */
-struct io_uring_sqe *crpc_loop_sqe(crpc_loop *loop);
-
-/* Gives a provided buffer back to the kernel (batched until the next advance). */
-void crpc_loop_recycle_buf(crpc_loop *loop, unsigned bid);
-
-static inline uint8_t *crpc_loop_buf(crpc_loop *loop, unsigned bid)
-{
-    return loop->bufs + (size_t)bid * loop->buf_size;
-}
 
 /* Server hooks called by the loop thread. */
 void crpc_server_arm_accept(crpc_loop *loop);
-void crpc_server_on_accept(crpc_loop *loop, const struct io_uring_cqe *cqe);
+/* The backend accepted fd (the server now owns it). */
+void crpc_server_accepted(crpc_loop *loop, int fd);
+/* Accepting has stopped (accept_armed is clear): err -ECANCELED or 0 when we asked for it,
+ * else the error (-EMFILE...), after which the janitor re-arms within a second. */
+void crpc_server_accept_ended(crpc_loop *loop, int err);
 
 /* The loop the calling thread runs, or NULL. */
 crpc_loop *crpc_loop_current(void);

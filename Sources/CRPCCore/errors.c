@@ -26,6 +26,7 @@ const char *crpc_strerror(int err)
     case -EALREADY: return "already started";
     case -EPERM: return "io_uring refused (permission)";
     case -ENOSYS: return "io_uring not supported by this kernel";
+    case -EOPNOTSUPP: return "io_uring lacks an operation the core needs";
     }
     return err < 0 ? strerror(-err) : "unknown status";
 }

@@ -1,17 +1,15 @@
 /*
- * loop.c — the event loop: one thread, one io_uring ring, one provided-buffer ring.
+ * loop.c — the event loop: one thread, and its I/O backend (io_uring, or epoll where
+ * io_uring is refused; see backend.h).
  *
- * THREADING RULE: a loop's ring, buffers and connections are touched only by the loop's
- * own thread. Other threads hand it work with crpc_loop_push(): a lock-free stack of
- * tasks plus an eventfd that is written only when the loop is (about to be) asleep. A
+ * THREADING RULE: a loop's backend state, buffers and connections are touched only by the
+ * loop's own thread. Other threads hand it work with crpc_loop_push(): a lock-free stack
+ * of tasks plus an eventfd that is written only when the loop is (about to be) asleep. A
  * busy loop re-checks the queue every iteration, so producers pay no syscall then.
  *
- * One iteration: run queued tasks, flush every dirty connection with one send each,
- * submit and wait for at least one completion (or none if work is queued), dispatch
- * every completion, hand receive buffers back to the kernel in one batch.
- *
- * Needs Linux 6.0+ for the preferred flags (SINGLE_ISSUER, DEFER_TASKRUN) and 5.19+ for
- * multishot accept/recv with provided buffer rings (liburing 2.3 API).
+ * One iteration: run queued tasks, end calls past their deadline, flush every dirty
+ * connection with one send each, wait for events (not at all if work is queued; no later
+ * than the earliest deadline), dispatch every event.
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -22,11 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "userdata.h"
 
 static __thread crpc_loop *current_loop;
 
@@ -88,106 +83,35 @@ int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out)
     return 0;
 }
 
-/* ------------------------------------------------------------ ring set-up */
+/* --------------------------------------------------------------- set-up */
 
-static int ring_init(crpc_loop *l)
+/* What both backends need; the backend itself is picked by crpc_backend_select. */
+static int loop_init(crpc_loop *l)
 {
-    /* Best flags first, falling back on -EINVAL from older kernels:
-     * SINGLE_ISSUER  only this thread submits, so the kernel skips submission locking;
-     * DEFER_TASKRUN  completion work runs when we ask for events, in one batch, instead
-     *                of interrupting the thread (requires SINGLE_ISSUER);
-     * COOP_TASKRUN   the older cousin: no forced interrupts, work runs at the next enter;
-     * SUBMIT_ALL     one bad SQE does not stop the rest of the batch;
-     * CQSIZE         a completion queue 4x the submission queue: multishot ops post many
-     *                completions per submission. */
-    const unsigned base = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
-    const unsigned tries[] = {
-        base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
-        base | IORING_SETUP_COOP_TASKRUN,
-        IORING_SETUP_CQSIZE,
-    };
-    int ret = -EINVAL;
-    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]) && ret == -EINVAL; i++) {
-        struct io_uring_params p;
-        memset(&p, 0, sizeof(p));
-        p.flags = tries[i];
-        p.cq_entries = l->cfg.ring_entries * 4;
-        ret = io_uring_queue_init_params(l->cfg.ring_entries, &l->ring, &p);
-    }
-    if (ret < 0)
-        return ret;
-    l->ring_ready = true;
-
-    /* The provided-buffer ring: the kernel picks a free buffer for each receive, so idle
-     * connections hold no receive memory. Buffers come back via crpc_loop_recycle_buf. */
-    l->buf_count = l->cfg.buf_count;
-    l->buf_size = l->cfg.buf_size;
-    size_t ring_bytes = l->buf_count * sizeof(struct io_uring_buf);
-    void *br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (br == MAP_FAILED)
-        return -ENOMEM;
-    l->br = br;
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (unsigned long)br;
-    reg.ring_entries = l->buf_count;
-    reg.bgid = CRPC_BUF_GROUP;
-    ret = io_uring_register_buf_ring(&l->ring, &reg, 0);
-    if (ret < 0)
-        return ret;
-    io_uring_buf_ring_init(l->br);
-    l->bufs = malloc((size_t)l->buf_count * l->buf_size);
-    if (!l->bufs)
-        return -ENOMEM;
-    int mask = io_uring_buf_ring_mask(l->buf_count);
-    for (unsigned i = 0; i < l->buf_count; i++)
-        io_uring_buf_ring_add(l->br, crpc_loop_buf(l, i), l->buf_size, (unsigned short)i, mask, (int)i);
-    io_uring_buf_ring_advance(l->br, (int)l->buf_count);
-
     l->event_fd = eventfd(0, EFD_CLOEXEC);
     if (l->event_fd < 0)
         return -errno;
-    return crpc_decoder_create(l->cfg.max_depth, l->cfg.max_ext, &l->dec);
+    int err = crpc_decoder_create(l->cfg.max_depth, l->cfg.max_ext, &l->dec);
+    if (err)
+        return err;
+    return crpc_backend_select(l);
 }
 
-static void ring_teardown(crpc_loop *l)
+static void loop_teardown(crpc_loop *l)
 {
-    if (l->ring_ready) {
-        io_uring_queue_exit(&l->ring);
-        l->ring_ready = false;
-    }
-    if (l->br)
-        munmap(l->br, l->buf_count * sizeof(struct io_uring_buf));
-    l->br = NULL;
-    free(l->bufs);
-    l->bufs = NULL;
+    if (l->io)
+        l->backend->teardown(l);
+    l->io = NULL;
     /* event_fd stays open until crpc_loop_destroy: a producer or crpc_loop_stop may still
      * write to it after this thread has exited. */
     crpc_decoder_destroy(l->dec);
     l->dec = NULL;
 }
 
-struct io_uring_sqe *crpc_loop_sqe(crpc_loop *l)
+const char *crpc_loop_backend(const crpc_loop *l)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
-    while (!sqe) {
-        io_uring_submit(&l->ring);
-        sqe = io_uring_get_sqe(&l->ring);
-    }
-    return sqe;
-}
-
-void crpc_loop_recycle_buf(crpc_loop *l, unsigned bid)
-{
-    io_uring_buf_ring_add(l->br, crpc_loop_buf(l, bid), l->buf_size, (unsigned short)bid,
-                          io_uring_buf_ring_mask(l->buf_count), (int)l->bufs_returned++);
-}
-
-static void arm_wake(crpc_loop *l)
-{
-    struct io_uring_sqe *sqe = crpc_loop_sqe(l);
-    io_uring_prep_read(sqe, l->event_fd, &l->event_val, sizeof(l->event_val), 0);
-    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_WAKE, 0, 0));
+    int st = atomic_load(&l->state);
+    return (st == 1 || st == 2 || st == 3) && l->backend ? l->backend->name : NULL;
 }
 
 /* ------------------------------------------------------------------ tasks */
@@ -338,39 +262,6 @@ void crpc_loop_remove_stop_hook(crpc_loop *l, crpc_stop_hook *h)
     h->linked = false;
 }
 
-/* -------------------------------------------------------------- dispatch */
-
-static void dispatch(crpc_loop *l, const struct io_uring_cqe *cqe)
-{
-    uint64_t ud = io_uring_cqe_get_data64(cqe);
-    switch (crpc_ud_op(ud)) {
-    case CRPC_OP_WAKE:
-        arm_wake(l);
-        return;
-    case CRPC_OP_ACCEPT:
-        crpc_server_on_accept(l, cqe);
-        return;
-    case CRPC_OP_RECV:
-    case CRPC_OP_SEND: {
-        uint32_t slot = crpc_ud_slot(ud);
-        crpc_conn *c = slot < l->conn_cap ? l->conns[slot] : NULL;
-        if (!c || c->gen != crpc_ud_gen(ud) || c->state == CONN_FREE) {
-            /* Cannot happen while slots wait for their completions; be safe anyway. */
-            if (cqe->flags & IORING_CQE_F_BUFFER)
-                crpc_loop_recycle_buf(l, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-            return;
-        }
-        if (crpc_ud_op(ud) == CRPC_OP_RECV)
-            crpc_conn_on_recv(l, c, cqe);
-        else
-            crpc_conn_on_send(l, c, cqe);
-        return;
-    }
-    case CRPC_OP_IGNORE:
-        return;
-    }
-}
-
 static bool conns_in_use(const crpc_loop *l)
 {
     return l->nfree != l->conn_cap;
@@ -379,12 +270,8 @@ static bool conns_in_use(const crpc_loop *l)
 static void begin_stop(crpc_loop *l)
 {
     l->stopped = true;
-    if (l->listen_fd >= 0) {
-        struct io_uring_sqe *sqe = crpc_loop_sqe(l);
-        io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0), 0);
-        io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
-        shutdown(l->listen_fd, SHUT_RDWR);
-    }
+    if (l->listen_fd >= 0)
+        l->backend->accept_stop(l);
     for (uint32_t i = 0; i < l->conn_cap; i++)
         if (l->conns[i] && l->conns[i]->state == CONN_OPEN)
             crpc_conn_close(l->conns[i], -ESHUTDOWN);
@@ -398,7 +285,6 @@ static void begin_stop(crpc_loop *l)
 static void run(crpc_loop *l)
 {
     atomic_store_explicit(&l->now_ns, crpc_monotonic_ns(), memory_order_relaxed);
-    arm_wake(l);
     if (l->listen_fd >= 0)
         crpc_server_arm_accept(l);
     for (;;) {
@@ -411,41 +297,23 @@ static void run(crpc_loop *l)
         uint64_t deadline = l->deadlines ? expire_due(l, crpc_monotonic_ns()) : 0;
         crpc_loop_flush(l);
 
-        unsigned wait = 1;
+        uint64_t timeout = CRPC_WAIT_FOREVER;
         atomic_store(&l->sleeping, 1);
-        if (atomic_load(&l->queue) || (!l->stopped && atomic_load(&l->stop_requested))) {
+        /* A send that ended within the flush (epoll writes at once) may have left output
+         * queued: that, like a queued task, means no sleeping. */
+        if (atomic_load(&l->queue) || l->dirty_head ||
+            (!l->stopped && atomic_load(&l->stop_requested))) {
             atomic_store(&l->sleeping, 0);
-            wait = 0;
-        }
-        int ret;
-        if (!wait) {
-            ret = io_uring_submit_and_get_events(&l->ring);
+            timeout = 0;
         } else if (deadline) {
             /* Sleep no later than the earliest call deadline on this loop. */
             uint64_t now = crpc_monotonic_ns();
-            uint64_t wait_ns = deadline > now ? deadline - now : 0;
-            struct __kernel_timespec ts = {.tv_sec = (long long)(wait_ns / 1000000000ull),
-                                           .tv_nsec = (long long)(wait_ns % 1000000000ull)};
-            struct io_uring_cqe *unused;
-            ret = io_uring_submit_and_wait_timeout(&l->ring, &unused, 1, &ts, NULL);
-        } else {
-            ret = io_uring_submit_and_wait(&l->ring, 1);
+            timeout = deadline > now ? deadline - now : 0;
         }
+        l->backend->wait(l, timeout);
         atomic_store(&l->sleeping, 0);
         atomic_store_explicit(&l->now_ns, crpc_monotonic_ns(), memory_order_relaxed);
-        (void)ret; /* -EINTR/-EAGAIN/-EBUSY: just go round again */
-
-        struct io_uring_cqe *cqe;
-        unsigned head, seen = 0;
-        io_uring_for_each_cqe(&l->ring, head, cqe) {
-            dispatch(l, cqe);
-            seen++;
-        }
-        io_uring_cq_advance(&l->ring, seen);
-        if (l->bufs_returned) {
-            io_uring_buf_ring_advance(l->br, (int)l->bufs_returned);
-            l->bufs_returned = 0;
-        }
+        l->backend->dispatch(l);
     }
     if (l->listen_fd >= 0) {
         close(l->listen_fd);
@@ -465,7 +333,7 @@ static void *loop_main(void *arg)
         CPU_SET(l->cfg.cpu, &set);
         sched_setaffinity(0, sizeof(set), &set); /* best effort: a missing CPU is not fatal */
     }
-    int err = ring_init(l);
+    int err = loop_init(l);
     pthread_mutex_lock(&l->start_mu);
     l->start_error = err;
     atomic_store(&l->state, err ? -1 : 1);
@@ -475,7 +343,7 @@ static void *loop_main(void *arg)
         run(l);
     else
         atomic_store(&l->queue, CRPC_QUEUE_CLOSED);
-    ring_teardown(l);
+    loop_teardown(l);
     atomic_store(&l->state, 2);
     return NULL;
 }

@@ -1,8 +1,10 @@
 /*
  * server.c — the RPC server: listening loops, request delivery and replies.
  *
- * Each loop owns one SO_REUSEPORT listening socket with a multishot accept, so accepted
- * connections are spread over the loops by the kernel and never migrate. Every frame is
+ * Each loop owns one SO_REUSEPORT listening socket, accepted from by its backend
+ * (io_uring: a multishot accept; epoll: accept4 until EAGAIN), so accepted connections are
+ * spread over the loops by the kernel and never migrate. What to do with an accepted
+ * socket, and how to back off when accepting fails, is decided here. Every frame is
  * decoded on its loop thread and delivered to the user's callback; `rpc.ping` is
  * answered right there. crpc_server_reply may come from any thread: on the owning loop
  * it encodes straight into the connection's output, elsewhere it builds the frame on the
@@ -74,36 +76,31 @@ void crpc_server_arm_accept(crpc_loop *l)
         l->janitor.expire = janitor;
         crpc_loop_watch_deadline(l, &l->janitor, crpc_monotonic_ns() + 1000000000ull);
     }
-    struct io_uring_sqe *sqe = crpc_loop_sqe(l);
-    io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0));
-    l->accept_armed = true;
+    l->backend->accept_arm(l);
 }
 
-void crpc_server_on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
+void crpc_server_accepted(crpc_loop *l, int fd)
 {
-    if (cqe->res >= 0) {
-        int fd = cqe->res;
-        crpc_server *srv = l->server;
-        if (l->stopped || l->accept_stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
-            close(fd); /* stopping, draining, or at the connection limit: refuse this one */
-        } else {
-            crpc_net_tune(fd);
-            crpc_conn *c = crpc_conn_open(l, fd, &server_conn_ops, srv, srv->cfg.max_frame_size);
-            if (c)
-                c->max_output = srv->cfg.max_output;
-            else
-                close(fd); /* out of memory or slots: refuse this one, keep serving */
-        }
+    crpc_server *srv = l->server;
+    if (l->stopped || l->accept_stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
+        close(fd); /* stopping, draining, or at the connection limit: refuse this one */
+        return;
     }
-    if (!(cqe->flags & IORING_CQE_F_MORE)) {
-        l->accept_armed = false;
-        if (cqe->res < 0 && cqe->res != -ECANCELED)
-            l->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
-                                         re-arms within a second */
-        else if (!l->stopped && !l->accept_stopped)
-            crpc_server_arm_accept(l);
-    }
+    crpc_net_tune(fd);
+    crpc_conn *c = crpc_conn_open(l, fd, &server_conn_ops, srv, srv->cfg.max_frame_size);
+    if (c)
+        c->max_output = srv->cfg.max_output;
+    else
+        close(fd); /* out of memory or slots: refuse this one, keep serving */
+}
+
+void crpc_server_accept_ended(crpc_loop *l, int err)
+{
+    if (err < 0 && err != -ECANCELED)
+        l->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
+                                     re-arms within a second */
+    else if (!l->stopped && !l->accept_stopped)
+        crpc_server_arm_accept(l);
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -344,12 +341,8 @@ static void run_stop_accepting(crpc_loop *l, crpc_task *t)
 {
     free(t);
     l->accept_stopped = true;
-    if (l->listen_fd >= 0 && !l->stopped) {
-        struct io_uring_sqe *sqe = crpc_loop_sqe(l);
-        io_uring_prep_cancel64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0), 0);
-        io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_IGNORE, 0, 0));
-        shutdown(l->listen_fd, SHUT_RDWR); /* refuse new connections from now on */
-    }
+    if (l->listen_fd >= 0 && !l->stopped)
+        l->backend->accept_stop(l); /* refuse new connections from now on */
 }
 
 /* Graceful shutdown, last step: every connection closes once its replies are sent. */
@@ -416,4 +409,9 @@ void crpc_server_destroy(crpc_server *srv)
         return;
     destroy_loops(srv);
     free(srv);
+}
+
+const char *crpc_server_backend(const crpc_server *srv)
+{
+    return srv->nloops ? crpc_loop_backend(srv->loops[0]) : NULL;
 }

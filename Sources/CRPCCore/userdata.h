@@ -1,8 +1,9 @@
 /*
  * userdata.h — what a completion's user_data says, and nothing else.
  *
- * Every SQE the core submits carries a 64-bit tag naming the operation and the
- * connection slot it belongs to, plus that slot's generation. A slot is reused after its
+ * Every SQE the core submits (io_uring) and every file it watches (epoll's data.u64)
+ * carries a 64-bit tag naming the operation and the connection slot it belongs to, plus
+ * that slot's generation. A slot is reused after its
  * connection closes, with the generation bumped, so a late completion for a dead
  * connection can never be mistaken for one of its successor. Never a raw fd.
  *
@@ -21,7 +22,8 @@ enum crpc_op {
     CRPC_OP_ACCEPT = 1, /* multishot accept on the loop's listening socket */
     CRPC_OP_RECV = 2,   /* multishot recv into the provided buffer ring */
     CRPC_OP_SEND = 3,   /* one send of a connection's output buffer */
-    CRPC_OP_WAKE = 4,   /* read of the loop's eventfd */
+    CRPC_OP_WAKE = 4,   /* read of the loop's eventfd (epoll: the eventfd is readable) */
+    CRPC_OP_CONN = 5,   /* epoll: a connection's socket is readable or writable */
 };
 
 #define CRPC_SLOT_BITS 24u

@@ -188,6 +188,38 @@ int main(void)
     printf("limits: then it read, and all %u requests it got in were answered\n", want);
     close(fd);
 
+    /* 3b. Another one that never reads, paused likewise, then resets the connection: the
+     * server is not reading it then, yet must notice and close it. */
+    for (int i = 0; i < 1000 && crpc_server_connection_count(srv) != 1; i++)
+        usleep(1000);
+    CHECK_EQ(crpc_server_connection_count(srv), 1);
+    int rude = raw_connect(port);
+    fcntl(rude, F_SETFL, fcntl(rude, F_GETFL) | O_NONBLOCK);
+    n = echo_frame(frame, 0, 32 * 1024);
+    off = 0;
+    for (int idle = 0, k = 1; idle < 100;) {
+        ssize_t w = send(rude, frame + off, n - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            idle = 0;
+            if (off == n) {
+                n = echo_frame(frame, (uint32_t)k++, 32 * 1024);
+                off = 0;
+            }
+        } else {
+            idle++;
+            usleep(2000);
+        }
+    }
+    CHECK_EQ(crpc_server_connection_count(srv), 2);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    CHECK_EQ(setsockopt(rude, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    close(rude); /* RST */
+    for (int i = 0; i < 1000 && crpc_server_connection_count(srv) != 1; i++)
+        usleep(1000);
+    CHECK_EQ(crpc_server_connection_count(srv), 1);
+    printf("limits: a paused client that reset its connection was closed\n");
+
     /* 4. Slowloris: 3 bytes of a header, then nothing. */
     usleep(50000);
     int slow = raw_connect(port);

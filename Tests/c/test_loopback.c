@@ -1,5 +1,5 @@
 /*
- * test_loopback.c — a real server and real clients over io_uring on loopback:
+ * test_loopback.c — a real server and real clients on loopback (either I/O backend):
  *   1. 100,000 pipelined requests over 4 connections, every reply matched to its request;
  *   2. calls made from a foreign thread and from completion callbacks both work;
  *   3. a server stopping mid-call fails every pending call exactly once;
