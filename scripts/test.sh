@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test: the C core's test programs (ASan+UBSan), the Swift suite, short fuzzing runs,
-# rpcbench's own tests, the Python interop client against a live `rpcbench serve`, the
-# Swift suite again under AddressSanitizer and ThreadSanitizer, and a soak of a few million verified calls.
+# Every test: the C core's test programs (ASan+UBSan), the Swift suite, rpcbench's own
+# tests, the Python interop client against a live `rpcbench serve`, the Swift suite again
+# under AddressSanitizer and ThreadSanitizer, and a soak of a few million verified calls —
+# all of it once per I/O backend (io_uring, then epoll) — and short fuzzing runs.
 # Stops at the first failing stage; the last line totals every test that ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,14 +11,23 @@ trap 'rm -f "$log"' EXIT
 # stage NAME CMD...: runs CMD, showing and keeping its output.
 stage() { echo "== $1"; shift; "$@" 2>&1 | tee -a "$log"; }
 
-stage "C core tests" ./scripts/c-tests.sh
-stage "Swift tests" swift test --disable-swift-testing
+# Every stage that does I/O runs once per backend: first as the core picks it (io_uring
+# where the kernel allows it), then forced to epoll, the fallback where io_uring is refused.
+# SWIFTRPC_TEST_BACKENDS="auto" (or "epoll") runs one pass only.
+for backend in ${SWIFTRPC_TEST_BACKENDS:-auto epoll}; do
+  if [ "$backend" = auto ]; then unset SWIFTRPC_BACKEND; else export SWIFTRPC_BACKEND=$backend; fi
+  on="(backend: $backend)"
+  stage "C core tests $on" ./scripts/c-tests.sh
+  stage "Swift tests $on" swift test --disable-swift-testing
+  stage "rpcbench tests $on" ./scripts/rpcbench-tests.sh
+  stage "Python interop tests $on" ./scripts/interop-tests.sh
+  stage "Swift tests under AddressSanitizer $on" ./scripts/sanitizers.sh address
+  stage "Swift tests under ThreadSanitizer $on" ./scripts/sanitizers.sh thread
+  stage "Soak (release build) $on" ./scripts/soak.sh 15
+done
+unset SWIFTRPC_BACKEND
+# Parsing only: no backend involved.
 stage "Fuzzing (short; scripts/fuzz.sh SECONDS for longer)" ./scripts/fuzz.sh 15
-stage "rpcbench tests" ./scripts/rpcbench-tests.sh
-stage "Python interop tests" ./scripts/interop-tests.sh
-stage "Swift tests under AddressSanitizer" ./scripts/sanitizers.sh address
-stage "Swift tests under ThreadSanitizer" ./scripts/sanitizers.sh thread
-stage "Soak (release build)" ./scripts/soak.sh 15
 
 python3 - "$log" <<'PY'
 import re, sys

@@ -1,7 +1,8 @@
 internal import CRPCCore
 import Dispatch
 
-/// One event-loop thread with its own io_uring ring. Clients run their connections on a
+/// One event-loop thread doing its I/O through io_uring, or epoll where io_uring is
+/// refused (see ``backend``). Clients run their connections on a
 /// loop; completion callbacks (``RPCClient/go(_:_:metadata:timeout:completion:)``) run on
 /// its thread. Many clients may share one loop.
 ///
@@ -16,7 +17,9 @@ public final class RPCEventLoop: Sendable {
 
     /// Starts a loop thread, pinned to `cpu` when given.
     ///
-    /// - Throws: `RPCError` (`.unavailable`) when io_uring is refused here.
+    /// - Throws: `RPCError` when the loop cannot start (out of memory or descriptors,
+    ///   `.invalidArgument` for an unknown `SWIFTRPC_BACKEND`, `.unavailable` when
+    ///   `SWIFTRPC_BACKEND=uring` forces io_uring and it is refused).
     public init(cpu: Int? = nil) throws(RPCError) {
         var config = crpc_loop_config()
         if let cpu {
@@ -31,6 +34,12 @@ public final class RPCEventLoop: Sendable {
             throw CoreErrors.error(rc, "cannot start an event loop")
         }
         handle = LoopHandle(pointer: loop!)
+    }
+
+    /// The I/O backend the loop runs: `"io_uring"`, or `"epoll"` where io_uring is refused
+    /// (or `SWIFTRPC_BACKEND=epoll` asks for it). Only the speed differs.
+    public var backend: String {
+        crpc_loop_backend(handle.pointer).map { String(cString: $0) } ?? "none"
     }
 
     private static let sharedLoop = Locked<RPCEventLoop?>(nil)

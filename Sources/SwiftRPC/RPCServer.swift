@@ -1,7 +1,8 @@
 internal import CRPCCore
 import Logging
 
-/// An RPC server: handlers registered by `"Service.Method"`, served over io_uring.
+/// An RPC server: handlers registered by `"Service.Method"`, served over io_uring (epoll
+/// where io_uring is refused).
 ///
 /// ```swift
 /// let server = RPCServer(configuration: .init(port: 7000))
@@ -150,8 +151,8 @@ public final class RPCServer: Sendable {
 
     /// Binds, listens and starts the event loops. Returns the bound port.
     ///
-    /// - Throws: `RPCError` when the address cannot be bound, io_uring is refused
-    ///   (`.unavailable`), or the server was already started.
+    /// - Throws: `RPCError` when the address cannot be bound, the loops cannot start (see
+    ///   ``RPCEventLoop/init(cpu:)``), or the server was already started.
     @discardableResult
     public func start() throws(RPCError) -> Int {
         try state.withLock { (state: inout State) throws(RPCError) -> Int in
@@ -181,8 +182,17 @@ public final class RPCServer: Sendable {
             let port = try started.get()
             state = .running(core, port: port)
             configuration.logger.info("listening", metadata: [
-                "address": "\(configuration.host):\(port)", "loops": "\(loops)"])
+                "address": "\(configuration.host):\(port)", "loops": "\(loops)", "backend": "\(core.backend)"])
             return port
+        }
+    }
+
+    /// The I/O backend of the server's loops while running (`"io_uring"` or `"epoll"`),
+    /// else `nil`.
+    public var backend: String? {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.backend }
+            return nil
         }
     }
 

@@ -38,6 +38,11 @@ final class ServerCore: @unchecked Sendable {
         if let server { crpc_server_stop(server) }
     }
 
+    /// The I/O backend of the server's loops.
+    var backend: String {
+        server.flatMap { crpc_server_backend($0) }.map { String(cString: $0) } ?? "none"
+    }
+
     /// Blocks until drained (true) or the deadline cut calls off (false).
     func shutdown(drainTimeout: Duration) -> Bool {
         guard let server else { return true }

@@ -68,7 +68,7 @@ final class LoadEngine: @unchecked Sendable {
         }
         var total = tally
         total.merge(sharedTally.withLock { $0 })
-        return LoadResult(workload: workload, tally: total, seconds: Double(t1 - t0) / 1e9,
+        return LoadResult(workload: workload, backend: clients[0].eventLoop.backend, tally: total, seconds: Double(t1 - t0) / 1e9,
                           cpuMicros: cpu1 - cpu0, leftInFlight: inflight.load(ordering: .acquiring))
     }
 

@@ -4,6 +4,8 @@ import Foundation
 struct LoadResult: Codable, Sendable {
     var workload: String
     var api: String
+    /// The client's I/O backend ("io_uring" or "epoll").
+    var backend: String
     var conns: Int
     var depth: Int
     var payload: Int
@@ -23,7 +25,7 @@ struct LoadResult: Codable, Sendable {
     var leftInFlight: Int
 
     enum CodingKeys: String, CodingKey {
-        case workload, api, conns, depth, payload, rate, seconds, calls
+        case workload, api, backend, conns, depth, payload, rate, seconds, calls
         case callsPerSec = "calls_per_sec", mbPerSec = "mb_per_sec"
         case p50Us = "p50_us", p90Us = "p90_us", p99Us = "p99_us", p999Us = "p999_us", maxUs = "max_us"
         case errors, mismatches
@@ -31,9 +33,10 @@ struct LoadResult: Codable, Sendable {
         case leftInFlight = "left_in_flight"
     }
 
-    init(workload w: Workload, tally: Tally, seconds: Double, cpuMicros: UInt64, leftInFlight: Int) {
+    init(workload w: Workload, backend: String, tally: Tally, seconds: Double, cpuMicros: UInt64, leftInFlight: Int) {
         workload = w.name
         api = w.api.rawValue
+        self.backend = backend
         conns = w.conns
         depth = w.depth
         payload = w.payload
@@ -62,10 +65,10 @@ struct LoadResult: Codable, Sendable {
 /// Prints results as one aligned table.
 enum Table {
     static func render(_ results: [LoadResult]) -> String {
-        let header = ["workload", "api", "conns", "depth", "payload", "calls/s", "MB/s",
+        let header = ["workload", "api", "backend", "conns", "depth", "payload", "calls/s", "MB/s",
                       "p50 µs", "p90 µs", "p99 µs", "p999 µs", "max µs", "errors", "cpu µs/call"]
         let rows = results.map { r in
-            [r.workload, r.api, "\(r.conns)", "\(r.depth)", "\(r.payload)",
+            [r.workload, r.api, r.backend, "\(r.conns)", "\(r.depth)", "\(r.payload)",
              formatCount(r.callsPerSec), String(format: "%.1f", r.mbPerSec),
              String(format: "%.1f", r.p50Us), String(format: "%.1f", r.p90Us), String(format: "%.1f", r.p99Us),
              String(format: "%.1f", r.p999Us), String(format: "%.1f", r.maxUs),
@@ -74,7 +77,7 @@ enum Table {
         let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max()! }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { i, c in
-                i < 2 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                i < 3 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
                       : String(repeating: " ", count: widths[i] - c.count) + c
             }.joined(separator: "  ")
         }

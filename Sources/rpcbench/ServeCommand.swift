@@ -52,7 +52,7 @@ struct ServeCommand: ParsableCommand {
         }
         let bound = try server.start()
         // Unbuffered, so a parent reading the pipe sees it at once.
-        FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\n".utf8))
+        FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\nI/O backend: \(server.backend ?? "none")\n".utf8))
         signals.wait()
         server.stop()
     }

@@ -13,7 +13,7 @@ final class CallLifecycleTests: XCTestCase {
     static let stubborn = RPCMethod<Int, Int>("Test.Stubborn")
 
     override func setUp() async throws {
-        try requireIOUring()
+        try requireEventLoop()
         server = RPCServer(configuration: .init(loops: 1))
         try registerReferenceServices(on: server)
         try server.register(Self.stubborn) { ms, _ in

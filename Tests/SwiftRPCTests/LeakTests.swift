@@ -9,7 +9,7 @@ import XCTest
 /// no continuation, no file descriptor.
 final class LeakTests: XCTestCase {
     func testNothingLeaksAfterAHundredThousandMixedCalls() async throws {
-        try requireIOUring()
+        try requireEventLoop()
         let server = RPCServer(configuration: .init(loops: 2))
         try registerReferenceServices(on: server)
         let port = try server.start()

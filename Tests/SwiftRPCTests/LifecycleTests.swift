@@ -8,7 +8,7 @@ import XCTest
 
 /// Graceful shutdown, dead peers, and running as a swift-service-lifecycle Service.
 final class LifecycleTests: XCTestCase {
-    override func setUp() async throws { try requireIOUring() }
+    override func setUp() async throws { try requireEventLoop() }
 
     private func startServer() throws -> (RPCServer, Int) {
         let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .seconds(3)))
@@ -130,7 +130,7 @@ final class LifecycleTests: XCTestCase {
 
 /// Reconnecting clients.
 final class ReconnectTests: XCTestCase {
-    override func setUp() async throws { try requireIOUring() }
+    override func setUp() async throws { try requireEventLoop() }
 
     func testCallsWaitForTheNewConnectionOrFailFast() async throws {
         let first = RPCServer(configuration: .init(loops: 1))

@@ -4,7 +4,7 @@ import XCTest
 /// The README opens with a server and client that must compile and run as written.
 final class ReadmeExampleTests: XCTestCase {
     func testReadmeExampleRuns() async throws {
-        try requireIOUring()
+        try requireEventLoop()
         try await readmeExample()
     }
 

@@ -16,7 +16,7 @@ final class ServerClientTests: XCTestCase {
     struct Plain: Error, CustomStringConvertible { var description: String { "plain failure" } }
 
     override func setUp() async throws {
-        try requireIOUring()
+        try requireEventLoop()
         server = RPCServer(configuration: .init(loops: 2))
         try registerReferenceServices(on: server)
         // Replies in the reverse order of arrival: bigger numbers sleep less.
