@@ -4,6 +4,9 @@
 #   crpc (C)     the core alone through crpc.h (crpc-cbench)
 #   SwiftRPC     rpcbench's Swift client: callback API, async API on the global executor,
 #                async API from tasks on the client's event loop
+#   ... epoll    the C core and the Swift callback API again, server and client forced to
+#                the epoll backend (SWIFTRPC_BACKEND=epoll), the fallback where io_uring
+#                is refused; the rows without the suffix run on io_uring
 # Release builds; server and client are separate processes pinned to CPU 0 and CPU 1.
 # Each (implementation, workload) runs REPS times, interleaved round by round so a noisy
 # stretch of a shared machine hits every implementation alike; the median run is kept.
@@ -62,6 +65,20 @@ for round in $(seq "$reps"); do
     done
   done
   stop_server
+
+  export SWIFTRPC_BACKEND=epoll
+  start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "crpc (C) epoll" "$1"
+  done
+  stop_server
+  start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
+      --duration "$secs" --cpu 1 --api callback --json | tag "SwiftRPC callback epoll" "$1"
+  done
+  stop_server
+  unset SWIFTRPC_BACKEND
 done
 
 python3 scripts/render_benchmarks.py "$results" "$secs" "$reps" >docs/BENCHMARKS.md

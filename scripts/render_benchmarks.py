@@ -34,6 +34,24 @@ def medians(rows):
     return out
 
 
+def ratios(rows):
+    """The comparisons the issues set targets for, each from the same run."""
+    by = {(r["impl"], r["wl"]): r["calls_per_sec"] for r in rows}
+    pairs = [("SwiftRPC callback", "crpc (C)", "Swift callback API / C core (io_uring)"),
+             ("SwiftRPC async", "crpc (C)", "Swift async API / C core (io_uring)"),
+             ("SwiftRPC async-loop", "crpc (C)", "Swift async API on the loop executor / C core (io_uring)"),
+             ("crpc (C) epoll", "crpc (C)", "C core: epoll / io_uring"),
+             ("SwiftRPC callback epoll", "SwiftRPC callback", "Swift callback API: epoll / io_uring")]
+    out = ["Ratios of the medians above (same run):", "", "| ratio | W1 | W2 | W3 |", "| --- | ---: | ---: | ---: |"]
+    for a, b, label in pairs:
+        cells = []
+        for wl in ("W1", "W2", "W3"):
+            x, y = by.get((a, wl)), by.get((b, wl))
+            cells.append(f"{x / y:.2f}" if x and y else "-")
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def main():
     path, secs, reps = sys.argv[1], sys.argv[2], sys.argv[3]
     all_rows = [json.loads(l) for l in open(path) if l.strip()]
@@ -52,7 +70,9 @@ def main():
            "Workloads (design.md): **W1** ping-pong, 1 connection x 1 call in flight, 32-byte payload;",
            "**W2** pipelined, 4 connections x 32 in flight, 32 bytes; **W3** bulk, 1 connection x 4 in flight,",
            "64 KiB request and reply. MB/s counts payload bytes both ways. `floor` is the bare C io_uring",
-           "echo of the same framing (`Benchmarks/floor/echo_floor.c`): no envelope, no dispatch.", "",
+           "echo of the same framing (`Benchmarks/floor/echo_floor.c`): no envelope, no dispatch.",
+           "Rows ending in `epoll` ran server and client forced to the epoll backend",
+           "(`SWIFTRPC_BACKEND=epoll`), the fallback where io_uring is refused; the others ran on io_uring.", "",
            "| workload | implementation | calls/s | vs floor | MB/s | p50 µs | p99 µs | p999 µs | errors | all runs (calls/s) |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for wl in ("W1", "W2", "W3"):
@@ -71,7 +91,9 @@ def main():
             "$bin/crpc-cbench load --port P --conns 4 --depth 32 --payload 32 --duration 5 --cpu 1 --json",
             "$bin/rpcbench serve --port 0 --loops 1 --cpu 0",
             "$bin/rpcbench load --target 127.0.0.1:P --conns 4 --depth 32 --payload 32 --duration 5 --cpu 1 --api callback --json",
+            "SWIFTRPC_BACKEND=epoll $bin/crpc-cbench serve ...   # and load, likewise: the epoll rows",
             "```", ""]
+    out += ratios(rows)
     print("\n".join(out))
 
 
