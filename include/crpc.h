@@ -418,7 +418,9 @@ typedef struct crpc_client_config {
  * Connects to host:port (blocking the caller up to the connect timeout) and attaches
  * the connection to `loop`, which must be started. Thread: any.
  * Returns 0; -ETIMEDOUT; -ECONNREFUSED and other connect errors; -EINVAL (bad host);
- * -ENOMEM.
+ * -ENOMEM; -ESHUTDOWN (the loop is stopping). Off the loop's thread the attach happens
+ * later on the loop; if it fails there (the loop stopped meanwhile, out of memory) the
+ * client is returned closed and its calls fail with -ENOTCONN.
  */
 int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
                         const crpc_client_config *cfg, crpc_client **out);
@@ -457,8 +459,11 @@ int crpc_client_notify(crpc_client *c, const crpc_call *call);
 /**
  * Gives up on a call: its callback runs with -ECANCELED (unless its reply or another
  * ending got there first) and a cancel frame tells the server. Thread: any.
+ * A call made on another thread whose hand-over to the loop is still queued is cancelled
+ * too: it ends with -ECANCELED when the loop takes it, and is never sent.
  * Returns 0 (off the loop thread the cancel is queued); -ENOENT on the loop thread when
- * the call has already ended.
+ * the call has already ended (or, with more than 16 such early cancels outstanding at
+ * once, when it has not reached the loop yet).
  */
 int crpc_client_cancel(crpc_client *c, uint64_t call_id);
 

@@ -28,6 +28,8 @@
 #include "net.h"
 #include "pending.h"
 
+#define EARLY_CANCELS 16
+
 struct crpc_client {
     crpc_loop *loop;
     crpc_client_config cfg;
@@ -43,6 +45,7 @@ struct crpc_client {
     uint16_t port;
     atomic_ulong late_replies;    /* replies whose call had already ended */
     atomic_ulong timeouts;        /* calls ended by their deadline */
+    atomic_uint calls_in_transit; /* calls pushed to the loop's queue, not yet taken */
 
     /* ---- loop thread only ---- */
     crpc_conn *conn;              /* NULL once the connection has started closing */
@@ -51,6 +54,10 @@ struct crpc_client {
     crpc_buf backlog;               /* frames of calls made while reconnecting */
     crpc_stop_hook stop_hook;       /* while reconnecting: the loop stopping ends the calls */
     bool ping_outstanding;          /* a heartbeat rpc.ping awaits its reply */
+    /* Cancels that arrived (on the loop thread) before their call's hand-over task: the
+     * call ends cancelled when that task runs. Emptied whenever no call is in transit. */
+    uint64_t early_cancels[EARLY_CANCELS];
+    unsigned early_cancel_count;
 };
 
 static crpc_client *client_of_deadlines(crpc_deadline_source *src)
@@ -225,7 +232,9 @@ static void expire_calls(crpc_deadline_source *src, uint64_t now)
 
 /* ---------------------------------------------------------------- connect */
 
-static void attach(crpc_loop *l, crpc_client *c)
+/* Returns 0, or -ESHUTDOWN (the loop is stopping) / -ENOMEM (no memory for the
+ * connection), having closed the socket and dropped the connection's reference. */
+static int attach(crpc_loop *l, crpc_client *c)
 {
     crpc_conn *conn = l->stopped ? NULL
                                  : crpc_conn_open(l, c->fd, &client_conn_ops, c, c->cfg.max_frame_size);
@@ -233,11 +242,12 @@ static void attach(crpc_loop *l, crpc_client *c)
         close(c->fd);
         atomic_store(&c->connected, false);
         client_unref(c); /* the connection's reference */
-        return;
+        return l->stopped ? -ESHUTDOWN : -ENOMEM;
     }
     c->conn = conn;
     if (c->cfg.heartbeat_ms)
         crpc_loop_watch_deadline(l, &c->deadlines, crpc_loop_now_ns(l) + (uint64_t)c->cfg.heartbeat_ms * 1000000u);
+    return 0;
 }
 
 typedef struct client_task {
@@ -251,9 +261,11 @@ typedef struct client_task {
     uint8_t frame[];
 } client_task;
 
+/* Off the loop thread the caller already has its client: a failure here leaves it closed
+ * (calls fail with -ENOTCONN). */
 static void run_attach(crpc_loop *l, crpc_task *t)
 {
-    attach(l, ((client_task *)t)->client);
+    (void)attach(l, ((client_task *)t)->client);
     free(t);
 }
 
@@ -305,7 +317,11 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
     atomic_init(&c->refs, 2);
     atomic_init(&c->connected, true);
     if (crpc_loop_current() == loop) {
-        attach(loop, c);
+        int err = attach(loop, c);
+        if (err) {
+            client_unref(c); /* the caller's reference: it never gets the client */
+            return err;
+        }
     } else {
         client_task *t = task_new(c, run_attach, NULL);
         int err = t ? crpc_loop_push(loop, &t->task) : -ENOMEM;
@@ -372,10 +388,30 @@ static int can_send(crpc_client *c, crpc_loop *l)
     return -ENOTCONN;
 }
 
+/* Whether `token` was cancelled before its call reached the loop (and forgets it). */
+static bool take_early_cancel(crpc_client *c, uint64_t token)
+{
+    for (unsigned i = 0; i < c->early_cancel_count; i++) {
+        if (c->early_cancels[i] == token) {
+            c->early_cancels[i] = c->early_cancels[--c->early_cancel_count];
+            return true;
+        }
+    }
+    return false;
+}
+
 static void run_call(crpc_loop *l, crpc_task *t)
 {
     client_task *ct = (client_task *)t;
     crpc_client *c = ct->client;
+    bool cancelled = take_early_cancel(c, ct->token);
+    if (atomic_fetch_sub(&c->calls_in_transit, 1) == 1)
+        c->early_cancel_count = 0; /* no call left that a remaining entry could name */
+    if (cancelled) {
+        complete(ct->cb, ct->ctx, -ECANCELED, 0); /* never sent */
+        free(ct);
+        return;
+    }
     int err = can_send(c, l);
     if (!err)
         err = enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->frame, ct->len, ct->deadline);
@@ -417,9 +453,12 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     t->ctx = ctx;
     t->token = token;
     t->deadline = deadline;
+    atomic_fetch_add(&c->calls_in_transit, 1);
     err = crpc_loop_push(c->loop, &t->task);
-    if (err)
+    if (err) {
+        atomic_fetch_sub(&c->calls_in_transit, 1);
         free(t);
+    }
     return err;
 }
 
@@ -467,8 +506,16 @@ static int cancel_here(crpc_client *c, uint64_t token)
     uint32_t msgid;
     crpc_pending p;
     if (!crpc_pending_find_token(&c->pending, token, &msgid) ||
-        !crpc_pending_take(&c->pending, msgid, &p))
+        !crpc_pending_take(&c->pending, msgid, &p)) {
+        /* Made on another thread and still in the loop's queue? Then it ends cancelled
+         * when it is taken from there. */
+        if (atomic_load(&c->calls_in_transit) > 0 && token < atomic_load(&c->next_token) &&
+            c->early_cancel_count < EARLY_CANCELS) {
+            c->early_cancels[c->early_cancel_count++] = token;
+            return 0;
+        }
         return -ENOENT;
+    }
     atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
     if (c->conn && crpc_encode_cancel(crpc_conn_out(c->conn), msgid) == 0)
         crpc_conn_mark_dirty(c->conn);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -74,6 +75,27 @@ static void on_fast(void *ctx, const crpc_result *res)
         atomic_fetch_add(&other, 1);
 }
 
+/* A cancel made on the loop thread while the call's hand-over (from another thread) is
+ * still queued behind it: the call ends cancelled, once, and is never sent. */
+static crpc_client *early_client;
+static sem_t early_go;
+static _Atomic uint64_t early_id;
+static atomic_int early_cancel_rc = 1, early_status = 1, early_ends;
+
+static void cancel_on_loop(void *arg)
+{
+    (void)arg;
+    sem_wait(&early_go); /* holds the loop until the call below is queued behind us */
+    atomic_store(&early_cancel_rc, crpc_client_cancel(early_client, atomic_load(&early_id)));
+}
+
+static void on_early(void *ctx, const crpc_result *res)
+{
+    (void)ctx;
+    atomic_store(&early_status, res->status);
+    atomic_fetch_add(&early_ends, 1);
+}
+
 static void wait_for(atomic_int *v, int n, int ms)
 {
     for (int i = 0; i < ms && atomic_load(v) < n; i++)
@@ -132,6 +154,24 @@ int main(void)
     CHECK_EQ(st.timeouts, HELD);
     usleep(50000);
     CHECK_EQ(atomic_load(&timed_out) + atomic_load(&other), HELD); /* nothing ended twice */
+
+    /* Early cancel: see cancel_on_loop. */
+    early_client = c;
+    sem_init(&early_go, 0, 0);
+    CHECK_EQ(crpc_loop_post(loop, cancel_on_loop, NULL), 0);
+    uint64_t id = 0;
+    int cancels_before = atomic_load(&cancels);
+    CHECK_EQ(crpc_client_call(c, &fast, on_early, NULL, &id), 0);
+    atomic_store(&early_id, id);
+    sem_post(&early_go);
+    wait_for(&early_ends, 1, 2000);
+    CHECK_EQ(atomic_load(&early_cancel_rc), 0);
+    CHECK_EQ(atomic_load(&early_status), -ECANCELED);
+    usleep(50000);
+    CHECK_EQ(atomic_load(&early_ends), 1);
+    CHECK_EQ(atomic_load(&cancels), cancels_before); /* never sent, so nothing to cancel */
+    CHECK_EQ(crpc_client_pending_count(c), 0);
+    printf("timeouts: a call cancelled before it reached the loop ended once, cancelled, unsent\n");
 
     crpc_client_destroy(c);
     CHECK_EQ(crpc_loop_stop(loop), 0);
