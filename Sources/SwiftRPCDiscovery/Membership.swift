@@ -1,0 +1,137 @@
+import Logging
+import SwiftRPC
+import Synchronization
+
+/// Turns discovery lists into server snapshots: connects to servers that appear (retrying
+/// those that refuse while they stay listed), drops those that disappear, and publishes a
+/// new ``ServerSnapshot`` after each change. Changes are serialized by `state`'s lock;
+/// connecting happens outside it.
+final class Membership: Sendable {
+    private struct State {
+        var wanted: [String: RPCServiceInstance] = [:]
+        var live: [String: ServerEndpoint] = [:]
+        var connecting: Set<String> = []
+        var retired: [ServerEndpoint] = []
+        var closed = false
+    }
+
+    private let service: String
+    private let configuration: RPCClusterClient.Configuration
+    private let cell: SnapshotCell<ServerSnapshot>
+    private let state = Mutex(State())
+    private let background = Mutex<[Task<Void, Never>]>([])
+
+    init(service: String, configuration: RPCClusterClient.Configuration, cell: SnapshotCell<ServerSnapshot>) {
+        self.service = service
+        self.configuration = configuration
+        self.cell = cell
+    }
+
+    /// Applies one full list; returns after each new server has been tried once.
+    func apply(_ list: [RPCServiceInstance]) async {
+        var wanted: [String: RPCServiceInstance] = [:]
+        for instance in list { wanted[instance.address] = instance }
+        let (dropped, toConnect) = state.withLock { s -> ([ServerEndpoint], [RPCServiceInstance]) in
+            guard !s.closed else { return ([], []) }
+            s.wanted = wanted
+            var dropped: [ServerEndpoint] = []
+            for (address, endpoint) in s.live where wanted[address] != endpoint.instance {
+                // Gone, or changed (weight, metadata): re-made with the new instance.
+                dropped.append(endpoint)
+                s.live[address] = nil
+            }
+            s.retired.append(contentsOf: dropped)
+            if s.retired.count > 256 { s.retired.removeFirst(s.retired.count - 256) } // bounded history
+            let toConnect = wanted.values.filter { s.live[$0.address] == nil && !s.connecting.contains($0.address) }
+            for instance in toConnect { s.connecting.insert(instance.address) }
+            if !dropped.isEmpty { publish(s) }
+            return (dropped, toConnect)
+        }
+        for endpoint in dropped {
+            configuration.logger.info("server left", metadata: ["service": "\(service)", "address": "\(endpoint.instance.address)"])
+            spawn { [configuration] in await endpoint.drainAndClose(grace: configuration.drainTimeout) }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for instance in toConnect {
+                group.addTask { await self.connectFirst(instance) }
+            }
+        }
+    }
+
+    /// One attempt now; on failure, keep trying in the background while it stays listed.
+    private func connectFirst(_ instance: RPCServiceInstance) async {
+        if await tryConnect(instance) { return }
+        spawn { [self] in
+            while true {
+                try? await Task.sleep(for: configuration.connectRetryDelay)
+                if Task.isCancelled || !stillWanted(instance) { return }
+                if await tryConnect(instance) { return }
+            }
+        }
+    }
+
+    private func stillWanted(_ instance: RPCServiceInstance) -> Bool {
+        let keep = state.withLock { s in !s.closed && s.wanted[instance.address] == instance }
+        if !keep { state.withLock { _ = $0.connecting.remove(instance.address) } }
+        return keep
+    }
+
+    /// Connects and publishes; true when done with this instance (connected, or no longer
+    /// wanted).
+    private func tryConnect(_ instance: RPCServiceInstance) async -> Bool {
+        do {
+            let endpoint = try await ServerEndpoint.connect(
+                instance, count: configuration.connectionsPerServer, configuration: configuration.connection)
+            let kept = state.withLock { s -> Bool in
+                s.connecting.remove(instance.address)
+                guard !s.closed, s.wanted[instance.address] == instance else { return false }
+                s.live[instance.address] = endpoint
+                publish(s)
+                return true
+            }
+            if kept {
+                configuration.logger.info("server joined", metadata: ["service": "\(service)", "address": "\(instance.address)"])
+            } else {
+                endpoint.connections.forEach { $0.close() }
+            }
+            return true
+        } catch {
+            configuration.logger.warning("cannot connect", metadata: [
+                "service": "\(service)", "address": "\(instance.address)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Builds and swaps in the snapshot of `s.live`. Called with the lock held, so
+    /// snapshots are published in the order of the changes.
+    private func publish(_ s: State) {
+        cell.store(ServerSnapshot(endpoints: Array(s.live.values), selection: configuration.selection))
+    }
+
+    private func spawn(_ body: @escaping @Sendable () async -> Void) {
+        let task = Task { await body() }
+        background.withLock { tasks in
+            tasks.removeAll { $0.isCancelled }
+            tasks.append(task)
+        }
+    }
+
+    func everCalled() -> [RPCServerStatistics] {
+        state.withLock { s in (s.live.values.map(\.statistics) + s.retired.map(\.statistics)) }
+            .sorted { $0.instance.address < $1.instance.address }
+    }
+
+    func closeAll() async {
+        let (endpoints, tasks) = state.withLock { s -> ([ServerEndpoint], [Task<Void, Never>]) in
+            s.closed = true
+            let all = Array(s.live.values)
+            s.live = [:]
+            s.wanted = [:]
+            publish(s)
+            return (all, background.withLock { $0 })
+        }
+        for task in tasks { task.cancel() }
+        for task in tasks { await task.value }
+        for endpoint in endpoints { endpoint.connections.forEach { $0.close() } }
+    }
+}
