@@ -75,23 +75,41 @@ extension RPCClusterClient {
     private func backup<Args, Reply>(
         _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions, delay: Duration
     ) async throws(RPCError) -> Reply {
-        let view = snapshot.load()
-        guard let first = pickServer(view, options, excluding: []) else { throw noServer() }
-        let second = pickServer(view, options, excluding: [first])
+        guard let first = pickServer(snapshot.load(), options, excluding: []) else { throw noServer() }
         let budget = configuration.retryBudget
-        let outcome: Result<Reply, RPCError> = await withTaskGroup(of: (primary: Bool, result: Result<Reply, RPCError>?).self) { group in
-            group.addTask { (true, await self.attempt(first, method, args, options)) }
-            if let second {
-                group.addTask {
-                    // Cancelled (the primary answered first) before the delay: no backup.
-                    do { try await Task.sleep(for: delay) } catch { return (false, nil) }
-                    guard budget.tryWithdraw() else { return (false, nil) }
-                    return (false, await self.attempt(second, method, args, options))
+        let primaryFailed = AsyncStream.makeStream(of: Void.self)
+        let outcome: Result<Reply, RPCError> = await withTaskGroup(of: Result<Reply, RPCError>?.self) { group in
+            group.addTask {
+                let result = await self.attempt(first, method, args, options)
+                if case .failure(let error) = result, self.mayRetry(error, idempotent: true) {
+                    primaryFailed.continuation.yield() // send the backup now
                 }
+                primaryFailed.continuation.finish()
+                return result
+            }
+            group.addTask {
+                // The backup goes after `delay`, or at once when the primary failed
+                // retryably; not at all when the primary succeeded (the task is
+                // cancelled) or failed for good.
+                let early = await withTaskGroup(of: Bool?.self) { timer in
+                    timer.addTask { try? await Task.sleep(for: delay); return Task.isCancelled ? nil : false }
+                    timer.addTask {
+                        var it = primaryFailed.stream.makeAsyncIterator()
+                        return await it.next() != nil ? true : nil
+                    }
+                    let first = await timer.next() ?? nil
+                    timer.cancelAll()
+                    return first
+                }
+                guard early != nil, !Task.isCancelled else { return nil }
+                // Picked now, from the current servers, so only sent backups take a turn.
+                guard let second = self.pickServer(self.snapshot.load(), options, excluding: [first]),
+                      budget.tryWithdraw() else { return nil }
+                return await self.attempt(second, method, args, options)
             }
             var lastFailure: RPCError?
             while let next = await group.next() {
-                guard let result = next.result else { continue }
+                guard let result = next else { continue }
                 switch result {
                 case .success:
                     group.cancelAll() // the loser's call is cancelled, and its server told

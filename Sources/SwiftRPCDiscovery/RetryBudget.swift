@@ -20,14 +20,14 @@ public final class RPCRetryBudget: Sendable {
     /// A budget of `ratio` retries per call, with up to `maximum` saved up.
     public init(ratio: Double = 0.1, maximum: Double = 10) {
         self.ratio = max(ratio, 0)
-        self.maximum = max(maximum, 0)
-        deposit = Int(self.ratio * 1000)
+        self.maximum = min(max(maximum, 0), 1e12) // held in thousandths in an Int
+        deposit = Int(min(self.ratio, 1e12) * 1000)
         cap = Int(self.maximum * 1000)
         milliTokens = Atomic(cap)
     }
 
     /// A budget that never refuses (for tests and for clusters where retries are free).
-    public static var unlimited: RPCRetryBudget { RPCRetryBudget(ratio: 1, maximum: .greatestFiniteMagnitude / 1e6) }
+    public static var unlimited: RPCRetryBudget { RPCRetryBudget(ratio: 1, maximum: 1e12) }
 
     /// Tokens left now.
     public var tokens: Double { Double(milliTokens.load(ordering: .relaxed)) / 1000 }

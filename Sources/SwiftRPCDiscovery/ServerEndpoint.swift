@@ -75,8 +75,11 @@ final class ServerEndpoint: Sendable {
     /// Smoothed latency of successful calls, in nanoseconds (0 until one succeeds).
     var latencyNanos: Int { latency.load(ordering: .relaxed) }
 
+    /// Moves the in-flight count (also how tests stage a loaded server).
+    func adjustInFlight(_ delta: Int) { inFlightCount.add(delta, ordering: .relaxed) }
+
     func began(connection: Int) {
-        inFlightCount.add(1, ordering: .relaxed)
+        adjustInFlight(1)
         sent.add(1, ordering: .relaxed)
         perConnection[connection].increment()
     }
@@ -85,7 +88,7 @@ final class ServerEndpoint: Sendable {
     /// load-then-store: a racing update may be lost, which only makes it a little less
     /// smooth.
     func ended(success: Bool, nanos: Int) {
-        inFlightCount.subtract(1, ordering: .relaxed)
+        adjustInFlight(-1)
         if success {
             succeeded.add(1, ordering: .relaxed)
             let old = latency.load(ordering: .relaxed)

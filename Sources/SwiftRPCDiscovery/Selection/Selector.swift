@@ -21,7 +21,13 @@ final class Selector: Sendable {
         case .random:
             return probe(from: random.next(below: n), count: n, usable)
         case .roundRobin:
-            return probe(from: Int(nextTicket() % UInt64(n)), count: n, usable)
+            // A skipped server's turn goes to the next ticket, not to its neighbour, so
+            // the survivors share its load evenly.
+            for _ in 0..<n {
+                let index = Int(nextTicket() % UInt64(n))
+                if usable(index) { return index }
+            }
+            return nil
         case .weightedRoundRobin:
             let schedule = snapshot.schedule
             let start = Int(nextTicket() % UInt64(schedule.count))
