@@ -138,19 +138,24 @@ final class Flaky: Sendable {
     func shouldFail() -> Bool { calls.add(1, ordering: .relaxed).oldValue < failFirst }
 }
 
-/// `rpcbench`, next to the test bundle (built by `swift build`), or nil.
+/// `rpcbench`, next to the test executable (built by `swift build`), or nil.
 func rpcbenchBinary() -> URL? {
-    var dir = Bundle(for: EtcdProcess.self).bundleURL.deletingLastPathComponent()
-    for _ in 0..<3 {
-        let candidate = dir.appendingPathComponent("rpcbench")
-        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-        dir = dir.deletingLastPathComponent()
+    let starts = [Bundle.main.executableURL, URL(fileURLWithPath: CommandLine.arguments[0])].compactMap { $0 }
+    for start in starts {
+        var dir = start.resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("rpcbench")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
     }
     return nil
 }
 
 /// An `rpcbench serve` child process, optionally registering itself in etcd.
-final class ServeProcess {
+final class ServeProcess: @unchecked Sendable {
+    // @unchecked: `port` is written once in init; afterwards only Process's kill and
+    // wait are used, from one task at a time.
     let process = Process()
     private(set) var port = 0
 

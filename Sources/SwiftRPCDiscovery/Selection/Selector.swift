@@ -23,11 +23,14 @@ final class Selector: Sendable {
         case .roundRobin:
             // A skipped server's turn goes to the next ticket, not to its neighbour, so
             // the survivors share its load evenly.
+            // Other callers take tickets meanwhile, so n tickets may all land on unusable
+            // servers while a usable one exists: then probe.
+            var index = 0
             for _ in 0..<n {
-                let index = Int(nextTicket() % UInt64(n))
+                index = Int(nextTicket() % UInt64(n))
                 if usable(index) { return index }
             }
-            return nil
+            return probe(from: index, count: n, usable)
         case .weightedRoundRobin:
             let schedule = snapshot.schedule
             let start = Int(nextTicket() % UInt64(schedule.count))
