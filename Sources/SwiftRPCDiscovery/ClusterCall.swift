@@ -35,13 +35,13 @@ extension RPCClusterClient {
         idempotent: Bool, maxAttempts: Int
     ) async throws(RPCError) -> Reply {
         var tried: [ServerEndpoint] = []
-        var lastError = noServer()
+        var lastError: RPCError?
         for attemptNumber in 0..<max(maxAttempts, 1) {
             // A fresh snapshot each attempt: a server that just joined can take the retry.
             let view = snapshot.load()
             guard let server = pickServer(view, options, excluding: tried)
                     ?? (attemptNumber > 0 ? pickServer(view, options, excluding: []) : nil) else {
-                throw attemptNumber == 0 ? noServer() : lastError
+                throw lastError ?? noServer()
             }
             switch await attempt(server, method, args, options) {
             case .success(let reply): return reply
@@ -52,7 +52,7 @@ extension RPCClusterClient {
                       configuration.retryBudget.tryWithdraw() else { throw error }
             }
         }
-        throw lastError
+        throw lastError ?? noServer()
     }
 
     private func failTry<Args, Reply>(

@@ -19,7 +19,14 @@ final class Membership: Sendable {
     private let configuration: RPCClusterClient.Configuration
     private let cell: SnapshotCell<ServerSnapshot>
     private let state = Mutex(State())
-    private let background = Mutex<[Task<Void, Never>]>([])
+    /// Tasks running in the background (reconnects, drains), by id, so close() can end
+    /// them; each removes itself when done (`finished` covers one done before it was added).
+    private struct Background {
+        var tasks: [Int: Task<Void, Never>] = [:]
+        var finished: Set<Int> = []
+        var nextID = 0
+    }
+    private let background = Mutex(Background())
 
     init(service: String, configuration: RPCClusterClient.Configuration, cell: SnapshotCell<ServerSnapshot>) {
         self.service = service
@@ -109,10 +116,15 @@ final class Membership: Sendable {
     }
 
     private func spawn(_ body: @escaping @Sendable () async -> Void) {
-        let task = Task { await body() }
-        background.withLock { tasks in
-            tasks.removeAll { $0.isCancelled }
-            tasks.append(task)
+        let id = background.withLock { b in defer { b.nextID += 1 }; return b.nextID }
+        let task = Task { [self] in
+            await body()
+            background.withLock { b in
+                if b.tasks.removeValue(forKey: id) == nil { b.finished.insert(id) }
+            }
+        }
+        background.withLock { b in
+            if b.finished.remove(id) == nil { b.tasks[id] = task }
         }
     }
 
@@ -128,7 +140,7 @@ final class Membership: Sendable {
             s.live = [:]
             s.wanted = [:]
             publish(s)
-            return (all, background.withLock { $0 })
+            return (all, background.withLock { Array($0.tasks.values) })
         }
         for task in tasks { task.cancel() }
         for task in tasks { await task.value }

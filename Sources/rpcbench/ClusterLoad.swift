@@ -101,6 +101,8 @@ func runClusterWorkload(_ workload: Workload, options: ClusterLoadOptions) async
                 var tally = Tally()
                 var seq = UInt64(caller) << 40
                 var request = payload.template
+                // With --selection hash each caller is one key (one server while it is up).
+                let callOptions = RPCCallOptions(hashKey: options.selection == .hash ? "caller-\(caller)" : nil)
                 while true {
                     let now = clock.phase.load(ordering: .relaxed)
                     if now == 2 { break }
@@ -108,7 +110,7 @@ func runClusterWorkload(_ workload: Workload, options: ClusterLoadOptions) async
                     payload.stamp(seq, into: &request)
                     let start = nowNanos()
                     let result = await catchingRPC { () async throws(RPCError) in
-                        try await cluster.call(method, request, options: .init(hashKey: "caller-\(caller)"))
+                        try await cluster.call(method, request, options: callOptions)
                     }
                     guard now == 1 else { continue }
                     let ok = (try? result.get()) != nil

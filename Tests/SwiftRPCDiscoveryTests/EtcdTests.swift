@@ -140,10 +140,16 @@ final class EtcdTests: XCTestCase {
                 }
                 group.addTask {
                     // Kill once calls are flowing, then keep the load on for a while.
-                    while progress.completed.load(ordering: .relaxed) < 2_000 { try? await Task.sleep(for: .milliseconds(5)) }
+                    // (Deadlines so a broken client fails the test instead of hanging it.)
+                    let limit = ContinuousClock.now + .seconds(60)
+                    while progress.completed.load(ordering: .relaxed) < 2_000, ContinuousClock.now < limit {
+                        try? await Task.sleep(for: .milliseconds(5))
+                    }
                     victim.kill()
                     let before = progress.completed.load(ordering: .relaxed)
-                    while progress.completed.load(ordering: .relaxed) < before + 3_000 { try? await Task.sleep(for: .milliseconds(5)) }
+                    while progress.completed.load(ordering: .relaxed) < before + 3_000, ContinuousClock.now < limit {
+                        try? await Task.sleep(for: .milliseconds(5))
+                    }
                     progress.stop.store(true, ordering: .relaxed)
                     return (0, [])
                 }
@@ -157,7 +163,7 @@ final class EtcdTests: XCTestCase {
         // Non-idempotent calls: those in flight on the dead connection fail, clearly.
         let victim1 = children[0], port1 = children[0].port
         let phase1 = await load(idempotent: false, killing: victim1)
-        XCTAssertGreaterThan(phase1.ok, 4_000)
+        XCTAssertGreaterThanOrEqual(phase1.ok, 5_000, "the load went on after the kill")
         // Every failure is a call sent on the dead server's connection (in flight when it
         // died, or sent before the client saw the connection close); none on the others.
         let afterPhase1 = cluster.allStatistics
@@ -171,16 +177,20 @@ final class EtcdTests: XCTestCase {
         let dropped = await cluster.waitForServers(timeout: .seconds(8)) { !$0.contains { $0.port == port1 } && $0.count == 2 }
         XCTAssertTrue(dropped, "the dead server's lease expired and discovery dropped it")
 
+        let victim1Calls = cluster.allStatistics.first { $0.instance.port == port1 }?.calls
+
         // Idempotent calls: the ones on the dead connection are retried elsewhere.
         let victim2 = children[1], port2 = children[1].port
         let beforeSurvivor = cluster.statistics.first { $0.instance.port == children[2].port }?.succeeded ?? 0
         let phase2 = await load(idempotent: true, killing: victim2)
+        XCTAssertGreaterThanOrEqual(phase2.ok, 5_000, "the load went on after the kill")
         XCTAssertEqual(phase2.failures.count, 0, "idempotent calls all succeed: \(phase2.failures.prefix(3))")
         let stats = cluster.allStatistics
         let deadCalls = stats.filter { $0.instance.port == port1 || $0.instance.port == port2 }
         let survivor = stats.first { $0.instance.port == children[2].port }!
         XCTAssertGreaterThan(survivor.succeeded - beforeSurvivor, 3_000 / 2, "after the kill the survivor carries the load")
         for dead in deadCalls { XCTAssertGreaterThan(dead.succeeded, 0, "each victim served calls before it died") }
+        XCTAssertEqual(stats.first { $0.instance.port == port1 }?.calls, victim1Calls, "no call goes to a dropped server")
         print("per-server calls:", stats.map { "\($0.instance.address)=\($0.calls) ok=\($0.succeeded) failed=\($0.failed)" },
               "phase1 failures:", phase1.failures.count)
         await cluster.close()
