@@ -156,13 +156,19 @@ extension RPCClusterClient {
             return .failure(error)
         }
         server.began(connection: index)
-        let start = ContinuousClock.now
-        let result = await catching { () async throws(RPCError) -> Reply in
-            try await client.call(method, args, metadata: options.metadata, timeout: options.timeout)
+        // Latency is only read by the least-loaded selection: no clock reads otherwise.
+        let start = timesAttempts ? ContinuousClock.now : nil
+        do throws(RPCError) {
+            let reply = try await client.call(method, args, metadata: options.metadata, timeout: options.timeout)
+            server.ended(success: true, nanos: start.map { Self.nanoseconds(ContinuousClock.now - $0) } ?? 0)
+            return .success(reply)
+        } catch {
+            server.ended(success: false, nanos: 0)
+            return .failure(error)
         }
-        let elapsed = ContinuousClock.now - start
-        server.ended(success: (try? result.get()) != nil,
-                     nanos: Int(elapsed.components.seconds) * 1_000_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000))
-        return result
+    }
+
+    private static func nanoseconds(_ d: Duration) -> Int {
+        Int(d.components.seconds) * 1_000_000_000 + Int(d.components.attoseconds / 1_000_000_000)
     }
 }

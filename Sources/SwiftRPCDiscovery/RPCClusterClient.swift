@@ -78,6 +78,8 @@ public final class RPCClusterClient: Sendable {
     /// The settings.
     public let configuration: Configuration
     let selector: Selector
+    /// Whether attempts are timed (only the least-loaded selection reads latencies).
+    let timesAttempts: Bool
     let snapshot: SnapshotCell<ServerSnapshot>
     private let membership: Membership
     private let watcher = Mutex<Task<Void, Never>?>(nil)
@@ -92,6 +94,7 @@ public final class RPCClusterClient: Sendable {
         self.service = service
         self.configuration = configuration
         self.selector = Selector(configuration.selection, seed: configuration.seed)
+        self.timesAttempts = configuration.selection == .leastLoaded
         let cell = SnapshotCell(ServerSnapshot(endpoints: [], selection: configuration.selection))
         self.snapshot = cell
         let membership = Membership(service: service, configuration: configuration, cell: cell)

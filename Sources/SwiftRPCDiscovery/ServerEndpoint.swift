@@ -14,8 +14,6 @@ final class ServerEndpoint: Sendable {
     private let nextConnection = Atomic<UInt64>(0)
     private let inFlightCount = Atomic<Int>(0)
     private let latency = Atomic<Int>(0)
-    let sent = Atomic<Int>(0)
-    let succeeded = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     /// Calls sent on each connection of the pool.
     let perConnection: [Counter]
@@ -80,21 +78,20 @@ final class ServerEndpoint: Sendable {
 
     func began(connection: Int) {
         adjustInFlight(1)
-        sent.add(1, ordering: .relaxed)
         perConnection[connection].increment()
     }
 
-    /// Records an ended call. The moving average (1/8 weight to the new sample) is a
-    /// load-then-store: a racing update may be lost, which only makes it a little less
-    /// smooth.
+    /// Records an ended call (`nanos` 0: not timed). Successes are not counted apart:
+    /// they are the calls sent less those failed or in flight. The moving average (1/8
+    /// weight to the new sample) is a load-then-store: a racing update may be lost, which
+    /// only makes it a little less smooth.
     func ended(success: Bool, nanos: Int) {
         adjustInFlight(-1)
-        if success {
-            succeeded.add(1, ordering: .relaxed)
+        if !success {
+            failed.add(1, ordering: .relaxed)
+        } else if nanos > 0 {
             let old = latency.load(ordering: .relaxed)
             latency.store(old == 0 ? nanos : old + (nanos - old) / 8, ordering: .relaxed)
-        } else {
-            failed.add(1, ordering: .relaxed)
         }
     }
 
@@ -108,10 +105,13 @@ final class ServerEndpoint: Sendable {
     }
 
     var statistics: RPCServerStatistics {
-        RPCServerStatistics(instance: instance, calls: sent.load(ordering: .relaxed),
-                            succeeded: succeeded.load(ordering: .relaxed), failed: failed.load(ordering: .relaxed),
-                            inFlight: inFlight, connected: connections.filter(\.isConnected).count,
-                            callsPerConnection: perConnection.map(\.value))
+        // Read in-flight and failures before the sends, so successes never come out negative.
+        let inFlight = self.inFlight, failed = failed.load(ordering: .relaxed)
+        let perConnection = perConnection.map(\.value)
+        let calls = perConnection.reduce(0, +)
+        return RPCServerStatistics(instance: instance, calls: calls, succeeded: max(calls - failed - inFlight, 0),
+                                   failed: failed, inFlight: inFlight, connected: connections.filter(\.isConnected).count,
+                                   callsPerConnection: perConnection)
     }
 }
 
