@@ -65,46 +65,64 @@ final class Membership: Sendable {
         }
     }
 
-    /// One attempt now; on failure, keep trying in the background while it stays listed.
+    /// One attempt now; on failure, keep trying in the background while the address stays
+    /// listed (with whatever instance is listed there by then: its weight may change).
     private func connectFirst(_ instance: RPCServiceInstance) async {
         if await tryConnect(instance) { return }
+        let address = instance.address
         spawn { [self] in
             while true {
                 try? await Task.sleep(for: configuration.connectRetryDelay)
-                if Task.isCancelled || !stillWanted(instance) { return }
-                if await tryConnect(instance) { return }
+                guard !Task.isCancelled, let current = wantedOrRelease(address) else { return }
+                if await tryConnect(current) { return }
             }
         }
     }
 
-    private func stillWanted(_ instance: RPCServiceInstance) -> Bool {
-        let keep = state.withLock { s in !s.closed && s.wanted[instance.address] == instance }
-        if !keep { state.withLock { _ = $0.connecting.remove(instance.address) } }
-        return keep
+    /// The instance listed at `address` now; nil, and no longer marked as connecting,
+    /// when there is none.
+    private func wantedOrRelease(_ address: String) -> RPCServiceInstance? {
+        state.withLock { s in
+            if !s.closed, let wanted = s.wanted[address] { return wanted }
+            s.connecting.remove(address)
+            return nil
+        }
     }
 
-    /// Connects and publishes; true when done with this instance (connected, or no longer
-    /// wanted).
+    /// Connects and publishes; true when done with this address (connected, or no longer
+    /// listed), false to try again (refused, or listed with other settings meanwhile).
     private func tryConnect(_ instance: RPCServiceInstance) async -> Bool {
+        let address = instance.address
+        let endpoint: ServerEndpoint
         do {
-            let endpoint = try await ServerEndpoint.connect(
+            endpoint = try await ServerEndpoint.connect(
                 instance, count: configuration.connectionsPerServer, configuration: configuration.connection)
-            let kept = state.withLock { s -> Bool in
-                s.connecting.remove(instance.address)
-                guard !s.closed, s.wanted[instance.address] == instance else { return false }
-                s.live[instance.address] = endpoint
-                publish(s)
-                return true
-            }
-            if kept {
-                configuration.logger.info("server joined", metadata: ["service": "\(service)", "address": "\(instance.address)"])
-            } else {
-                endpoint.connections.forEach { $0.close() }
-            }
-            return true
         } catch {
             configuration.logger.warning("cannot connect", metadata: [
-                "service": "\(service)", "address": "\(instance.address)", "error": "\(error)"])
+                "service": "\(service)", "address": "\(address)", "error": "\(error)"])
+            return false
+        }
+        enum Outcome { case kept, unlisted, changed }
+        let outcome = state.withLock { s -> Outcome in
+            guard !s.closed, let wanted = s.wanted[address] else {
+                s.connecting.remove(address)
+                return .unlisted
+            }
+            guard wanted == instance else { return .changed }
+            s.connecting.remove(address)
+            s.live[address] = endpoint
+            publish(s)
+            return .kept
+        }
+        switch outcome {
+        case .kept:
+            configuration.logger.info("server joined", metadata: ["service": "\(service)", "address": "\(address)"])
+            return true
+        case .unlisted:
+            endpoint.connections.forEach { $0.close() }
+            return true
+        case .changed:
+            endpoint.connections.forEach { $0.close() }
             return false
         }
     }

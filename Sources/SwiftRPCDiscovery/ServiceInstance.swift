@@ -32,8 +32,10 @@ public struct RPCServiceInstance: Sendable, Hashable, Codable, CustomStringConve
     /// `host:port`: the instance's identity within a service.
     public var address: String { "\(host):\(port)" }
 
+    /// `host:port`.
     public var description: String { address }
 
+    /// Decodes the registry's JSON; `weight` and `metadata` may be absent (1 and empty).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(host: try c.decode(String.self, forKey: .host), port: try c.decode(Int.self, forKey: .port),

@@ -36,6 +36,8 @@ public final class StaticDiscovery: RPCDiscovery {
         for target in targets { target.yield(instances) }
     }
 
+    /// The list of `service` (empty when unknown), then each list given to
+    /// ``update(_:to:)``. Never throws; ends when the consumer stops.
     public func instances(of service: String) -> AsyncThrowingStream<[RPCServiceInstance], any Error> {
         let (stream, continuation) = AsyncThrowingStream.makeStream(
             of: [RPCServiceInstance].self, bufferingPolicy: .bufferingNewest(1))

@@ -187,6 +187,21 @@ final class ClusterStaticTests: XCTestCase {
         await cluster.close()
     }
 
+    func testAChangedWeightTakesEffect() async throws {
+        let discovery = try start(["a", "b"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                 configuration: .init(selection: .weightedRoundRobin))
+        var heavy = servers[0].instance
+        heavy.weight = 4
+        discovery.update("Test", to: [heavy, servers[1].instance])
+        let changed = await cluster.waitForServers { $0.contains(heavy) }
+        XCTAssertTrue(changed)
+        var names: [String] = []
+        for i in 0..<50 { names.append(try await cluster.call(TestMethods.who, i)) }
+        XCTAssertEqual(tally(names), ["a": 40, "b": 10])
+        await cluster.close()
+    }
+
     func testAStoppedServerIsSkippedAndItsCallsGoElsewhere() async throws {
         let discovery = try start(["a", "b"])
         let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,

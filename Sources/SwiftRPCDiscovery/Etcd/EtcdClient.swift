@@ -184,5 +184,6 @@ public struct EtcdError: Error, Sendable, CustomStringConvertible {
     /// True when a watch's start revision has been compacted away.
     public var compacted: Bool = false
 
+    /// `etcd: MESSAGE (HTTP STATUS)`.
     public var description: String { "etcd: \(message) (HTTP \(status))" }
 }
