@@ -67,3 +67,31 @@ extension RPCClusterClient {
         return try outcome.get()
     }
 }
+
+extension RPCClusterClient {
+    /// Sends a notification (oneway, never answered) to one server picked by the
+    /// selection. A notification that could not be sent (its connection just went down)
+    /// goes to another server; once sent, it is never repeated.
+    ///
+    /// - Throws: `RPCError` when no server could take it.
+    public func notify<Args: Encodable>(_ name: String, _ args: Args,
+                                        options: RPCCallOptions = RPCCallOptions()) throws(RPCError) {
+        var tried: [ServerEndpoint] = []
+        let view = snapshot.load()
+        while let server = pickServer(view, options, excluding: tried) {
+            tried.append(server)
+            guard let (client, index) = server.connection() else { continue }
+            do {
+                try client.notify(name, args, metadata: options.metadata)
+                server.began(connection: index)
+                server.ended(success: true, nanos: 0)
+                return
+            } catch {
+                // notify throws only before sending: always safe to try elsewhere, but an
+                // encoding failure would fail everywhere.
+                if error.code == .invalidArgument { throw error }
+            }
+        }
+        throw noServer()
+    }
+}

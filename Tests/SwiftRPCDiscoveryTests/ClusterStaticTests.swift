@@ -154,6 +154,17 @@ final class ClusterStaticTests: XCTestCase {
         await cluster.close()
     }
 
+    func testNotificationsAreSpreadOverTheServers() async throws {
+        let discovery = try start(["a", "b", "c"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        for i in 0..<6 { try cluster.notify(TestMethods.note.name, i) }
+        let servers = self.servers
+        let arrived = await eventually { servers.allSatisfy { $0.notes.value == 2 } }
+        XCTAssertTrue(arrived, "\(servers.map(\.notes.value))")
+        XCTAssertEqual(cluster.statistics.map(\.calls), [2, 2, 2])
+        await cluster.close()
+    }
+
     func testConnectionPoolSpreadsCallsOverConnections() async throws {
         let discovery = try start(["a"])
         let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,

@@ -99,6 +99,8 @@ enum TestMethods {
     static let flaky = RPCMethod<Int, String>("Test.Flaky")
     /// Registered only on servers made with `extra: true`.
     static let only = RPCMethod<Int, String>("Test.Only")
+    /// Counts notifications in ``TestServer/notes``.
+    static let note = RPCMethod<Int, Int>("Test.Note")
 }
 
 /// An in-process server on a free loopback port.
@@ -107,6 +109,7 @@ final class TestServer: @unchecked Sendable {
     let server: RPCServer
     let port: Int
     let name: String
+    let notes = NoteCounter()
     var instance: RPCServiceInstance { RPCServiceInstance(host: "127.0.0.1", port: port) }
 
     init(name: String, slowMillis: Int = 0, failFirst: Int = 0, extra: Bool = false) throws {
@@ -124,10 +127,19 @@ final class TestServer: @unchecked Sendable {
             return name
         }
         if extra { try server.register(TestMethods.only) { _, _ in name } }
+        let notes = self.notes
+        try server.register(TestMethods.note) { n, _ in notes.increment() }
         port = try server.start()
     }
 
     func stop() { server.stop() }
+}
+
+/// Notifications a test server received.
+final class NoteCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() -> Int { count.add(1, ordering: .relaxed).newValue }
+    var value: Int { count.load(ordering: .relaxed) }
 }
 
 /// Counts calls; the first `failFirst` fail.
