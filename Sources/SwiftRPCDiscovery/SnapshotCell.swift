@@ -16,9 +16,9 @@ import Glibc
 /// writer drops its reference. Readers never wait; writers (rare: discovery changes) wait
 /// for readers already in their few-instruction window only.
 ///
-/// `@unchecked Sendable`: `pointer`, `epoch` and `readers` are atomics; `writer` is a
-/// Mutex serializing replacements. The object pointed to is immutable and Sendable.
-final class SnapshotCell<Value: AnyObject & Sendable>: @unchecked Sendable {
+/// Sendable: every field is an atomic or a Mutex (serializing replacements), and the
+/// object behind `pointer`'s bits is itself Sendable.
+final class SnapshotCell<Value: AnyObject & Sendable>: Sendable {
     private let pointer: Atomic<UInt>
     private let epoch = Atomic<UInt>(0)
     private let readers0 = Atomic<Int>(0)
