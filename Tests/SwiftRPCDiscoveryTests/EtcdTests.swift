@@ -96,6 +96,30 @@ final class EtcdTests: XCTestCase {
         await cluster.close()
     }
 
+    func testDiscoveryAndRegistrationSurviveAnEtcdRestart() async throws {
+        try requireIOUring()
+        let etcdProcess = try await startEtcd()
+        let etcd = etcdProcess.client
+        let a = try TestServer(name: "a"), b = try TestServer(name: "b")
+        defer { a.stop(); b.stop() }
+        let regA = try await EtcdRegistration.register(service: "Test", instance: a.instance, etcd: etcd, ttl: 3)
+        let cluster = try await RPCClusterClient(service: "Test", discovery: EtcdDiscovery(client: etcd))
+        XCTAssertEqual(cluster.servers, [a.instance])
+
+        try await etcdProcess.restart() // the watch breaks; the discovery re-reads and re-watches
+        XCTAssertEqual(cluster.servers, [a.instance], "the last list is kept while etcd is away")
+        let regB = try await EtcdRegistration.register(service: "Test", instance: b.instance, etcd: etcd, ttl: 3)
+        let joined = await cluster.waitForServers { $0.count == 2 }
+        XCTAssertTrue(joined, "a server registered after the restart is found")
+        // a's lease outlived the restart and is still renewed.
+        try await Task.sleep(for: .seconds(4))
+        let listed = try await EtcdDiscovery(client: etcd).resolve("Test")
+        XCTAssertEqual(Set(listed), [a.instance, b.instance])
+        await regA.deregister()
+        await regB.deregister()
+        await cluster.close()
+    }
+
     /// Three `rpcbench serve --register` processes; calls spread over them; one is killed
     /// (SIGKILL) mid-load with non-idempotent calls, then another with idempotent ones.
     /// Calls move to the survivors; only calls that were on the dead connection fail, each

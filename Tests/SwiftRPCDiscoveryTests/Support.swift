@@ -36,31 +36,40 @@ func freePort() throws -> Int {
 /// A real etcd on loopback, in a temporary data dir, for one test. Skips the test (with
 /// the reason) when the etcd binary is missing or does not come up.
 final class EtcdProcess {
-    let process = Process()
+    private(set) var process = Process()
     let dataDir: URL
     let endpoint: String
     let client: EtcdClient
+    private let binary: URL
+    private let arguments: [String]
 
     init() throws {
-        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        guard let binary else {
+        let path = ["/usr/bin/etcd", "/usr/local/bin/etcd"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let path else {
             throw XCTSkip("etcd is not installed (scripts/install-deps.sh installs Debian's etcd-server)")
         }
         let clientPort = try freePort(), peerPort = try freePort()
         dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("swiftrpc-etcd-\(UUID().uuidString)")
         endpoint = "http://127.0.0.1:\(clientPort)"
         let peer = "http://127.0.0.1:\(peerPort)"
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = [
+        binary = URL(fileURLWithPath: path)
+        arguments = [
             "--name", "test", "--data-dir", dataDir.path,
             "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", "test=\(peer)", "--log-level", "error",
         ]
+        client = EtcdClient(endpoint: endpoint)
+        do { try launch() } catch { throw XCTSkip("etcd did not start: \(error)") }
+    }
+
+    private func launch() throws {
+        process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { throw XCTSkip("etcd did not start: \(error)") }
-        client = EtcdClient(endpoint: endpoint)
+        try process.run()
     }
 
     /// Waits until etcd answers (up to 10 s); skips the test when it never does.
@@ -73,6 +82,14 @@ final class EtcdProcess {
         }
         stop()
         throw XCTSkip("etcd at \(endpoint) did not become ready")
+    }
+
+    /// Stops etcd (SIGTERM) and starts it again on the same ports and data.
+    func restart() async throws {
+        process.terminate()
+        process.waitUntilExit()
+        try launch()
+        try await ready()
     }
 
     func stop() {
