@@ -138,11 +138,12 @@ public final class RPCClusterClient: Sendable {
     /// Per-server counters, for the servers currently listed.
     public var statistics: [RPCServerStatistics] { snapshot.load().endpoints.map(\.statistics) }
 
-    /// Per-server counters of every server ever called, including those that left.
+    /// Per-server counters of the servers listed now and of those that left (the last 256).
     public var allStatistics: [RPCServerStatistics] { membership.everCalled() }
 
     /// Stops following discovery and closes every connection (calls in flight end with
-    /// `.unavailable`). Idempotent.
+    /// `.unavailable`). Idempotent. Call it when done: until then the task following
+    /// discovery keeps the connections open, even if the client is no longer referenced.
     public func close() async {
         let task = watcher.withLock { t -> Task<Void, Never>? in defer { t = nil }; return t }
         task?.cancel()
