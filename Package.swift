@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "SwiftRPC", targets: ["SwiftRPC"]),
         .library(name: "CRPCCore", targets: ["CRPCCore"]),
+        .library(name: "SwiftRPCDiscovery", targets: ["SwiftRPCDiscovery"]),
         .executable(name: "rpcbench", targets: ["rpcbench"]),
         .executable(name: "crpc-cbench", targets: ["crpc-cbench"]),
     ],
@@ -16,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
     ],
     targets: [
         // The C core: io_uring loops, sockets, framing, MessagePack envelope. `include/crpc.h`
@@ -42,6 +45,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Beyond one server: discovery (etcd or a static list), selectors, fail modes,
+        // broadcast and pooling. The HTTP client stays out of the core SwiftRPC target.
+        .target(
+            name: "SwiftRPCDiscovery",
+            dependencies: [
+                "SwiftRPC",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The reference services (Bench.Echo, Arith.*), served by `rpcbench serve`.
         .target(
             name: "RPCExamples",
@@ -50,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "rpcbench",
             dependencies: [
-                "SwiftRPC", "RPCExamples",
+                "SwiftRPC", "RPCExamples", "SwiftRPCDiscovery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -70,6 +85,10 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "SwiftRPCDiscoveryTests",
+            dependencies: ["SwiftRPC", "SwiftRPCDiscovery", "RPCExamples"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -43,6 +43,30 @@ for r in (d if isinstance(d,list) else [d]):
 
 workloads=("W1 1 1 32" "W2 4 32 32" "W3 1 4 65536")
 
+# run_crpc NAME: the C core (crpc-cbench) through every workload.
+run_crpc() {
+  local name=$1 w
+  start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "$name" "$1"
+  done
+  stop_server
+}
+
+# run_swift SUFFIX API...: rpcbench's Swift client through every workload, once per API.
+run_swift() {
+  local suffix=$1 w api; shift
+  local apis=("$@")
+  start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
+  for w in "${workloads[@]}"; do set -- $w
+    for api in "${apis[@]}"; do
+      "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
+        --duration "$secs" --cpu 1 --api "$api" --json | tag "SwiftRPC $api$suffix" "$1"
+    done
+  done
+  stop_server
+}
+
 for round in $(seq "$reps"); do
   echo "round $round of $reps"
   start_server taskset -c 0 "$out/echo_floor" serve --port 0 --cpu 0
@@ -51,33 +75,12 @@ for round in $(seq "$reps"); do
   done
   stop_server
 
-  start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
-  for w in "${workloads[@]}"; do set -- $w
-    "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "crpc (C)" "$1"
-  done
-  stop_server
-
-  start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
-  for w in "${workloads[@]}"; do set -- $w
-    for api in callback async async-loop; do
-      "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
-        --duration "$secs" --cpu 1 --api "$api" --json | tag "SwiftRPC $api" "$1"
-    done
-  done
-  stop_server
+  run_crpc "crpc (C)"
+  run_swift "" callback async async-loop
 
   export SWIFTRPC_BACKEND=epoll
-  start_server "$bin/crpc-cbench" serve --port 0 --loops 1 --cpu 0
-  for w in "${workloads[@]}"; do set -- $w
-    "$bin/crpc-cbench" load --port "$port" --conns "$2" --depth "$3" --payload "$4" --duration "$secs" --cpu 1 --json | tag "crpc (C) epoll" "$1"
-  done
-  stop_server
-  start_server "$bin/rpcbench" serve --port 0 --loops 1 --cpu 0
-  for w in "${workloads[@]}"; do set -- $w
-    "$bin/rpcbench" load --target "127.0.0.1:$port" --conns "$2" --depth "$3" --payload "$4" \
-      --duration "$secs" --cpu 1 --api callback --json | tag "SwiftRPC callback epoll" "$1"
-  done
-  stop_server
+  run_crpc "crpc (C) epoll"
+  run_swift " epoll" callback
   unset SWIFTRPC_BACKEND
 done
 

@@ -39,6 +39,14 @@ check "the open loop offers about the rate asked for" \
   "python3 -c 'import json,sys; r=json.load(open(\"$tmp/rate.json\"))[0]; sys.exit(0 if 700 <= r[\"calls\"] <= 1300 else 1)'"
 "$bin" load --target "$addr" --payload 0 --conns 1 --depth 1 --duration 0.3 --warmup 0.1 --api async-loop >/dev/null
 check "empty payloads and the loop executor work" "[ $? -eq 0 ]"
+first=$pid first_addr=$addr
+serve "$tmp/second.log"
+"$bin" load --service Bench --servers "$first_addr,$addr" --conns 1 --depth 4 --duration 0.5 --warmup 0.1 --json >"$tmp/cluster.json"
+check "load --service over a static list exits 0" "[ $? -eq 0 ]"
+check "load --service reports both servers, each with calls, and no errors" \
+  "python3 -c 'import json,sys; d=json.load(open(\"$tmp/cluster.json\")); s=d[\"servers\"]; r=d[\"results\"][0]; sys.exit(0 if len(s) == 2 and all(x[\"calls\"] > 0 and x[\"failed\"] == 0 for x in s) and r[\"errors\"] == 0 else 1)'"
+kill -TERM $pid; wait $pid 2>/dev/null
+pid=$first addr=$first_addr
 kill -TERM $pid; wait $pid 2>/dev/null
 check "serve exits 0 on SIGTERM (a clean shutdown, not death by signal)" "[ $? -eq 0 ]"
 

@@ -26,7 +26,8 @@ class PendingCall: @unchecked Sendable {
             case ETIMEDOUT: return RPCError(.deadlineExceeded, "the call timed out")
             case ECONNRESET: return RPCError(.unavailable, "connection lost before the reply")
             case ESHUTDOWN: return RPCError(.unavailable, "the client was closed")
-            case ENOTCONN: return RPCError(.unavailable, "not connected")
+            // Only the loop's own check reports this, before the request is encoded.
+            case ENOTCONN: return RPCError(.unavailable, "not connected").neverSent()
             default: return CoreErrors.error(r.status, "call failed")
             }
         }

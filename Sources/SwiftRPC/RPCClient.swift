@@ -250,7 +250,7 @@ public final class RPCClient: Sendable {
         _ pending: PendingCall, _ writer: MessagePackWriter
     ) -> RPCCall {
         do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
-            pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)"))
+            pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
             return RPCCall(handle: nil, id: 0)
         }
         var id: UInt64 = 0
@@ -276,7 +276,7 @@ public final class RPCClient: Sendable {
         }
         if rc < 0 {
             Unmanaged<PendingCall>.fromOpaque(ctx).release()
-            pending.fail(CoreErrors.error(rc, "cannot call \(name)"))
+            pending.fail(CoreErrors.error(rc, "cannot call \(name)").neverSent()) // the core refused it
             return RPCCall(handle: nil, id: 0)
         }
         return RPCCall(handle: handle, id: id)

@@ -57,6 +57,13 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
     public var code: Code
     /// A human-readable explanation.
     public var message: String
+    /// True when the client knows the request never left this process: it failed before
+    /// the core took it (not connected, closed, too large, not encodable) or the core
+    /// refused it before writing it (the connection was down). Retrying such a call cannot
+    /// run the method twice. False when the request may have reached the server (a reply,
+    /// a lost connection, a timeout) and for errors made with ``init(_:_:)``.
+    /// Not part of equality or hashing: it describes the attempt, not the failure.
+    public var requestNeverSent: Bool = false
 
     /// Creates an error to throw from a handler or to compare against.
     public init(_ code: Code, _ message: String) {
@@ -65,4 +72,22 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "RPCError(\(code.rawValue) \(code)): \(message)" }
+
+    /// Equal when code and message are (``requestNeverSent`` is left out).
+    public static func == (lhs: RPCError, rhs: RPCError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message
+    }
+
+    /// Hashes code and message (as ``==`` compares them).
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
+    }
+
+    /// This error, marked as a request that never left this process.
+    func neverSent() -> RPCError {
+        var copy = self
+        copy.requestNeverSent = true
+        return copy
+    }
 }

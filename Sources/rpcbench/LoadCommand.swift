@@ -33,11 +33,18 @@ struct LoadCommand: AsyncParsableCommand {
               rpcbench load --target 127.0.0.1:7000 --conns 1 --depth 1   # W1 shape
               rpcbench load --target 127.0.0.1:7000 --depth 4 --payload 65536 --conns 1
               rpcbench load --target 127.0.0.1:7000 --rate 100000 --api async --json
+              rpcbench load --service Bench --etcd http://127.0.0.1:2379 --conns 2 --depth 16
+              rpcbench load --service Bench --servers 127.0.0.1:7000,127.0.0.1:7001 --selection least-loaded
+
+            With --service the calls go through discovery (servers registered by `rpcbench \
+            serve --register`, or a --servers list) and an RPCClusterClient: --conns \
+            connections per server, conns x depth callers in a closed loop (async API), \
+            each server's call counts printed after the table.
             """
     )
 
-    @Option(help: "Server address, HOST:PORT.")
-    var target: String
+    @Option(help: "Server address, HOST:PORT (or use --service).")
+    var target: String?
 
     @Option(help: "Connections.")
     var conns = 4
@@ -59,21 +66,42 @@ struct LoadCommand: AsyncParsableCommand {
 
     @OptionGroup var options: LoadOptions
 
+    @OptionGroup(title: "Discovery") var cluster: ClusterLoadOptions
+
     func validate() throws {
-        guard Endpoint(target) != nil else { throw ValidationError("--target must be HOST:PORT") }
+        if cluster.service != nil {
+            guard target == nil else { throw ValidationError("--target and --service exclude each other") }
+            guard (cluster.etcd == nil) != (cluster.servers == nil) else {
+                throw ValidationError("--service needs exactly one of --etcd and --servers")
+            }
+            guard rate == nil else { throw ValidationError("--rate is not supported with --service") }
+        } else {
+            guard let target, Endpoint(target) != nil else { throw ValidationError("--target must be HOST:PORT") }
+        }
         guard conns > 0, depth > 0, payload >= 0 else { throw ValidationError("--conns and --depth must be positive, --payload not negative") }
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
     }
 
     func run() async throws {
-        let endpoint = Endpoint(target)!
         var workload = Workload(name: "load", conns: conns, depth: depth, payload: payload)
         workload.method = method
         workload.api = api
         workload.duration = options.duration
         workload.warmup = options.warmup
         workload.rate = rate
-        let result = try await runWorkload(workload, endpoint: endpoint, cpu: options.cpu)
+        if cluster.service != nil {
+            let (result, counts) = try await runClusterWorkload(workload, options: cluster)
+            if options.json {
+                print("{\"results\": \(Table.json([result])),\n\"servers\": \(jsonArray(counts))}")
+            } else {
+                print(Table.render([result]))
+                print()
+                print(ServerTable.render(counts))
+            }
+            if result.failed { throw ExitCode(1) }
+            return
+        }
+        let result = try await runWorkload(workload, endpoint: Endpoint(target!)!, cpu: options.cpu)
         print(options.json ? Table.json([result]) : Table.render([result]))
         if result.failed { throw ExitCode(1) }
     }
@@ -106,4 +134,10 @@ func runWorkload(_ workload: Workload, endpoint: Endpoint, cpu: Int) async throw
     let result = await LoadEngine(workload: workload, clients: clients).run()
     clients.forEach { $0.close() }
     return result
+}
+
+func jsonArray<T: Encodable>(_ values: [T]) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    return String(decoding: (try? encoder.encode(values)) ?? Data("[]".utf8), as: UTF8.self)
 }

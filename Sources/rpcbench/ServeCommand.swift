@@ -2,9 +2,10 @@ import ArgumentParser
 import Foundation
 import RPCExamples
 import SwiftRPC
+import SwiftRPCDiscovery
 
 /// `rpcbench serve`: the reference services until SIGINT or SIGTERM.
-struct ServeCommand: ParsableCommand {
+struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Serve the reference services (Bench.Echo, Arith.*, rpc.*) until SIGINT/SIGTERM.",
@@ -14,6 +15,11 @@ struct ServeCommand: ParsableCommand {
             Examples:
               rpcbench serve                             # 127.0.0.1, a free port
               rpcbench serve --host 0.0.0.0 --port 7000 --loops 2 --cpu 0
+              rpcbench serve --register Bench --etcd http://127.0.0.1:2379   # discoverable
+
+            With --register the server puts itself in etcd under a lease it renews, before
+            printing "listening on"; SIGINT/SIGTERM revokes the lease (the entry vanishes at
+            once), while a crash leaves it to expire after --ttl seconds.
             """
     )
 
@@ -32,10 +38,27 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Largest frame accepted or sent, in bytes.")
     var maxFrameSize = 4 << 20
 
+    @Option(help: "Register in etcd as a server of this service (needs --etcd).")
+    var register: String?
+
+    @Option(help: "etcd's client URL for --register, e.g. http://127.0.0.1:2379.")
+    var etcd: String?
+
+    @Option(help: "Lease TTL in seconds for --register: how long a crashed server stays listed.")
+    var ttl = 5
+
+    @Option(help: "Address registered with --register (default: --host, or 127.0.0.1 when --host is 0.0.0.0).")
+    var advertise: String?
+
     @Flag(help: "Fault injection for testing rpcbench itself: Bench.Echo flips one byte of every reply.")
     var corruptEcho = false
 
-    func run() throws {
+    func validate() throws {
+        if (register == nil) != (etcd == nil) { throw ValidationError("--register and --etcd go together") }
+        if ttl < 2 { throw ValidationError("--ttl must be at least 2") }
+    }
+
+    func run() async throws {
         let signals = Signals.trapTermination()
         let server = RPCServer(configuration: .init(
             host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize))
@@ -51,9 +74,23 @@ struct ServeCommand: ParsableCommand {
             try registerReferenceServices(on: server)
         }
         let bound = try server.start()
+        var registration: EtcdRegistration?
+        var etcdClient: EtcdClient?
+        if let register, let etcd {
+            let client = EtcdClient(endpoint: etcd)
+            etcdClient = client
+            let address = advertise ?? (host == "0.0.0.0" ? "127.0.0.1" : host)
+            registration = try await EtcdRegistration.register(
+                service: register, instance: RPCServiceInstance(host: address, port: bound), etcd: client, ttl: ttl)
+        }
         // Unbuffered, so a parent reading the pipe sees it at once.
         FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\nI/O backend: \(server.backend ?? "none")\n".utf8))
-        signals.wait()
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread { signals.wait(); done.resume() }
+        }
+        // Out of discovery first, so clients stop sending before the server goes.
+        await registration?.deregister()
+        try? await etcdClient?.shutdown()
         server.stop()
     }
 }

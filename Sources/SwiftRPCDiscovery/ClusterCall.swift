@@ -1,0 +1,174 @@
+import SwiftRPC
+
+extension RPCClusterClient {
+    /// Calls `method` on one server of the service, picked by the configured selection,
+    /// retrying as the fail mode allows.
+    ///
+    /// - Throws: `RPCError`: the last attempt's error; `.unavailable` with
+    ///   ``SwiftRPC/RPCError/requestNeverSent`` when no server is available.
+    public func call<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, options: RPCCallOptions = RPCCallOptions()
+    ) async throws(RPCError) -> Reply {
+        configuration.retryBudget.recordCall()
+        let idempotent = options.idempotent ?? configuration.idempotentMethods.contains(method.name)
+        switch configuration.failMode {
+        case .failFast:
+            let view = snapshot.load()
+            guard let server = pickServer(view, options, excluding: []) else { throw noServer() }
+            return try await attempt(server, method, args, options).get()
+        case .failover(let maxAttempts):
+            return try await failover(method, args, options, idempotent: idempotent, maxAttempts: maxAttempts)
+        case .failTry(let maxAttempts):
+            return try await failTry(method, args, options, idempotent: idempotent, maxAttempts: maxAttempts)
+        case .backup(let delay):
+            guard idempotent else {
+                return try await failover(method, args, options, idempotent: false, maxAttempts: 2)
+            }
+            return try await backup(method, args, options, delay: delay)
+        }
+    }
+
+    // MARK: Fail modes
+
+    private func failover<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions,
+        idempotent: Bool, maxAttempts: Int
+    ) async throws(RPCError) -> Reply {
+        var tried: [ServerEndpoint] = []
+        var lastError: RPCError?
+        for attemptNumber in 0..<max(maxAttempts, 1) {
+            // A fresh snapshot each attempt: a server that just joined can take the retry.
+            let view = snapshot.load()
+            guard let server = pickServer(view, options, excluding: tried)
+                    ?? (attemptNumber > 0 ? pickServer(view, options, excluding: []) : nil) else {
+                throw lastError ?? noServer()
+            }
+            switch await attempt(server, method, args, options) {
+            case .success(let reply): return reply
+            case .failure(let error):
+                lastError = error
+                tried.append(server)
+                guard mayRetry(error, idempotent: idempotent), attemptNumber + 1 < maxAttempts,
+                      configuration.retryBudget.tryWithdraw() else { throw error }
+            }
+        }
+        throw lastError ?? noServer()
+    }
+
+    private func failTry<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions,
+        idempotent: Bool, maxAttempts: Int
+    ) async throws(RPCError) -> Reply {
+        guard let server = pickServer(snapshot.load(), options, excluding: []) else { throw noServer() }
+        var attemptNumber = 0
+        while true {
+            switch await attempt(server, method, args, options) {
+            case .success(let reply): return reply
+            case .failure(let error):
+                attemptNumber += 1
+                guard mayRetry(error, idempotent: idempotent), attemptNumber < maxAttempts,
+                      configuration.retryBudget.tryWithdraw() else { throw error }
+            }
+        }
+    }
+
+    private func backup<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions, delay: Duration
+    ) async throws(RPCError) -> Reply {
+        guard let first = pickServer(snapshot.load(), options, excluding: []) else { throw noServer() }
+        let budget = configuration.retryBudget
+        let primaryFailed = AsyncStream.makeStream(of: Void.self)
+        let outcome: Result<Reply, RPCError> = await withTaskGroup(of: Result<Reply, RPCError>?.self) { group in
+            group.addTask {
+                let result = await self.attempt(first, method, args, options)
+                if case .failure(let error) = result, self.mayRetry(error, idempotent: true) {
+                    primaryFailed.continuation.yield() // send the backup now
+                }
+                primaryFailed.continuation.finish()
+                return result
+            }
+            group.addTask {
+                // The backup goes after `delay`, or at once when the primary failed
+                // retryably; not at all when the primary succeeded (the task is
+                // cancelled) or failed for good.
+                let early = await withTaskGroup(of: Bool?.self) { timer in
+                    timer.addTask { try? await Task.sleep(for: delay); return Task.isCancelled ? nil : false }
+                    timer.addTask {
+                        var it = primaryFailed.stream.makeAsyncIterator()
+                        return await it.next() != nil ? true : nil
+                    }
+                    let first = await timer.next() ?? nil
+                    timer.cancelAll()
+                    return first
+                }
+                guard early != nil, !Task.isCancelled else { return nil }
+                // Picked now, from the current servers, so only sent backups take a turn.
+                guard let second = self.pickServer(self.snapshot.load(), options, excluding: [first]),
+                      budget.tryWithdraw() else { return nil }
+                return await self.attempt(second, method, args, options)
+            }
+            var lastFailure: RPCError?
+            while let next = await group.next() {
+                guard let result = next else { continue }
+                switch result {
+                case .success:
+                    group.cancelAll() // the loser's call is cancelled, and its server told
+                    return result
+                case .failure(let error):
+                    lastFailure = error
+                }
+            }
+            return .failure(lastFailure ?? noServer())
+        }
+        return try outcome.get()
+    }
+
+    // MARK: One attempt
+
+    /// Whether a failed attempt may be repeated: a retryable code, and either the request
+    /// never left this process or the call is idempotent.
+    func mayRetry(_ error: RPCError, idempotent: Bool) -> Bool {
+        configuration.retryableCodes.contains(error.code) && (error.requestNeverSent || idempotent)
+    }
+
+    func pickServer(_ view: ServerSnapshot, _ options: RPCCallOptions, excluding: [ServerEndpoint]) -> ServerEndpoint? {
+        let endpoints = view.endpoints
+        let index = selector.pick(view, key: options.hashKey) { i in
+            let e = endpoints[i]
+            return e.isAvailable && !excluding.contains { $0 === e }
+        }
+        return index.map { endpoints[$0] }
+    }
+
+    func noServer() -> RPCError {
+        var error = RPCError(.unavailable, "no server of \(service) is available")
+        error.requestNeverSent = true
+        return error
+    }
+
+    /// One call on one server, counted in its statistics.
+    func attempt<Args, Reply>(
+        _ server: ServerEndpoint, _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions
+    ) async -> Result<Reply, RPCError> {
+        guard let (client, index) = server.connection() else {
+            var error = RPCError(.unavailable, "every connection to \(server.instance.address) is down")
+            error.requestNeverSent = true
+            return .failure(error)
+        }
+        server.began(connection: index)
+        // Latency is only read by the least-loaded selection: no clock reads otherwise.
+        let start = timesAttempts ? ContinuousClock.now : nil
+        do throws(RPCError) {
+            let reply = try await client.call(method, args, metadata: options.metadata, timeout: options.timeout)
+            server.ended(success: true, nanos: start.map { Self.nanoseconds(ContinuousClock.now - $0) } ?? 0)
+            return .success(reply)
+        } catch {
+            server.ended(success: false, nanos: 0)
+            return .failure(error)
+        }
+    }
+
+    private static func nanoseconds(_ d: Duration) -> Int {
+        Int(d.components.seconds) * 1_000_000_000 + Int(d.components.attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,249 @@
+import SwiftRPC
+import SwiftRPCDiscovery
+import XCTest
+
+/// RPCClusterClient over a static list of in-process servers: selection, fail modes,
+/// the retry budget, backup requests, broadcast and fork, pooling, membership changes.
+final class ClusterStaticTests: XCTestCase {
+    private var servers: [TestServer] = []
+
+    override func tearDown() {
+        servers.forEach { $0.stop() }
+        servers = []
+    }
+
+    private func start(_ specs: [(String, Int, Int, Bool)]) throws -> StaticDiscovery {
+        try requireEventLoop()
+        servers = try specs.map { try TestServer(name: $0.0, slowMillis: $0.1, failFirst: $0.2, extra: $0.3) }
+        return StaticDiscovery(["Test": servers.map(\.instance)])
+    }
+
+    private func start(_ names: [String]) throws -> StaticDiscovery {
+        try start(names.map { ($0, 0, 0, false) })
+    }
+
+    private func tally(_ names: [String]) -> [String: Int] {
+        names.reduce(into: [:]) { $0[$1, default: 0] += 1 }
+    }
+
+    func testRoundRobinSpreadsCallsEvenly() async throws {
+        let discovery = try start(["a", "b", "c"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        XCTAssertEqual(cluster.servers.count, 3)
+        var names: [String] = []
+        for i in 0..<30 { names.append(try await cluster.call(TestMethods.who, i)) }
+        XCTAssertEqual(tally(names), ["a": 10, "b": 10, "c": 10])
+        XCTAssertEqual(cluster.statistics.map(\.calls), [10, 10, 10])
+        await cluster.close()
+    }
+
+    func testWeightsAndHashKeysReachTheServers() async throws {
+        try requireEventLoop()
+        servers = [try TestServer(name: "heavy"), try TestServer(name: "light")]
+        var heavy = servers[0].instance
+        heavy.weight = 3
+        let discovery = StaticDiscovery(["Test": [heavy, servers[1].instance]])
+        let weighted = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                  configuration: .init(selection: .weightedRoundRobin))
+        var names: [String] = []
+        for i in 0..<40 { names.append(try await weighted.call(TestMethods.who, i)) }
+        XCTAssertEqual(tally(names), ["heavy": 30, "light": 10])
+        await weighted.close()
+
+        let hashed = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                configuration: .init(selection: .consistentHash()))
+        for user in 0..<10 {
+            var seen = Set<String>()
+            for _ in 0..<5 { seen.insert(try await hashed.call(TestMethods.who, 0, options: .init(hashKey: "user-\(user)"))) }
+            XCTAssertEqual(seen.count, 1, "one key, one server")
+        }
+        await hashed.close()
+    }
+
+    func testFailTryRetriesTheSameServerForIdempotentCalls() async throws {
+        let discovery = try start([("a", 0, 2, false)])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery, configuration: .init(
+            failMode: .failTry(maxAttempts: 3), retryBudget: .unlimited))
+        let name = try await cluster.call(TestMethods.flaky, 0, options: .init(idempotent: true))
+        XCTAssertEqual(name, "a")
+        XCTAssertEqual(cluster.statistics[0].calls, 3) // two failures, then the success
+        await cluster.close()
+    }
+
+    func testNonIdempotentCallsAreNotRetriedOnceSent() async throws {
+        let discovery = try start([("a", 0, 100, false), ("b", 0, 100, false)])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery, configuration: .init(
+            failMode: .failover(maxAttempts: 3), retryBudget: .unlimited))
+        do {
+            _ = try await cluster.call(TestMethods.flaky, 0)
+            XCTFail("expected the server's error")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+            XCTAssertFalse(error.requestNeverSent)
+        }
+        XCTAssertEqual(cluster.statistics.map(\.calls).reduce(0, +), 1, "a sent, non-idempotent call is not repeated")
+        await cluster.close()
+    }
+
+    func testFailoverMovesIdempotentCallsAndTheBudgetCapsRetries() async throws {
+        // Both servers always fail: 10 idempotent calls with failover over 5 attempts would
+        // be 50 attempts; a budget of 2 tokens (no refill) allows 10 + 2.
+        let discovery = try start([("a", 0, 1000, false), ("b", 0, 1000, false)])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery, configuration: .init(
+            failMode: .failover(maxAttempts: 5), retryBudget: RPCRetryBudget(ratio: 0, maximum: 2)))
+        var failures = 0
+        for i in 0..<10 {
+            do { _ = try await cluster.call(TestMethods.flaky, i, options: .init(idempotent: true)) } catch { failures += 1 }
+        }
+        XCTAssertEqual(failures, 10)
+        XCTAssertEqual(cluster.statistics.map(\.calls).reduce(0, +), 12)
+        await cluster.close()
+
+        // With budget, a failing server's call moves to the other one.
+        servers.forEach { $0.stop() }
+        let discovery2 = try start([("bad", 0, 1000, false), ("good", 0, 0, false)])
+        let failover = try await RPCClusterClient(service: "Test", discovery: discovery2, configuration: .init(
+            failMode: .failover(maxAttempts: 2), retryBudget: .unlimited))
+        for i in 0..<6 {
+            let name = try await failover.call(TestMethods.flaky, i, options: .init(idempotent: true))
+            XCTAssertEqual(name, "good")
+        }
+        await failover.close()
+    }
+
+    func testBackupRequestAnswersFromTheSecondServerAndCancelsTheFirst() async throws {
+        let discovery = try start([("slow", 5_000, 0, false), ("fast", 0, 0, false)])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery, configuration: .init(
+            failMode: .backup(after: .milliseconds(50)), retryBudget: .unlimited))
+        for _ in 0..<4 {
+            let name = try await cluster.call(TestMethods.slow, 0, options: .init(idempotent: true))
+            XCTAssertEqual(name, "fast")
+        }
+        let stats = Dictionary(uniqueKeysWithValues: cluster.statistics.map { ($0.instance.port, $0) })
+        let slow = stats[servers[0].port]!, fast = stats[servers[1].port]!
+        XCTAssertGreaterThanOrEqual(slow.calls, 1) // round-robin: some calls started there
+        XCTAssertEqual(slow.failed, slow.calls)    // ... and were cancelled when the backup won
+        XCTAssertEqual(fast.succeeded, 4)
+        // The losers' handlers were cancelled on the server too.
+        let slowServer = servers[0].server
+        let drained = await eventually { slowServer.runningHandlerCount == 0 }
+        XCTAssertTrue(drained)
+        await cluster.close()
+    }
+
+    func testBroadcastAndFork() async throws {
+        let discovery = try start([("a", 0, 0, true), ("b", 0, 0, false), ("c", 5_000, 0, false)])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        let all = try await cluster.broadcastAll(TestMethods.who, 0)
+        XCTAssertEqual(Set(all), ["a", "b", "c"])
+        let collected = await cluster.broadcast(TestMethods.only, 0)
+        XCTAssertEqual(collected.count, 3)
+        XCTAssertEqual(collected.filter { (try? $0.result.get()) == "a" }.count, 1)
+        XCTAssertEqual(collected.filter { if case .failure(let e) = $0.result { e.code == .unimplemented } else { false } }.count, 2)
+        do {
+            _ = try await cluster.broadcastAll(TestMethods.only, 0)
+            XCTFail("two servers lack the method")
+        } catch {
+            XCTAssertEqual(error.code, .unimplemented)
+        }
+        // Fork over every server: the slow one never wins.
+        for _ in 0..<3 {
+            let name = try await cluster.fork(TestMethods.slow, 0, fanout: 3)
+            XCTAssertNotEqual(name, "c")
+        }
+        await cluster.close()
+    }
+
+    func testNotificationsAreSpreadOverTheServers() async throws {
+        let discovery = try start(["a", "b", "c"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        for i in 0..<6 { try cluster.notify(TestMethods.note.name, i) }
+        let servers = self.servers
+        let arrived = await eventually { servers.allSatisfy { $0.notes.value == 2 } }
+        XCTAssertTrue(arrived, "\(servers.map(\.notes.value))")
+        XCTAssertEqual(cluster.statistics.map(\.calls), [2, 2, 2])
+        await cluster.close()
+    }
+
+    func testConnectionPoolSpreadsCallsOverConnections() async throws {
+        let discovery = try start(["a"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                 configuration: .init(connectionsPerServer: 3))
+        let server = servers[0].server
+        let connected = await eventually { server.connectionCount == 3 }
+        XCTAssertTrue(connected)
+        for i in 0..<30 { _ = try await cluster.call(TestMethods.who, i) }
+        XCTAssertEqual(cluster.statistics[0].callsPerConnection, [10, 10, 10])
+        await cluster.close()
+    }
+
+    func testMembershipChangesReachTheClientWithoutARestart() async throws {
+        let discovery = try start(["a", "b"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        let extra = try TestServer(name: "c")
+        servers.append(extra)
+        discovery.update("Test", to: servers.map(\.instance))
+        let joined = await cluster.waitForServers { $0.count == 3 }
+        XCTAssertTrue(joined)
+        var names: [String] = []
+        for i in 0..<30 { names.append(try await cluster.call(TestMethods.who, i)) }
+        XCTAssertEqual(tally(names)["c"], 10)
+
+        discovery.update("Test", to: [servers[0].instance])
+        let left = await cluster.waitForServers { $0.count == 1 }
+        XCTAssertTrue(left)
+        names = []
+        for i in 0..<5 { names.append(try await cluster.call(TestMethods.who, i)) }
+        XCTAssertEqual(names, Array(repeating: "a", count: 5))
+        await cluster.close()
+    }
+
+    func testAChangedWeightTakesEffect() async throws {
+        let discovery = try start(["a", "b"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                 configuration: .init(selection: .weightedRoundRobin))
+        var heavy = servers[0].instance
+        heavy.weight = 4
+        discovery.update("Test", to: [heavy, servers[1].instance])
+        let changed = await cluster.waitForServers { $0.contains(heavy) }
+        XCTAssertTrue(changed)
+        var names: [String] = []
+        for i in 0..<50 { names.append(try await cluster.call(TestMethods.who, i)) }
+        XCTAssertEqual(tally(names), ["a": 40, "b": 10])
+        await cluster.close()
+    }
+
+    func testAStoppedServerIsSkippedAndItsCallsGoElsewhere() async throws {
+        let discovery = try start(["a", "b"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                 configuration: .init(failMode: .failFast))
+        servers[0].stop() // still listed: the client learns from the closed connection
+        let stoppedPort = servers[0].port
+        let noticed = await eventually { cluster.statistics.first { $0.instance.port == stoppedPort }?.connected == 0 }
+        XCTAssertTrue(noticed)
+        for i in 0..<10 {
+            let name = try await cluster.call(TestMethods.who, i)
+            XCTAssertEqual(name, "b")
+        }
+        servers[1].stop()
+        _ = await eventually { cluster.statistics.allSatisfy { $0.connected == 0 } }
+        do {
+            _ = try await cluster.call(TestMethods.who, 0)
+            XCTFail("no server is up")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+            XCTAssertTrue(error.requestNeverSent, "\(error)")
+        }
+        await cluster.close()
+    }
+}
+
+/// Waits (polling) until `condition` holds or `seconds` pass.
+func eventually(_ seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
