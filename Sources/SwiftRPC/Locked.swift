@@ -1,6 +1,7 @@
 internal import Glibc
 
-/// A value behind a glibc mutex, for state that several threads contend for.
+/// A value behind a glibc mutex, for state that several threads contend for (shared with
+/// the package's other modules: discovery and rpcbench use it too).
 ///
 /// Why not `Synchronization.Mutex`: on Linux it hands a contended lock to the waiter inside
 /// the kernel (a priority-inheritance futex), where ThreadSanitizer cannot see it, so every
@@ -8,17 +9,17 @@ internal import Glibc
 /// is never clean. TSan intercepts `pthread_mutex_*`. The uncontended cost is the same:
 /// one atomic operation to lock and one to unlock. The value and the mutex share one
 /// allocation (the mutex must not move, so it cannot live in a Swift stored property).
-final class Locked<Value>: @unchecked Sendable {
+package final class Locked<Value>: @unchecked Sendable {
     // @unchecked: `value` is only touched inside `withLock`, with `mutex` held.
     private let storage: LockedStorage<Value>
 
-    init(_ value: Value) {
+    package init(_ value: Value) {
         storage = LockedStorage.make(value)
     }
 
     /// Runs `body` with the lock held and exclusive access to the value.
     @inline(__always)
-    func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+    package func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
         try storage.withLock(body)
     }
 }

@@ -1,6 +1,5 @@
 import Logging
 import SwiftRPC
-import Synchronization
 
 /// Turns discovery lists into server snapshots: connects to servers that appear (retrying
 /// those that refuse while they stay listed), drops those that disappear, and publishes a
@@ -18,7 +17,7 @@ final class Membership: Sendable {
     private let service: String
     private let configuration: RPCClusterClient.Configuration
     private let cell: SnapshotCell<ServerSnapshot>
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Tasks running in the background (reconnects, drains), by id, so close() can end
     /// them; each removes itself when done (`finished` covers one done before it was added).
     private struct Background {
@@ -26,7 +25,7 @@ final class Membership: Sendable {
         var finished: Set<Int> = []
         var nextID = 0
     }
-    private let background = Mutex(Background())
+    private let background = Locked(Background())
 
     init(service: String, configuration: RPCClusterClient.Configuration, cell: SnapshotCell<ServerSnapshot>) {
         self.service = service

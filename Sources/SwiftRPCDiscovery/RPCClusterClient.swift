@@ -1,6 +1,5 @@
 import Logging
 import SwiftRPC
-import Synchronization
 
 /// Calls one service spread over many servers: resolves the service through an
 /// ``RPCDiscovery``, keeps a connection pool to each live server, picks a server per call
@@ -82,7 +81,7 @@ public final class RPCClusterClient: Sendable {
     let timesAttempts: Bool
     let snapshot: SnapshotCell<ServerSnapshot>
     private let membership: Membership
-    private let watcher = Mutex<Task<Void, Never>?>(nil)
+    private let watcher = Locked<Task<Void, Never>?>(nil)
 
     /// Starts following `service` through `discovery` and returns once its first list has
     /// been read and each listed server has been tried once (those that refused are

@@ -1,3 +1,4 @@
+import SwiftRPC
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,14 +17,14 @@ import Glibc
 /// writer drops its reference. Readers never wait; writers (rare: discovery changes) wait
 /// for readers already in their few-instruction window only.
 ///
-/// Sendable: every field is an atomic or a Mutex (serializing replacements), and the
+/// Sendable: every field is an atomic or a lock (serializing replacements), and the
 /// object behind `pointer`'s bits is itself Sendable.
 final class SnapshotCell<Value: AnyObject & Sendable>: Sendable {
     private let pointer: Atomic<UInt>
     private let epoch = Atomic<UInt>(0)
     private let readers0 = Atomic<Int>(0)
     private let readers1 = Atomic<Int>(0)
-    private let writer = Mutex<Void>(())
+    private let writer = Locked<Void>(())
 
     init(_ value: Value) {
         pointer = Atomic(UInt(bitPattern: Unmanaged.passRetained(value).toOpaque()))

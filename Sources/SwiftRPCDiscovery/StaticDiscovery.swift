@@ -1,4 +1,4 @@
-import Synchronization
+import SwiftRPC
 
 /// Discovery without a registry: a list of addresses per service, which the program may
 /// replace at run time (every watcher then sees the new list).
@@ -14,11 +14,11 @@ public final class StaticDiscovery: RPCDiscovery {
         var nextWatcher = 0
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// Discovery over `lists`: service name to instances.
     public init(_ lists: [String: [RPCServiceInstance]]) {
-        state = Mutex(State(lists: lists))
+        state = Locked(State(lists: lists))
     }
 
     /// Discovery over `lists`: service name to `HOST:PORT` strings (malformed ones are

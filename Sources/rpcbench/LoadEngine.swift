@@ -23,7 +23,7 @@ final class LoadEngine: @unchecked Sendable {
     private let method: RPCMethod<[UInt8], [UInt8]>
 
     private var tally = Tally()
-    private let sharedTally = Mutex(Tally())
+    private let sharedTally = Locked(Tally())
     private let measuring = Atomic<Bool>(false)
     private let running = Atomic<Bool>(true)
     private let inflight = Atomic<Int>(0)

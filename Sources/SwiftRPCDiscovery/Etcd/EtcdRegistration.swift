@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Synchronization
+import SwiftRPC
 
 /// A server's entry in etcd, kept alive under a lease.
 ///
@@ -29,8 +29,8 @@ public final class EtcdRegistration: Sendable {
     private let etcd: EtcdClient
     private let ttl: Int
     private let value: String
-    private let lease: Mutex<Int64>
-    private let keeper = Mutex<Task<Void, Never>?>(nil)
+    private let lease: Locked<Int64>
+    private let keeper = Locked<Task<Void, Never>?>(nil)
     private let logger: Logger
 
     private init(service: String, instance: RPCServiceInstance, key: String, value: String,
@@ -41,7 +41,7 @@ public final class EtcdRegistration: Sendable {
         self.value = value
         self.etcd = etcd
         self.ttl = ttl
-        self.lease = Mutex(lease)
+        self.lease = Locked(lease)
         self.logger = logger
     }
 
