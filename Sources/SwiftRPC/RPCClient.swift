@@ -62,9 +62,29 @@ public final class RPCClient: Sendable {
 
         /// Where lifecycle events go (connect, close); nothing is logged per call.
         public var logger = Logger(label: "SwiftRPC.client")
+        /// Run around every call, first outermost (see ``RPCClientInterceptor``).
+        public var interceptors: [any RPCClientInterceptor] = []
+        /// Client-wide metrics (pending calls, timeouts, late replies) through
+        /// swift-metrics, read from the core every ``RPCMetricsOptions/pollInterval``.
+        public var metrics: RPCMetricsOptions = .automatic
+        /// A `client` span per call, its context sent in the request metadata.
+        public var tracing: RPCTracingOptions = .automatic
+
+        /// Settings with defaults, plus interceptors (and metrics and tracing options).
+        public init(connectTimeout: Duration = .seconds(5), defaultTimeout: Duration? = nil,
+                    interceptors: [any RPCClientInterceptor],
+                    metrics: RPCMetricsOptions = .automatic, tracing: RPCTracingOptions = .automatic) {
+            self.init(connectTimeout: connectTimeout, defaultTimeout: defaultTimeout)
+            self.interceptors = interceptors
+            self.metrics = metrics
+            self.tracing = tracing
+        }
     }
 
     @usableFromInline let handle: ClientHandle
+    /// Interceptors and tracing; nil when there are none, and calls take the direct path.
+    @usableFromInline let pipeline: ClientPipeline?
+    private let poller: Task<Void, Never>?
     private let defaultTimeout: Duration?
     private let logger: Logger
 
@@ -91,9 +111,14 @@ public final class RPCClient: Sendable {
         try CoreErrors.check(
             crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
             "cannot connect to \(host):\(port)")
-        handle = ClientHandle(pointer: client!, loop: loop)
+        let handle = ClientHandle(pointer: client!, loop: loop)
+        self.handle = handle
         defaultTimeout = configuration.defaultTimeout
         logger = configuration.logger
+        pipeline = ClientPipeline.make(configuration.interceptors, tracer: configuration.tracing.resolve())
+        poller = configuration.metrics.resolve().map {
+            ClientMetricsPoller.start(handle, factory: $0, options: configuration.metrics)
+        }
         logger.debug("connected", metadata: ["address": "\(host):\(port)"])
     }
 
@@ -146,7 +171,10 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
         completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
     ) -> RPCCall {
-        send(method.name, args, metadata: metadata, timeout: timeout, pending: CallbackPendingCall<Reply>(completion))
+        if let pipeline {
+            return goIntercepted(pipeline, method, args, metadata: metadata, timeout: timeout, completion: completion)
+        }
+        return send(method.name, args, metadata: metadata, timeout: timeout, pending: CallbackPendingCall<Reply>(completion))
     }
 
     /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call
@@ -155,10 +183,13 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> Reply {
-        try await call(method, args, metadata: metadata, timeout: timeout, pending: AsyncPendingCall<Reply>(handle: handle))
+        if let pipeline {
+            return try await intercepted(pipeline, method, args, metadata: metadata, timeout: timeout).value
+        }
+        return try await call(method, args, metadata: metadata, timeout: timeout, pending: AsyncPendingCall<Reply>(handle: handle))
     }
 
-    private func call<Args, Reply>(
+    func call<Args, Reply>(
         _ method: RPCMethod<Args, Reply>, _ args: Args, metadata: RPCMetadata, timeout: Duration?,
         pending: AsyncPendingCall<Reply>
     ) async throws(RPCError) -> Reply {
@@ -180,6 +211,7 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> RPCResponse<Reply> {
+        if let pipeline { return try await intercepted(pipeline, method, args, metadata: metadata, timeout: timeout) }
         let pending = AsyncPendingCall<Reply>(handle: handle)
         pending.wantsMetadata = true
         let value = try await call(method, args, metadata: metadata, timeout: timeout, pending: pending)
@@ -221,6 +253,7 @@ public final class RPCClient: Sendable {
 
     /// Closes the connection; calls still pending end with `.unavailable`. Idempotent.
     public func close() {
+        poller?.cancel()
         if handle.close() { logger.debug("closed") }
     }
 
@@ -314,7 +347,12 @@ public struct RPCCall: Sendable {
     /// Gives up on the call: unless it has already ended, its completion runs with
     /// `.cancelled` and the server is told to cancel the handler.
     public func cancel() {
-        if let handle { _ = crpc_client_cancel(handle.pointer, id) }
+        guard let handle else { return }
+        if id >= InterceptedCalls.firstID {
+            handle.interceptedCalls.cancel(id)
+        } else {
+            _ = crpc_client_cancel(handle.pointer, id)
+        }
     }
 }
 
@@ -326,6 +364,8 @@ final class ClientHandle: @unchecked Sendable {
     let pointer: OpaquePointer
     let loop: RPCEventLoop
     private let closed = Atomic<Bool>(false)
+    /// Tasks running intercepted `go` calls, so that `RPCCall.cancel` reaches them.
+    let interceptedCalls = InterceptedCalls()
 
     init(pointer: OpaquePointer, loop: RPCEventLoop) {
         self.pointer = pointer
