@@ -39,6 +39,12 @@ check "the open loop offers about the rate asked for" \
   "python3 -c 'import json,sys; r=json.load(open(\"$tmp/rate.json\"))[0]; sys.exit(0 if 700 <= r[\"calls\"] <= 1300 else 1)'"
 "$bin" load --target "$addr" --payload 0 --conns 1 --depth 1 --duration 0.3 --warmup 0.1 --api async-loop >/dev/null
 check "empty payloads and the loop executor work" "[ $? -eq 0 ]"
+"$bin" stats --target "$addr" >"$tmp/stats.txt"
+check "stats prints the per-method table" \
+  "[ $? -eq 0 ] && head -1 '$tmp/stats.txt' | grep -q '^method *calls *errors' && grep -Eq '^Bench.Echo +[1-9][0-9]* +0 +-' '$tmp/stats.txt'"
+"$bin" stats --target "$addr" --json >"$tmp/stats.json"
+check "stats --json counts the load's calls" \
+  "python3 -c 'import json,sys; r={x[\"method\"]: x for x in json.load(open(\"$tmp/stats.json\"))}; sys.exit(0 if r[\"Bench.Echo\"][\"calls\"] > 0 and r[\"Arith.Multiply\"][\"calls\"] == 0 else 1)'"
 kill -TERM $pid; wait $pid 2>/dev/null
 check "serve exits 0 on SIGTERM (a clean shutdown, not death by signal)" "[ $? -eq 0 ]"
 
