@@ -100,9 +100,10 @@ final class RouterTests: XCTestCase {
 
     func testStatsBuiltInThroughTheSeam() throws {
         var router = try router()
-        router.statistics = MethodStatistics(methods: router.handlers.keys, loops: 1)
+        let statistics = MethodStatistics(methods: router.handlers.keys, loops: 1)
+        router.statistics = statistics
         router.mapHandlers { handler in
-            CallRecording.wrap(handler, counters: router.statistics?.counters(handler.name), metrics: nil)
+            CallRecording.wrap(handler, counters: statistics.counters(handler.name), metrics: nil)
         }
         _ = dispatch(router, "Arith.Multiply", [0x91, 0x82, 0xa1, 0x41, 0x07, 0xa1, 0x42, 0x06])
         _ = dispatch(router, "Arith.Multiply", [0x91, 0xa1, 0x78]) // ["x"]: status 3
