@@ -90,6 +90,8 @@ public final class RPCServer: Sendable {
     /// The settings the server was made with.
     public let configuration: Configuration
     private let state: Locked<State>
+    /// Records the server-wide gauges while running, when metrics are on.
+    private let gaugePoller = Locked<Task<Void, Never>?>(nil)
 
     /// Creates a server; nothing listens until ``start()``.
     public init(configuration: Configuration = Configuration()) {
@@ -199,6 +201,10 @@ public final class RPCServer: Sendable {
             }
             let port = try started.get()
             state = .running(core, port: port)
+            if let factory = configuration.metrics.resolve() {
+                let poller = ServerMetricsPoller.start(core, factory: factory, options: configuration.metrics)
+                gaugePoller.withLock { $0 = poller }
+            }
             configuration.logger.info("listening", metadata: [
                 "address": "\(configuration.host):\(port)", "loops": "\(loops)"])
             return port
@@ -239,6 +245,7 @@ public final class RPCServer: Sendable {
             return nil
         }
         guard let core else { return true }
+        gaugePoller.withLock { $0?.cancel() }
         configuration.logger.info("shutting down", metadata: [
             "running-calls": "\(core.running.count)", "drain-timeout": "\(drainTimeout)"])
         let drained = await withUnsafeContinuation { continuation in
@@ -263,6 +270,7 @@ public final class RPCServer: Sendable {
             return nil
         }
         if let core {
+            gaugePoller.withLock { $0?.cancel() }
             core.stop()
             configuration.logger.info("stopped")
         }

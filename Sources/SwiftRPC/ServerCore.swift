@@ -46,6 +46,9 @@ final class ServerCore: @unchecked Sendable {
 
     var connectionCount: Int { server.map { Int(crpc_server_connection_count($0)) } ?? 0 }
 
+    /// Requests delivered and not yet answered (a snapshot).
+    var inflightCount: Int { server.map { Int(crpc_server_inflight($0)) } ?? 0 }
+
     deinit {
         // Every task that could still reply holds a reference to self: none is left now.
         if let server { crpc_server_destroy(server) }

@@ -32,13 +32,18 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Largest frame accepted or sent, in bytes.")
     var maxFrameSize = 4 << 20
 
+    @Flag(inversion: .prefixedNo, help: "Keep per-method call and error counts for rpc.stats (rpcbench stats).")
+    var methodStats = true
+
     @Flag(help: "Fault injection for testing rpcbench itself: Bench.Echo flips one byte of every reply.")
     var corruptEcho = false
 
     func run() throws {
         let signals = Signals.trapTermination()
-        let server = RPCServer(configuration: .init(
-            host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize))
+        var configuration = RPCServer.Configuration(
+            host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize)
+        configuration.methodStatistics = methodStats
+        let server = RPCServer(configuration: configuration)
         if corruptEcho {
             try server.register(ArithService())
             try server.registerRawInline("Bench.Echo") { request in

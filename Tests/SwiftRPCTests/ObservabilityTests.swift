@@ -125,6 +125,22 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertEqual(inFlight.lastValue, 0)
     }
 
+    func testServerGaugesArePolledFromTheCore() async throws {
+        let metrics = TestMetrics()
+        var options = RPCMetricsOptions.factory(metrics)
+        options.pollInterval = .milliseconds(10)
+        let port = try serve(.init(loops: 1, metrics: options))
+        let first = try await connect(port)
+        _ = try await connect(port)
+        let call = first.go(Self.hold, 1) { _ in }
+        let seen = await eventually {
+            (try? metrics.expectGauge("rpc_server_connections").lastValue) == 2
+                && (try? metrics.expectGauge("rpc_server_requests_in_flight").lastValue) == 1
+        }
+        XCTAssertTrue(seen)
+        call.cancel()
+    }
+
     func testInFlightMeterCountsARunningCall() async throws {
         let metrics = TestMetrics()
         let port = try serve(.init(loops: 1, metrics: .factory(metrics)))
