@@ -21,26 +21,42 @@ final class MethodStatistics: Sendable {
 }
 
 /// One method's counters.
-final class MethodCounters: Sendable {
+///
+/// `@unchecked Sendable`: `loopCalls` is written only through atomics, each loop's slot
+/// by that loop's thread alone, and freed in `deinit` when no thread can reach it.
+final class MethodCounters: @unchecked Sendable {
     /// Status codes 0...16 get their own slot; anything else lands in the last one.
     static let codeSlots = 18
-    private let loopShards: [LoopCallCounter]
+    /// Each loop's counter sits `stride` words after the previous one: a cache line apart,
+    /// so loops never write the same line.
+    private static let stride = 8
+    /// Raw memory rather than an array of objects: bumping a counter then involves no
+    /// reference counting, only the load and the store.
+    private let loopCalls: UnsafeMutablePointer<Atomic<UInt64>>
+    private let loops: Int
     private let taskCalls = Atomic<UInt64>(0)
     private let errors: InlineArray<18, Atomic<UInt64>>
 
     init(loops: Int) {
-        loopShards = (0..<max(loops, 1)).map { _ in LoopCallCounter() }
+        self.loops = max(loops, 1)
+        loopCalls = .allocate(capacity: self.loops * Self.stride)
+        for i in 0..<self.loops * Self.stride { (loopCalls + i).initialize(to: Atomic<UInt64>(0)) }
         errors = InlineArray { _ in Atomic<UInt64>(0) }
+    }
+
+    deinit {
+        loopCalls.deinitialize(count: loops * Self.stride)
+        loopCalls.deallocate()
     }
 
     /// A call dispatched inline on loop `loop`'s thread; only that thread calls this.
     @inline(__always)
     func inlineCall(loop: Int) {
         // Tests dispatch with made-up connection ids: keep any loop index in range.
-        let shard = loopShards[loop < loopShards.count ? loop : 0]
+        let slot = loopCalls + (loop < loops ? loop : 0) &* Self.stride
         // Single writer (the loop's thread), so load-then-store loses nothing and costs no
         // locked instruction; readers on other threads see a recent value.
-        shard.calls.store(shard.calls.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        slot.pointee.store(slot.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
     }
 
     /// A call that runs as a task (any thread).
@@ -54,7 +70,7 @@ final class MethodCounters: Sendable {
 
     func snapshot(method: String) -> RPCMethodStatistics {
         var calls = taskCalls.load(ordering: .relaxed)
-        for shard in loopShards { calls &+= shard.calls.load(ordering: .relaxed) }
+        for loop in 0..<loops { calls &+= (loopCalls + loop * Self.stride).pointee.load(ordering: .relaxed) }
         var byCode: [String: UInt64] = [:]
         var total: UInt64 = 0
         for slot in 0..<Self.codeSlots {
@@ -65,13 +81,6 @@ final class MethodCounters: Sendable {
         }
         return RPCMethodStatistics(method: method, calls: calls, errors: total, errorsByCode: byCode)
     }
-}
-
-/// One loop's call counter, in its own object so loops do not write the same cache line.
-private final class LoopCallCounter: Sendable {
-    let calls = Atomic<UInt64>(0)
-    // Pads the object past one cache line so two loops' counters never share one.
-    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0)
 }
 
 /// One row of `rpc.stats`: how often a method was called and how its calls failed.

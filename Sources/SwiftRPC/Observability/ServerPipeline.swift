@@ -38,6 +38,16 @@ enum ServerPipeline {
 enum CallRecording {
     static func wrap(_ handler: RegisteredHandler, counters: MethodCounters?, metrics: MethodMetrics?) -> RegisteredHandler {
         switch handler.body {
+        case .inline(let run) where metrics == nil:
+            // Statistics alone (the default): the least work an inline call can do to be counted.
+            guard let counters else { return handler }
+            return RegisteredHandler(name: handler.name, body: .inline { params, context, writer in
+                counters.inlineCall(loop: context.connection.loop)
+                do { return try run(params, context, writer) } catch {
+                    counters.error(RPCError(handlerError: error).code)
+                    throw error
+                }
+            }, asTask: handler.asTask)
         case .inline(let run):
             return RegisteredHandler(name: handler.name, body: .inline { params, context, writer in
                 counters?.inlineCall(loop: context.connection.loop)
