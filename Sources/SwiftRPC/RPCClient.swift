@@ -162,7 +162,9 @@ public final class RPCClient: Sendable {
 
     /// Starts a call and returns at once; `completion` runs exactly once with the reply or
     /// the failure. It runs on the client's event-loop thread (so it must not block), or on
-    /// the calling thread before `go` returns when the call could not be sent at all.
+    /// the calling thread before `go` returns when the call could not be sent at all. With
+    /// client interceptors (or a tracer) configured, the call runs as a task behind them and
+    /// `completion` runs on that task's thread.
     // Inlinable so it is specialized where it is called: the pending call's generic
     // metadata is then resolved once per call site, not looked up on every call.
     @inlinable @discardableResult
