@@ -64,7 +64,7 @@ public final class RPCClient: Sendable {
         public var logger = Logger(label: "SwiftRPC.client")
         /// Run around every call, first outermost (see ``RPCClientInterceptor``).
         public var interceptors: [any RPCClientInterceptor] = []
-        /// Client-wide metrics (pending calls, timeouts, late replies) through
+        /// Client-wide metrics (pending calls, timeouts, late replies, reconnects) through
         /// swift-metrics, read from the core every ``RPCMetricsOptions/pollInterval``.
         public var metrics: RPCMetricsOptions = .automatic
         /// A `client` span per call, its context sent in the request metadata.
@@ -155,7 +155,7 @@ public final class RPCClient: Sendable {
         var stats = crpc_client_stats()
         crpc_client_get_stats(handle.pointer, &stats)
         return RPCClientStatistics(pending: Int(stats.pending), lateReplies: Int(stats.late_replies),
-                                   timeouts: Int(stats.timeouts))
+                                   timeouts: Int(stats.timeouts), reconnects: Int(stats.reconnects))
     }
 
     // MARK: Calls
@@ -338,6 +338,8 @@ public struct RPCClientStatistics: Sendable, Hashable {
     public var lateReplies: Int
     /// Calls ended by their timeout.
     public var timeouts: Int
+    /// Lost connections re-made (with ``RPCClient/Configuration/reconnect``).
+    public var reconnects: Int = 0
 }
 
 /// A call in flight, returned by ``RPCClient/go(_:_:metadata:timeout:completion:)``.
