@@ -3,7 +3,7 @@
 #   make test   every test: C core tests, swift test, Python interop against a live server
 # Both install liburing-dev, libmsgpack-dev and Python's msgpack/pytest first when missing.
 
-.PHONY: deps release run test c-test swift-test interop-test bench
+.PHONY: deps release run test c-test swift-test interop-test bench docs
 
 deps:
 	./scripts/install-deps.sh
@@ -31,3 +31,8 @@ interop-test: deps
 # Regenerates docs/BENCHMARKS.md (release builds, several minutes).
 bench: release
 	./scripts/benchmarks.sh
+
+# The DocC catalogue of SwiftRPC (swift-docc-plugin); the archive lands in
+# .build/plugins/Swift-DocC/outputs/SwiftRPC.doccarchive.
+docs:
+	./scripts/docs.sh

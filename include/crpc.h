@@ -479,6 +479,7 @@ typedef struct crpc_client_stats {
     uint64_t late_replies;  /* replies that arrived after their call had ended (timed out,
                                cancelled): dropped */
     uint64_t timeouts;      /* calls ended by their timeout */
+    uint64_t reconnects;    /* lost connections re-made (with cfg.reconnect) */
 } crpc_client_stats;
 
 /** Fills *out. Thread: any (a snapshot). */

@@ -47,6 +47,12 @@ check "load --service reports both servers, each with calls, and no errors" \
   "python3 -c 'import json,sys; d=json.load(open(\"$tmp/cluster.json\")); s=d[\"servers\"]; r=d[\"results\"][0]; sys.exit(0 if len(s) == 2 and all(x[\"calls\"] > 0 and x[\"failed\"] == 0 for x in s) and r[\"errors\"] == 0 else 1)'"
 kill -TERM $pid; wait $pid 2>/dev/null
 pid=$first addr=$first_addr
+"$bin" stats --target "$addr" >"$tmp/stats.txt"
+check "stats prints the per-method table" \
+  "[ $? -eq 0 ] && head -1 '$tmp/stats.txt' | grep -q '^method *calls *errors' && grep -Eq '^Bench.Echo +[1-9][0-9]* +0 +-' '$tmp/stats.txt'"
+"$bin" stats --target "$addr" --json >"$tmp/stats.json"
+check "stats --json counts the load's calls" \
+  "python3 -c 'import json,sys; r={x[\"method\"]: x for x in json.load(open(\"$tmp/stats.json\"))}; sys.exit(0 if r[\"Bench.Echo\"][\"calls\"] > 0 and r[\"Arith.Multiply\"][\"calls\"] == 0 else 1)'"
 kill -TERM $pid; wait $pid 2>/dev/null
 check "serve exits 0 on SIGTERM (a clean shutdown, not death by signal)" "[ $? -eq 0 ]"
 

@@ -46,6 +46,7 @@ struct crpc_client {
     atomic_ulong late_replies;    /* replies whose call had already ended */
     atomic_ulong timeouts;        /* calls ended by their deadline */
     atomic_uint calls_in_transit; /* calls pushed to the loop's queue, not yet taken */
+    atomic_ulong reconnects;      /* lost connections re-made */
 
     /* ---- loop thread only ---- */
     crpc_conn *conn;              /* NULL once the connection has started closing */
@@ -582,6 +583,7 @@ static void run_reattach(crpc_loop *l, crpc_task *t)
     crpc_loop_remove_stop_hook(l, &c->stop_hook);
     atomic_store(&c->connected, true);
     atomic_store(&c->reconnecting, false);
+    atomic_fetch_add_explicit(&c->reconnects, 1, memory_order_relaxed);
     crpc_buf *out = crpc_conn_out(conn);
     for (size_t off = 0; off + CRPC_REQUEST_MSGID_OFFSET + 4 <= c->backlog.len;) {
         const uint8_t *f = c->backlog.data + off;
@@ -749,4 +751,5 @@ void crpc_client_get_stats(const crpc_client *c, crpc_client_stats *out)
     out->pending = atomic_load_explicit(&c->pending_count, memory_order_relaxed);
     out->late_replies = atomic_load_explicit(&c->late_replies, memory_order_relaxed);
     out->timeouts = atomic_load_explicit(&c->timeouts, memory_order_relaxed);
+    out->reconnects = atomic_load_explicit(&c->reconnects, memory_order_relaxed);
 }

@@ -62,9 +62,29 @@ public final class RPCClient: Sendable {
 
         /// Where lifecycle events go (connect, close); nothing is logged per call.
         public var logger = Logger(label: "SwiftRPC.client")
+        /// Run around every call, first outermost (see ``RPCClientInterceptor``).
+        public var interceptors: [any RPCClientInterceptor] = []
+        /// Client-wide metrics (pending calls, timeouts, late replies, reconnects) through
+        /// swift-metrics, read from the core every ``RPCMetricsOptions/pollInterval``.
+        public var metrics: RPCMetricsOptions = .automatic
+        /// A `client` span per call, its context sent in the request metadata.
+        public var tracing: RPCTracingOptions = .automatic
+
+        /// Settings with defaults, plus interceptors (and metrics and tracing options).
+        public init(connectTimeout: Duration = .seconds(5), defaultTimeout: Duration? = nil,
+                    interceptors: [any RPCClientInterceptor],
+                    metrics: RPCMetricsOptions = .automatic, tracing: RPCTracingOptions = .automatic) {
+            self.init(connectTimeout: connectTimeout, defaultTimeout: defaultTimeout)
+            self.interceptors = interceptors
+            self.metrics = metrics
+            self.tracing = tracing
+        }
     }
 
     @usableFromInline let handle: ClientHandle
+    /// Interceptors and tracing; nil when there are none, and calls take the direct path.
+    @usableFromInline let pipeline: ClientPipeline?
+    private let poller: Task<Void, Never>?
     private let defaultTimeout: Duration?
     private let logger: Logger
 
@@ -91,9 +111,14 @@ public final class RPCClient: Sendable {
         try CoreErrors.check(
             crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
             "cannot connect to \(host):\(port)")
-        handle = ClientHandle(pointer: client!, loop: loop)
+        let handle = ClientHandle(pointer: client!, loop: loop)
+        self.handle = handle
         defaultTimeout = configuration.defaultTimeout
         logger = configuration.logger
+        pipeline = ClientPipeline.make(configuration.interceptors, tracer: configuration.tracing.resolve())
+        poller = configuration.metrics.resolve().map {
+            ClientMetricsPoller.start(handle, factory: $0, options: configuration.metrics)
+        }
         logger.debug("connected", metadata: ["address": "\(host):\(port)"])
     }
 
@@ -130,14 +155,16 @@ public final class RPCClient: Sendable {
         var stats = crpc_client_stats()
         crpc_client_get_stats(handle.pointer, &stats)
         return RPCClientStatistics(pending: Int(stats.pending), lateReplies: Int(stats.late_replies),
-                                   timeouts: Int(stats.timeouts))
+                                   timeouts: Int(stats.timeouts), reconnects: Int(stats.reconnects))
     }
 
     // MARK: Calls
 
     /// Starts a call and returns at once; `completion` runs exactly once with the reply or
     /// the failure. It runs on the client's event-loop thread (so it must not block), or on
-    /// the calling thread before `go` returns when the call could not be sent at all.
+    /// the calling thread before `go` returns when the call could not be sent at all. With
+    /// client interceptors (or a tracer) configured, the call runs as a task behind them and
+    /// `completion` runs on that task's thread.
     // Inlinable so it is specialized where it is called: the pending call's generic
     // metadata is then resolved once per call site, not looked up on every call.
     @inlinable @discardableResult
@@ -146,8 +173,11 @@ public final class RPCClient: Sendable {
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
         completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
     ) -> RPCCall {
-        send(method.name, args, metadata: metadata, timeout: timeout,
-             pending: CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) }))
+        if let pipeline {
+            return goIntercepted(pipeline, method, args, metadata: metadata, timeout: timeout, completion: completion)
+        }
+        return send(method.name, args, metadata: metadata, timeout: timeout,
+                    pending: CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) }))
     }
 
     /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call
@@ -159,7 +189,10 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> Reply {
-        try await call(method, args, metadata: metadata, timeout: timeout, pending: .make(handle: handle))
+        if let pipeline {
+            return try await intercepted(pipeline, method, args, metadata: metadata, timeout: timeout).value
+        }
+        return try await call(method, args, metadata: metadata, timeout: timeout, pending: .make(handle: handle))
     }
 
     @inlinable
@@ -185,6 +218,7 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args,
         metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil
     ) async throws(RPCError) -> RPCResponse<Reply> {
+        if let pipeline { return try await intercepted(pipeline, method, args, metadata: metadata, timeout: timeout) }
         let pending = AsyncPendingCall<Reply>.make(handle: handle)
         pending.wantsMetadata = true
         let value = try await call(method, args, metadata: metadata, timeout: timeout, pending: pending)
@@ -226,6 +260,7 @@ public final class RPCClient: Sendable {
 
     /// Closes the connection; calls still pending end with `.unavailable`. Idempotent.
     public func close() {
+        poller?.cancel()
         if handle.close() { logger.debug("closed") }
     }
 
@@ -308,6 +343,8 @@ public struct RPCClientStatistics: Sendable, Hashable {
     public var lateReplies: Int
     /// Calls ended by their timeout.
     public var timeouts: Int
+    /// Lost connections re-made (with ``RPCClient/Configuration/reconnect``).
+    public var reconnects: Int = 0
 }
 
 /// A call in flight, returned by ``RPCClient/go(_:_:metadata:timeout:completion:)``.
@@ -319,7 +356,12 @@ public struct RPCCall: Sendable {
     /// Gives up on the call: unless it has already ended, its completion runs with
     /// `.cancelled` and the server is told to cancel the handler.
     public func cancel() {
-        if let handle { _ = crpc_client_cancel(handle.pointer, id) }
+        guard let handle else { return }
+        if id >= InterceptedCalls.firstID {
+            handle.interceptedCalls.cancel(id)
+        } else {
+            _ = crpc_client_cancel(handle.pointer, id)
+        }
     }
 }
 
@@ -331,6 +373,8 @@ final class ClientHandle: @unchecked Sendable {
     let pointer: OpaquePointer
     let loop: RPCEventLoop
     private let closed = Atomic<Bool>(false)
+    /// Tasks running intercepted `go` calls, so that `RPCCall.cancel` reaches them.
+    let interceptedCalls = InterceptedCalls()
 
     init(pointer: OpaquePointer, loop: RPCEventLoop) {
         self.pointer = pointer

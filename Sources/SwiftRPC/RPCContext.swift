@@ -11,23 +11,43 @@ import Synchronization
 public struct RPCContext: Sendable {
     /// The method being called, `"Service.Method"`.
     public let method: String
-    /// The request's metadata (the `ext` map without the reserved `rpc-` keys).
-    public let metadata: RPCMetadata
+    /// The request's metadata (the `ext` map without the reserved `rpc-` keys). A server
+    /// interceptor may change it before passing the context on: the handler sees its copy.
+    public var metadata: RPCMetadata
     /// How long the caller is still willing to wait, as it was when the request arrived;
     /// `nil` when the caller set no deadline.
     public let timeout: Duration?
     /// Metadata to send back with the reply (the response's `ext` map). Set it before the
     /// handler returns; it is read once, when the reply is sent.
     public let responseMetadata: RPCResponseMetadata
+    /// The connection the request came in on (what per-connection limits key on).
+    public let connection: RPCConnectionID
 
     /// Creates a context; the server makes these, tests may too.
     public init(method: String, metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
-                responseMetadata: RPCResponseMetadata = RPCResponseMetadata()) {
+                responseMetadata: RPCResponseMetadata = RPCResponseMetadata(),
+                connection: RPCConnectionID = RPCConnectionID(rawValue: 0)) {
         self.method = method
         self.metadata = metadata
         self.timeout = timeout
         self.responseMetadata = responseMetadata
+        self.connection = connection
     }
+}
+
+/// Names one server connection for as long as it is open (ids are not reused while a
+/// connection lives; a closed connection's id may come back much later).
+public struct RPCConnectionID: Sendable, Hashable, CustomStringConvertible {
+    /// The core's connection handle: loop index, slot and generation.
+    public let rawValue: UInt64
+
+    /// Wraps a core connection handle (tests make their own).
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    /// The index of the event loop that owns the connection.
+    var loop: Int { Int(truncatingIfNeeded: rawValue >> 56) }
+
+    public var description: String { "conn-\(String(rawValue, radix: 16))" }
 }
 
 /// The metadata a handler sends back with its reply.

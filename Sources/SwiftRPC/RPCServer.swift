@@ -47,13 +47,31 @@ public final class RPCServer: Sendable {
         public var drainTimeout: Duration
         /// Where lifecycle events go (start, shutdown); nothing is logged per call.
         public var logger: Logger
+        /// Run around every call, first outermost (see ``RPCServerInterceptor``). With
+        /// none, calls pay nothing for the feature.
+        public var interceptors: [any RPCServerInterceptor]
+        /// Per-method metrics through swift-metrics (default: recorded when a backend is
+        /// bootstrapped by the time the server starts).
+        public var metrics: RPCMetricsOptions
+        /// A span per call through swift-distributed-tracing (default: when a tracer is
+        /// bootstrapped by the time the server starts).
+        public var tracing: RPCTracingOptions
+        /// Keep per-method call and error counts for the `rpc.stats` built-in (default on;
+        /// an inline call costs one unlocked counter update).
+        public var methodStatistics: Bool = true
 
         /// Settings with defaults: loopback, a free port, one loop per CPU, 4 MiB frames, a
-        /// 10 s drain.
+        /// 10 s drain, no interceptors.
         public init(host: String = "127.0.0.1", port: Int = 0, loops: Int = 0,
                     firstCPU: Int? = nil, maxFrameSize: Int = 4 << 20,
                     drainTimeout: Duration = .seconds(10),
-                    logger: Logger = Logger(label: "SwiftRPC.server")) {
+                    logger: Logger = Logger(label: "SwiftRPC.server"),
+                    interceptors: [any RPCServerInterceptor] = [],
+                    metrics: RPCMetricsOptions = .automatic,
+                    tracing: RPCTracingOptions = .automatic) {
+            self.interceptors = interceptors
+            self.metrics = metrics
+            self.tracing = tracing
             self.host = host
             self.port = port
             self.loops = loops
@@ -73,6 +91,8 @@ public final class RPCServer: Sendable {
     /// The settings the server was made with.
     public let configuration: Configuration
     private let state: Locked<State>
+    /// Records the server-wide gauges while running, when metrics are on.
+    private let gaugePoller = Locked<Task<Void, Never>?>(nil)
 
     /// Creates a server; nothing listens until ``start()``.
     public init(configuration: Configuration = Configuration()) {
@@ -160,7 +180,8 @@ public final class RPCServer: Sendable {
                 throw RPCError(.invalidArgument, "rpc: the server was already started")
             }
             let loops = configuration.loops > 0 ? configuration.loops : System.onlineCPUs
-            let core = ServerCore(router: router, loops: loops)
+            let core = ServerCore(router: ServerPipeline.build(router, configuration: configuration, loops: loops),
+                                  loops: loops)
             let started: Result<Int, RPCError> = configuration.host.withCString { host in
                 var c = crpc_server_config()
                 c.host = host
@@ -181,6 +202,10 @@ public final class RPCServer: Sendable {
             }
             let port = try started.get()
             state = .running(core, port: port)
+            if let factory = configuration.metrics.resolve() {
+                let poller = ServerMetricsPoller.start(core, factory: factory, options: configuration.metrics)
+                gaugePoller.withLock { $0 = poller }
+            }
             configuration.logger.info("listening", metadata: [
                 "address": "\(configuration.host):\(port)", "loops": "\(loops)", "backend": "\(core.backend)"])
             return port
@@ -230,6 +255,7 @@ public final class RPCServer: Sendable {
             return nil
         }
         guard let core else { return true }
+        gaugePoller.withLock { $0?.cancel() }
         configuration.logger.info("shutting down", metadata: [
             "running-calls": "\(core.running.count)", "drain-timeout": "\(drainTimeout)"])
         let drained = await withUnsafeContinuation { continuation in
@@ -254,6 +280,7 @@ public final class RPCServer: Sendable {
             return nil
         }
         if let core {
+            gaugePoller.withLock { $0?.cancel() }
             core.stop()
             configuration.logger.info("stopped")
         }

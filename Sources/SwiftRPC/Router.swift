@@ -48,14 +48,33 @@ struct RegisteredHandler: Sendable {
         case async(@Sendable (RequestParams) throws -> @Sendable (RPCContext) async throws -> [UInt8])
     }
 
+    /// Decodes on the loop thread, returns the work to run in a task.
+    typealias Job = @Sendable (RequestParams) throws -> @Sendable (RPCContext) async throws -> [UInt8]
+
     let name: String
     let body: Body
+    /// The same handler run as a task, for when async interceptors must run before it: an
+    /// inline body's params die with the frame, so this form decodes (or copies) them first.
+    let asTask: Job
+
+    init(name: String, body: Body, asTask: Job? = nil) {
+        self.name = name
+        self.body = body
+        switch body {
+        case .async(let job): self.asTask = job
+        case .inline: self.asTask = asTask ?? { _ in throw RPCError(.internal, "no task form for \(name)") }
+        }
+    }
 }
 
 /// The method table: filled while a server is configured, frozen (immutable, so read
 /// without locks from every loop thread) once it starts.
 struct Router: Sendable {
     private(set) var handlers: [String: RegisteredHandler] = [:]
+    /// Per-method counters for `rpc.stats`; nil when the server keeps none.
+    var statistics: MethodStatistics?
+    /// Told when a connection closes (interceptors that keep per-connection state).
+    var connectionObservers: [any RPCServerInterceptor] = []
 
     /// Adds handlers all at once, or none of them when any name is bad or taken.
     mutating func add(_ new: [RegisteredHandler]) throws(RPCError) {
@@ -94,6 +113,12 @@ struct Router: Sendable {
                 }
                 return .written
             }
+            if name == "rpc.stats" {
+                do { try MessagePackEncoder().encode(statisticsTable, into: writer) } catch {
+                    return .failed(RPCError(.internal, "cannot encode the statistics"))
+                }
+                return .written
+            }
             return .failed(RPCError(.unimplemented, "rpc: can't find method \(name)"))
         }
         do {
@@ -110,7 +135,20 @@ struct Router: Sendable {
 
     /// Every callable name, built-ins included, sorted (the answer to `rpc.methods`).
     var methodNames: [String] {
-        (Array(handlers.keys) + ["rpc.methods", "rpc.ping"]).sorted()
+        (Array(handlers.keys) + ["rpc.methods", "rpc.ping", "rpc.stats"]).sorted()
+    }
+
+    /// The answer to `rpc.stats`: one row per registered method, sorted by name; counts are
+    /// zero when the server keeps no statistics.
+    var statisticsTable: [RPCMethodStatistics] {
+        handlers.keys.sorted().map { name in
+            statistics?.snapshot(name) ?? RPCMethodStatistics(method: name, calls: 0, errors: 0, errorsByCode: [:])
+        }
+    }
+
+    /// Replaces every handler with `transform(handler)` (used once, before the server starts).
+    mutating func mapHandlers(_ transform: (RegisteredHandler) -> RegisteredHandler) {
+        handlers = handlers.mapValues(transform)
     }
 }
 
@@ -139,6 +177,9 @@ enum HandlerFactory {
             let reply = try handler(args, context)
             try MessagePackEncoder().encode(reply, into: writer)
             return nil
+        }, asTask: { params in
+            let args = try decodeArgs(Args.self, params)
+            return { context in try MessagePackEncoder().encode(try handler(args, context)) }
         })
     }
 
@@ -156,6 +197,22 @@ enum HandlerFactory {
             case .bytes(let bytes):
                 bytes.withUnsafeBytes { writer.appendRaw($0) }
                 return nil
+            }
+        }, asTask: { params in
+            let copy = Array(params.bytes)
+            return { context in
+                let reply = try copy.withUnsafeBytes { bytes in
+                    try handler(RPCRawRequest(params: bytes, context: context))
+                }
+                switch reply {
+                case .echo(let range):
+                    guard range.lowerBound >= 0, range.upperBound <= copy.count, !range.isEmpty else {
+                        throw RPCError(.internal, "raw reply range \(range) is outside the params")
+                    }
+                    return Array(copy[range])
+                case .bytes(let bytes):
+                    return bytes
+                }
             }
         })
     }

@@ -51,6 +51,9 @@ final class ServerCore: @unchecked Sendable {
 
     var connectionCount: Int { server.map { Int(crpc_server_connection_count($0)) } ?? 0 }
 
+    /// Requests delivered and not yet answered (a snapshot).
+    var inflightCount: Int { server.map { Int(crpc_server_inflight($0)) } ?? 0 }
+
     deinit {
         // Every task that could still reply holds a reference to self: none is left now.
         if let server { crpc_server_destroy(server) }
@@ -83,7 +86,7 @@ final class ServerCore: @unchecked Sendable {
         let inlineContext = RPCContext(
             method: name, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)),
             timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)),
-            responseMetadata: responseMetadata)
+            responseMetadata: responseMetadata, connection: RPCConnectionID(rawValue: conn))
         let writer = writers[loop]
         writer.reset()
 
@@ -99,7 +102,8 @@ final class ServerCore: @unchecked Sendable {
             if wantsReply { send(conn, msgid, error: error, metadata: responseMetadata.metadata) }
         case .later(let job):
             let context = RPCContext(method: name, metadata: inlineContext.metadata,
-                                     timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata())
+                                     timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
+                                     connection: inlineContext.connection)
             guard wantsReply else {
                 Task { _ = try? await job(context) }
                 return
@@ -179,6 +183,8 @@ private let connectionClosedTrampoline: crpc_conn_closed_fn = { user, conn in
     guard let user else { return }
     let core = Unmanaged<ServerCore>.fromOpaque(user).takeUnretainedValue()
     if core.running.count > 0 { core.running.cancelAll(conn: conn) }
+    // Interceptors that keep per-connection state (the rate limiter) forget it here.
+    for observer in core.router.connectionObservers { observer.connectionClosed(RPCConnectionID(rawValue: conn)) }
 }
 
 /// The C callback: recovers the ServerCore (kept alive by its RPCServer while the C

@@ -17,8 +17,9 @@ struct RPCBench: AsyncParsableCommand {
               rpcbench load --target 127.0.0.1:7000 --conns 4 --depth 32 --payload 32
               rpcbench load --target 127.0.0.1:7000 --rate 50000 --duration 10   # open loop
               rpcbench load --target 127.0.0.1:7000 --api async --json
+              rpcbench stats --target 127.0.0.1:7000     # per-method call and error counts
             """,
-        subcommands: [SuiteCommand.self, ServeCommand.self, LoadCommand.self],
+        subcommands: [SuiteCommand.self, ServeCommand.self, LoadCommand.self, StatsCommand.self],
         defaultSubcommand: SuiteCommand.self
     )
 }

@@ -50,6 +50,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Address registered with --register (default: --host, or 127.0.0.1 when --host is 0.0.0.0).")
     var advertise: String?
 
+    @Flag(inversion: .prefixedNo, help: "Keep per-method call and error counts for rpc.stats (rpcbench stats).")
+    var methodStats = true
+
     @Flag(help: "Fault injection for testing rpcbench itself: Bench.Echo flips one byte of every reply.")
     var corruptEcho = false
 
@@ -60,8 +63,10 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let signals = Signals.trapTermination()
-        let server = RPCServer(configuration: .init(
-            host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize))
+        var configuration = RPCServer.Configuration(
+            host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize)
+        configuration.methodStatistics = methodStats
+        let server = RPCServer(configuration: configuration)
         if corruptEcho {
             try server.register(ArithService())
             try server.registerRawInline("Bench.Echo") { request in

@@ -143,6 +143,7 @@ final class ReconnectTests: XCTestCase {
                                                    configuration: .init(reconnect: backoff, failFast: true))
         let before = try await client.call(Arith.multiply, ArithArgs(A: 2, B: 2))
         XCTAssertEqual(before, 4)
+        XCTAssertEqual(client.statistics.reconnects, 0)
 
         first.stop()
         let down = await eventually { !client.isConnected && !failFast.isConnected }
@@ -177,5 +178,7 @@ final class ReconnectTests: XCTestCase {
         XCTAssertTrue(back)
         let again = try await failFast.call(Arith.multiply, ArithArgs(A: 5, B: 5))
         XCTAssertEqual(again, 25)
+        XCTAssertEqual(client.statistics.reconnects, 1)
+        XCTAssertEqual(failFast.statistics.reconnects, 1)
     }
 }

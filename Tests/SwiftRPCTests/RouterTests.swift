@@ -95,6 +95,22 @@ final class RouterTests: XCTestCase {
         let (outcome, bytes) = dispatch(try router(), "rpc.methods", [0x90])
         guard case .written = outcome else { return XCTFail("\(outcome)") }
         let names = try MessagePackDecoder().decode([String].self, from: bytes)
-        XCTAssertEqual(names, ["Arith.Divide", "Arith.Multiply", "Bench.Echo", "Bench.Sleep", "Test.Refuse", "Text.Shout", "rpc.methods", "rpc.ping"])
+        XCTAssertEqual(names, ["Arith.Divide", "Arith.Multiply", "Bench.Echo", "Bench.Sleep", "Test.Refuse", "Text.Shout", "rpc.methods", "rpc.ping", "rpc.stats"])
+    }
+
+    func testStatsBuiltInThroughTheSeam() throws {
+        var router = try router()
+        let statistics = MethodStatistics(methods: router.handlers.keys, loops: 1)
+        router.statistics = statistics
+        router.mapHandlers { handler in
+            CallRecording.wrap(handler, counters: statistics.counters(handler.name), metrics: nil)
+        }
+        _ = dispatch(router, "Arith.Multiply", [0x91, 0x82, 0xa1, 0x41, 0x07, 0xa1, 0x42, 0x06])
+        _ = dispatch(router, "Arith.Multiply", [0x91, 0xa1, 0x78]) // ["x"]: status 3
+        let (outcome, bytes) = dispatch(router, "rpc.stats", [0x90])
+        guard case .written = outcome else { return XCTFail("\(outcome)") }
+        let rows = try MessagePackDecoder().decode([RPCMethodStatistics].self, from: bytes)
+        XCTAssertEqual(rows.map(\.method), ["Arith.Divide", "Arith.Multiply", "Bench.Echo", "Bench.Sleep", "Test.Refuse", "Text.Shout"])
+        XCTAssertEqual(rows[1], RPCMethodStatistics(method: "Arith.Multiply", calls: 2, errors: 1, errorsByCode: ["3": 1]))
     }
 }

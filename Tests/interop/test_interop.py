@@ -84,6 +84,26 @@ def test_methods_lists_reference_services(client):
         assert name in methods
 
 
+def test_stats_counts_calls_and_errors_per_method(client):
+    def row(name):
+        rows = client.call("rpc.stats")
+        assert isinstance(rows, list)
+        assert [r["method"] for r in rows] == sorted(r["method"] for r in rows)
+        return next(r for r in rows if r["method"] == name)
+
+    before = row("Arith.Divide")
+    assert client.call("Arith.Divide", {"A": 7, "B": 2}) == {"Quo": 3, "Rem": 1}
+    with pytest.raises(RPCError) as e:
+        client.call("Arith.Divide", {"A": 1, "B": 0})
+    assert e.value.code == 2
+    after = row("Arith.Divide")
+    # Other tests may run against the same server concurrently: at least our two calls.
+    assert after["calls"] - before["calls"] >= 2
+    assert after["errors"] - before["errors"] >= 1
+    assert after["errorsByCode"].get("2", 0) - before["errorsByCode"].get("2", 0) >= 1
+    assert "rpc.stats" in client.call("rpc.methods")
+
+
 # -- reference services -------------------------------------------------------
 
 @pytest.mark.parametrize("value", [
