@@ -355,6 +355,23 @@ int crpc_server_shutdown(crpc_server *srv, uint32_t drain_ms);
 /** Requests delivered to on_request and not yet answered (a snapshot). Thread: any. */
 unsigned crpc_server_inflight(const crpc_server *srv);
 
+/** A server's traffic since it started, summed over its loops. */
+typedef struct crpc_server_stats {
+    uint64_t frames_in;        /* frames received: requests, notifications, cancels, good or bad */
+    uint64_t frames_out;       /* responses queued: replies, error replies, rpc.ping answers */
+    uint64_t bytes_in;         /* bytes read from its connections */
+    uint64_t bytes_out;        /* bytes written to them */
+    uint64_t rejected_frames;  /* refused: oversized or not a frame, or an envelope that does not
+                                  decode (the connection closes), params or metadata past a limit
+                                  (answered 3), past the calls-in-flight limit (answered 8) */
+} crpc_server_stats;
+
+/**
+ * Fills `out` with the server's traffic counters. Thread: any (each loop's counters are
+ * exact; the sum is a snapshot taken one loop at a time).
+ */
+void crpc_server_get_stats(const crpc_server *srv, crpc_server_stats *out);
+
 /**
  * Stops accepting, closes every connection and joins the loops. Replies sent afterwards
  * (from handlers still running elsewhere) fail with -ESHUTDOWN. Idempotent.

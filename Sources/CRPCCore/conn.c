@@ -176,6 +176,7 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
 {
     if (c->state != CONN_OPEN)
         return;
+    crpc_count(&c->loop->counters.bytes_in, n);
     c->last_rx_ns = crpc_loop_now_ns(c->loop);
     long r;
     if (c->in.len) {
@@ -194,6 +195,8 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
             r = -ENOMEM;
     }
     if (r < 0) {
+        if (r != -ENOMEM)
+            crpc_count(&c->loop->counters.rejected, 1); /* oversized or not a frame */
         crpc_conn_close(c, (int)r);
         return;
     }
@@ -240,6 +243,7 @@ void crpc_conn_sent(crpc_conn *c, int err)
     }
     if (c->state != CONN_OPEN)
         return;
+    crpc_count(&c->loop->counters.bytes_out, b->len);
     b->len = 0;
     c->sent = 0;
     crpc_buf_trim(b, OUT_KEEP_BYTES);

@@ -154,6 +154,19 @@ void crpc_loop_flush(crpc_loop *loop);
 
 /* ------------------------------------------------------------------ loops */
 
+/* Traffic counters of one loop. Only the loop thread writes them, so an update is a
+ * relaxed load and store (no locked instruction on the hot path); any thread may read
+ * them (crpc_server_get_stats sums a server's loops). */
+typedef struct crpc_loop_counters {
+    _Atomic uint64_t frames_in, frames_out, bytes_in, bytes_out, rejected;
+} crpc_loop_counters;
+
+static inline void crpc_count(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
 struct crpc_loop {
     crpc_loop_config cfg;
     pthread_t thread;
@@ -192,6 +205,7 @@ struct crpc_loop {
                                         reconnects); destroy waits for them */
     struct crpc_stop_hook *stop_hooks; /* told when the loop stops (loop thread only) */
     crpc_server *server;
+    crpc_loop_counters counters;     /* this loop's traffic (crpc_server_get_stats) */
     crpc_deadline_source janitor;    /* server loops: closes connections stuck mid-frame */
 };
 

@@ -107,8 +107,10 @@ void crpc_server_accept_ended(crpc_loop *l, int err)
 
 static void reply_error(crpc_conn *c, uint32_t msgid, int32_t code, const char *message)
 {
-    if (crpc_encode_error(crpc_conn_out(c), msgid, code, message, c->max_frame_size) == 0)
+    if (crpc_encode_error(crpc_conn_out(c), msgid, code, message, c->max_frame_size) == 0) {
+        crpc_count(&c->loop->counters.frames_out, 1);
         crpc_conn_mark_dirty(c);
+    }
 }
 
 static int is_method(const crpc_message *m, const char *name, uint32_t n)
@@ -120,12 +122,16 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
 {
     crpc_server *srv = c->owner;
     crpc_request req;
+    crpc_count(&c->loop->counters.frames_in, 1);
     int err = crpc_envelope_decode(c->loop->dec, body, len, &req.msg);
     if (err == -EBADMSG || err == -ENOMEM) {
+        if (err == -EBADMSG)
+            crpc_count(&c->loop->counters.rejected, 1);
         crpc_conn_close(c, err); /* no msgid to answer: the stream cannot be trusted */
         return;
     }
     if (err) {
+        crpc_count(&c->loop->counters.rejected, 1);
         /* The msgid is known: a request gets status 3 and the connection stays open. */
         if (req.msg.type == CRPC_MSG_REQUEST)
             reply_error(c, req.msg.msgid, CRPC_STATUS_INVALID_ARGUMENT,
@@ -138,8 +144,10 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
     case CRPC_MSG_REQUEST:
         if (is_method(&req.msg, "rpc.ping", 8)) {
             crpc_reply nil = {0};
-            if (crpc_encode_response(crpc_conn_out(c), req.msg.msgid, &nil, c->max_frame_size) == 0)
+            if (crpc_encode_response(crpc_conn_out(c), req.msg.msgid, &nil, c->max_frame_size) == 0) {
+                crpc_count(&c->loop->counters.frames_out, 1);
                 crpc_conn_mark_dirty(c);
+            }
             return;
         }
         if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
@@ -147,6 +155,7 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
             return;
         }
         if (c->inflight >= srv->cfg.max_inflight) {
+            crpc_count(&c->loop->counters.rejected, 1);
             reply_error(c, req.msg.msgid, CRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in flight on this connection");
             return;
         }
@@ -186,6 +195,7 @@ static void run_reply(crpc_loop *l, crpc_task *t)
     if (c) {
         answered(c);
         if (crpc_buf_append(crpc_conn_out(c), r->frame, r->len) == 0) {
+            crpc_count(&l->counters.frames_out, 1);
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c);
         }
@@ -221,6 +231,7 @@ static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc
         int err = crpc_encode_response(crpc_conn_out(c), msgid, reply, max);
         if (!err) {
             answered(c);
+            crpc_count(&l->counters.frames_out, 1);
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c); /* replies from posted work count toward the cap too */
         }
@@ -363,6 +374,19 @@ static void post_to_loops(crpc_server *srv, void (*run)(crpc_loop *, crpc_task *
         t->run = run;
         if (crpc_loop_push(srv->loops[i], t))
             free(t);
+    }
+}
+
+void crpc_server_get_stats(const crpc_server *srv, crpc_server_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < srv->nloops; i++) {
+        const crpc_loop_counters *k = &srv->loops[i]->counters;
+        out->frames_in += atomic_load_explicit(&k->frames_in, memory_order_relaxed);
+        out->frames_out += atomic_load_explicit(&k->frames_out, memory_order_relaxed);
+        out->bytes_in += atomic_load_explicit(&k->bytes_in, memory_order_relaxed);
+        out->bytes_out += atomic_load_explicit(&k->bytes_out, memory_order_relaxed);
+        out->rejected_frames += atomic_load_explicit(&k->rejected, memory_order_relaxed);
     }
 }
 

@@ -229,6 +229,14 @@ public final class RPCServer: Sendable {
         }
     }
 
+    /// The server's traffic since it started (zeros when it is not running).
+    public var statistics: RPCServerStatistics {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.statistics }
+            return RPCServerStatistics()
+        }
+    }
+
     /// Async handlers running right now (a snapshot).
     public var runningHandlerCount: Int {
         state.withLock { state in
@@ -287,4 +295,24 @@ public final class RPCServer: Sendable {
     }
 
     deinit { stop() }
+}
+
+/// A server's traffic, from counters the core keeps per loop without locks.
+public struct RPCServerStatistics: Sendable, Hashable {
+    /// Connections open now.
+    public var connections = 0
+    /// Requests delivered and not yet answered.
+    public var requestsInFlight = 0
+    /// Frames received: requests, notifications and cancels, well-formed or not.
+    public var framesIn = 0
+    /// Responses queued: replies, error replies and `rpc.ping` answers.
+    public var framesOut = 0
+    /// Bytes read from the connections.
+    public var bytesIn = 0
+    /// Bytes written to them.
+    public var bytesOut = 0
+    /// Frames refused: oversized or malformed (the connection closes), past a decoding
+    /// limit (answered `.invalidArgument`) or past the calls-in-flight limit (answered
+    /// `.resourceExhausted`).
+    public var rejectedFrames = 0
 }

@@ -54,6 +54,16 @@ final class ServerCore: @unchecked Sendable {
     /// Requests delivered and not yet answered (a snapshot).
     var inflightCount: Int { server.map { Int(crpc_server_inflight($0)) } ?? 0 }
 
+    /// The core's traffic counters (zero before the server starts).
+    var statistics: RPCServerStatistics {
+        var s = crpc_server_stats()
+        if let server { crpc_server_get_stats(server, &s) }
+        return RPCServerStatistics(
+            connections: connectionCount, requestsInFlight: inflightCount,
+            framesIn: Int(s.frames_in), framesOut: Int(s.frames_out),
+            bytesIn: Int(s.bytes_in), bytesOut: Int(s.bytes_out), rejectedFrames: Int(s.rejected_frames))
+    }
+
     deinit {
         // Every task that could still reply holds a reference to self: none is left now.
         if let server { crpc_server_destroy(server) }

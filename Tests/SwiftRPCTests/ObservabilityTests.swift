@@ -141,6 +141,28 @@ final class ObservabilityTests: XCTestCase {
         call.cancel()
     }
 
+    func testServerTrafficCountersArePolledFromTheCore() async throws {
+        let metrics = TestMetrics()
+        var options = RPCMetricsOptions.factory(metrics)
+        options.pollInterval = .milliseconds(10)
+        let port = try serve(.init(loops: 1, metrics: options))
+        let client = try await connect(port)
+        for i in 1...3 { _ = try await client.call(Arith.multiply, ArithArgs(A: i, B: 2)) }
+        let stats = server.statistics
+        XCTAssertGreaterThanOrEqual(stats.framesIn, 3)
+        XCTAssertGreaterThanOrEqual(stats.framesOut, 3)
+        XCTAssertGreaterThan(stats.bytesIn, 3 * 4)
+        XCTAssertEqual(stats.rejectedFrames, 0)
+        let seen = await eventually {
+            metrics.counterTotal(label: "rpc_server_frames_in_total") >= 3
+                && metrics.counterTotal(label: "rpc_server_frames_out_total") >= 3
+                && metrics.counterTotal(label: "rpc_server_bytes_in_total") > 12
+                && metrics.counterTotal(label: "rpc_server_bytes_out_total") > 12
+        }
+        XCTAssertTrue(seen)
+        XCTAssertEqual(metrics.counterTotal(label: "rpc_server_rejected_frames_total"), 0)
+    }
+
     func testInFlightMeterCountsARunningCall() async throws {
         let metrics = TestMetrics()
         let port = try serve(.init(loops: 1, metrics: .factory(metrics)))

@@ -132,6 +132,21 @@ static void test_pipelined(crpc_loop *loop, uint16_t port)
     printf("pipelined: %d calls over %d connections matched\n", TOTAL, CONNS);
 }
 
+/* The server's traffic counters after the pipelined run: every request in, every reply out. */
+static void test_traffic_counters(crpc_server *srv)
+{
+    crpc_server_stats s;
+    crpc_server_get_stats(srv, &s);
+    CHECK(s.frames_in >= TOTAL);
+    CHECK(s.frames_out >= TOTAL);
+    CHECK(s.bytes_in > (uint64_t)TOTAL * 4);  /* at least every frame's length prefix */
+    CHECK(s.bytes_out > (uint64_t)TOTAL * 4);
+    CHECK_EQ(s.rejected_frames, 0);
+    printf("counters: %llu frames in, %llu out, %llu bytes in, %llu out\n",
+           (unsigned long long)s.frames_in, (unsigned long long)s.frames_out,
+           (unsigned long long)s.bytes_in, (unsigned long long)s.bytes_out);
+}
+
 /* ----------------------------------------------------- ping and bad input */
 
 static atomic_int ping_done, ping_ok;
@@ -165,6 +180,8 @@ static int raw_connect(uint16_t port)
 static void test_hostile_peers(crpc_server *srv, uint16_t port)
 {
     unsigned base = crpc_server_connection_count(srv);
+    crpc_server_stats before, after;
+    crpc_server_get_stats(srv, &before);
     /* Half a frame, then gone. */
     int fd = raw_connect(port);
     const uint8_t half[] = {0, 0, 0, 20, 0x94, 0x00, 0x01};
@@ -188,6 +205,11 @@ static void test_hostile_peers(crpc_server *srv, uint16_t port)
         usleep(1000);
     CHECK_EQ(crpc_server_connection_count(srv), base);
     ping(conns[0].client); /* everyone else is still served */
+    crpc_server_get_stats(srv, &after);
+    /* The junk envelope and the oversized length were rejected; half a frame was not. */
+    CHECK_EQ(after.rejected_frames, before.rejected_frames + 2);
+    CHECK_EQ(after.frames_in, before.frames_in + 2);   /* the junk frame and the ping */
+    CHECK_EQ(after.frames_out, before.frames_out + 1); /* the ping's answer */
     printf("hostile peers: server healthy, %u connections\n", base);
 }
 
@@ -244,6 +266,7 @@ int main(void)
     CHECK_EQ(err, 0);
 
     test_pipelined(loop, port);
+    test_traffic_counters(g_srv);
     ping(conns[1].client);
     test_hostile_peers(g_srv, port);
     test_server_stops_mid_call(g_srv);
