@@ -78,14 +78,16 @@ final class ChildServer {
         let out = Pipe()
         process.standardOutput = out
         try process.run()
-        // The first line is "listening on HOST:PORT".
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
+        // The first line is "listening on HOST:PORT"; more lines (the I/O backend) may arrive
+        // in the same read, so only the text before the first newline counts.
+        var output = Data()
+        while !output.contains(UInt8(ascii: "\n")) {
             let chunk = out.fileHandleForReading.availableData
             if chunk.isEmpty { break }
-            line.append(chunk)
+            output.append(chunk)
         }
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let firstLine = output.split(separator: UInt8(ascii: "\n"), maxSplits: 1).first ?? Data()
+        let text = String(decoding: firstLine, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard text.hasPrefix("listening on "), let endpoint = Endpoint(String(text.dropFirst(13))) else {
             process.terminate()
             throw ValidationError("the server did not start: \(text.isEmpty ? "no output" : text)")
