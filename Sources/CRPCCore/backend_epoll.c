@@ -254,7 +254,8 @@ static int socket_error(int fd)
     return -err;
 }
 
-static void on_conn_event(crpc_loop *l, uint64_t tag, uint32_t events)
+/* more: other events of this batch wait (see crpc_conn_flush_early). */
+static void on_conn_event(crpc_loop *l, uint64_t tag, uint32_t events, bool more)
 {
     uint32_t slot = crpc_ud_slot(tag), gen = crpc_ud_gen(tag);
     crpc_conn *c = crpc_conn_lookup(l, slot, gen);
@@ -270,6 +271,8 @@ static void on_conn_event(crpc_loop *l, uint64_t tag, uint32_t events)
     else if (events & trouble && !c->recv_armed)
         crpc_conn_close(c, socket_error(c->fd)); /* paused with nothing to send: the
                                                     level-triggered error would spin */
+    else if (more)
+        crpc_conn_flush_early(c);
 }
 
 /* -------------------------------------------------------- wait, dispatch */
@@ -303,7 +306,7 @@ static void epoll_dispatch(crpc_loop *l)
             on_acceptable(l);
             break;
         case CRPC_OP_CONN:
-            on_conn_event(l, tag, io->events[i].events);
+            on_conn_event(l, tag, io->events[i].events, i + 1 < io->nready);
             break;
         default:
             break;

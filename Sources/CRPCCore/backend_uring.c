@@ -31,6 +31,7 @@ typedef struct uring_io {
     uint8_t *bufs;
     unsigned buf_count, buf_size;
     unsigned bufs_returned;       /* buffers added since the last advance */
+    unsigned batch_left;          /* completions of this dispatch not yet handled */
 } uring_io;
 
 static inline uring_io *io_of(crpc_loop *l) { return l->io; }
@@ -258,8 +259,14 @@ static void on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
     bool more = cqe->flags & IORING_CQE_F_MORE;
     if (cqe->flags & IORING_CQE_F_BUFFER) {
         unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-        if (cqe->res > 0)
+        if (cqe->res > 0) {
             crpc_conn_received(c, buf_at(io, bid), (size_t)cqe->res);
+            /* Other completions of this batch wait: send what this input produced now
+             * (see crpc_conn_flush_early); the submit costs a syscall per connection
+             * that had input, shared by every frame that input held. */
+            if (io->batch_left && crpc_conn_flush_early(c))
+                io_uring_submit(&io->ring);
+        }
         recycle_buf(io, bid);
     }
     if (cqe->res == 0)
@@ -356,11 +363,13 @@ static void uring_dispatch(crpc_loop *l)
 {
     uring_io *io = io_of(l);
     struct io_uring_cqe *cqe;
-    unsigned head, seen = 0;
+    unsigned head, seen = 0, ready = io_uring_cq_ready(&io->ring);
     io_uring_for_each_cqe(&io->ring, head, cqe) {
-        dispatch_one(l, cqe);
         seen++;
+        io->batch_left = ready > seen ? ready - seen : 0;
+        dispatch_one(l, cqe);
     }
+    io->batch_left = 0;
     io_uring_cq_advance(&io->ring, seen);
     if (io->bufs_returned) {
         io_uring_buf_ring_advance(io->br, (int)io->bufs_returned);

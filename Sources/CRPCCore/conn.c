@@ -264,6 +264,18 @@ void crpc_conn_mark_dirty(crpc_conn *c)
     c->loop->dirty_head = c;
 }
 
+/* Hands the collected output to the backend unless a send is under way already. */
+static bool start_send(crpc_conn *c)
+{
+    if (c->state != CONN_OPEN || c->send_inflight || !crpc_conn_out(c)->len)
+        return false;
+    c->out_cur ^= 1;
+    c->sent = 0;
+    c->send_inflight = true;
+    c->loop->backend->send(c);
+    return true;
+}
+
 void crpc_loop_flush(crpc_loop *l)
 {
     crpc_conn *c = l->dirty_head;
@@ -271,12 +283,12 @@ void crpc_loop_flush(crpc_loop *l)
     while (c) {
         crpc_conn *next = c->dirty_next;
         c->dirty = false;
-        if (c->state == CONN_OPEN && !c->send_inflight && crpc_conn_out(c)->len) {
-            c->out_cur ^= 1;
-            c->sent = 0;
-            c->send_inflight = true;
-            l->backend->send(c);
-        }
+        start_send(c);
         c = next;
     }
+}
+
+bool crpc_conn_flush_early(crpc_conn *c)
+{
+    return c->dirty && start_send(c);
 }

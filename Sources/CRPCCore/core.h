@@ -152,6 +152,13 @@ void crpc_conn_check_output(crpc_conn *c);
 /* Sends what every dirty connection has collected: one send per connection. */
 void crpc_loop_flush(crpc_loop *loop);
 
+/* Starts the send of what c has collected now, before the end of the iteration (it stays
+ * on the dirty list; the iteration's flush then finds its send under way). Returns true
+ * if a send started. Backends call it for a connection whose input they have just handed
+ * on while more events of the same batch wait: the peer can work on these replies (or
+ * requests) while this loop handles the rest, instead of both sides taking turns. */
+bool crpc_conn_flush_early(crpc_conn *c);
+
 /* ------------------------------------------------------------------ loops */
 
 /* Traffic counters of one loop. Only the loop thread writes them, so an update is a

@@ -24,7 +24,7 @@ const char *crpc_strerror(int err)
     case -ENOENT: return "no such call or element";
     case -EDEADLK: return "cannot do that on the loop's own thread";
     case -EALREADY: return "already started";
-    case -EPERM: return "io_uring refused (permission)";
+    case -EPERM: return "operation not permitted (io_uring refused by seccomp or kernel.io_uring_disabled)";
     case -ENOSYS: return "io_uring not supported by this kernel";
     case -EOPNOTSUPP: return "io_uring lacks an operation the core needs";
     }

@@ -70,7 +70,11 @@ struct RegisteredHandler: Sendable {
 /// The method table: filled while a server is configured, frozen (immutable, so read
 /// without locks from every loop thread) once it starts.
 struct Router: Sendable {
-    private(set) var handlers: [String: RegisteredHandler] = [:]
+    private(set) var handlers: [String: RegisteredHandler] = [:] {
+        didSet { index = MethodIndex(handlers) }
+    }
+    /// `handlers` again, keyed by the names' bytes: what requests off the wire look up.
+    private(set) var index = MethodIndex([:])
     /// Per-method counters for `rpc.stats`; nil when the server keeps none.
     var statistics: MethodStatistics?
     /// Told when a connection closes (interceptors that keep per-connection state).
@@ -85,10 +89,15 @@ struct Router: Sendable {
                 throw RPCError(.invalidArgument, "rpc: method already defined: \(h.name)")
             }
         }
-        for h in new { handlers[h.name] = h }
+        var updated = handlers
+        for h in new { updated[h.name] = h }
+        handlers = updated // one rebuild of the index
     }
 
     func handler(for name: String) -> RegisteredHandler? { handlers[name] }
+
+    /// The handler for a method name as it arrived on the wire (its UTF-8 bytes).
+    func handler(forWireName name: UnsafeRawBufferPointer) -> RegisteredHandler? { index.handler(for: name) }
 
     /// What a request turns into: the transport seam. The server feeds it requests off the
     /// wire; tests feed it params made in memory, with no socket in sight.
@@ -106,7 +115,14 @@ struct Router: Sendable {
     /// Runs the part of a request that happens on the loop thread. `writer` must be empty.
     func dispatch(_ name: String, params: RequestParams, context: RPCContext,
                   writer: MessagePackWriter) -> Dispatch {
-        guard let handler = handlers[name] else {
+        dispatch(handlers[name], name: name, params: params, context: context, writer: writer)
+    }
+
+    /// Runs `handler` (already looked up for `name`; nil when none is registered) or the
+    /// built-in called `name`. `writer` must be empty.
+    func dispatch(_ handler: RegisteredHandler?, name: String, params: RequestParams, context: RPCContext,
+                  writer: MessagePackWriter) -> Dispatch {
+        guard let handler else {
             if name == "rpc.methods" {
                 do { try MessagePackEncoder().encode(methodNames, into: writer) } catch {
                     return .failed(RPCError(.internal, "cannot encode the method list"))

@@ -83,7 +83,10 @@ final class ServerCore: @unchecked Sendable {
         }
         let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
         let msgid = msg.msgid
-        let name = String(decoding: UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len)), as: UTF8.self)
+        let wireName = UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len))
+        let handler = router.handler(forWireName: wireName)
+        // A registered method's name is already a String; only the others need one made.
+        let name = handler?.name ?? String(decoding: wireName, as: UTF8.self)
         let params = RequestParams(
             message: (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
                 .assumingMemoryBound(to: crpc_message.self),
@@ -100,7 +103,7 @@ final class ServerCore: @unchecked Sendable {
         let writer = writers[loop]
         writer.reset()
 
-        switch router.dispatch(name, params: params, context: inlineContext, writer: writer) {
+        switch router.dispatch(handler, name: name, params: params, context: inlineContext, writer: writer) {
         case .written:
             if wantsReply { writer.withUnsafeBytes { send(conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
         case .echo(let range):

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -77,6 +78,7 @@ static void killed_server(void)
     pid_t child = fork();
     CHECK(child >= 0);
     if (child == 0) { /* the server: holds every request until it is killed */
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed check in the parent ends us too */
         crpc_server_config cfg = {.loops = 1, .on_request = hold_requests};
         int err = crpc_server_start(&cfg, &srv);
         uint16_t port = err ? 0 : crpc_server_port(srv);
@@ -189,8 +191,10 @@ static void many_connections(void)
     CHECK_EQ(pipe(down), 0);
     pid_t child = fork();
     CHECK(child >= 0);
-    if (child == 0)
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         client_process(crpc_server_port(srv), up[1], down[0]);
+    }
     char ok = 0;
     CHECK_EQ(read(up[0], &ok, 1), 1);
     CHECK_EQ(ok, 1);
