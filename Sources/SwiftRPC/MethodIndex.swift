@@ -4,45 +4,63 @@ internal import Glibc
 /// the bytes it arrived as: no `String` is made and no `Hasher` runs per request (together
 /// they were about 6% of the server's CPU on W2). Built once per change of the handler
 /// table, read without locks from every loop thread.
+///
+/// The probe table holds plain integers and the names sit in one byte array, so a lookup
+/// touches no reference count until it hands out the handler it found.
 struct MethodIndex: Sendable {
-    private struct Slot: Sendable {
-        let name: [UInt8]
-        let handler: RegisteredHandler
+    /// Where one name's bytes are in `names`, and its handler's index; `length == 0` marks
+    /// an empty slot (no registered name is empty).
+    private struct Slot {
+        var offset: Int32 = 0
+        var length: Int32 = 0
+        var handler: Int32 = 0
     }
 
     /// Open addressing with linear probing, at most half full, so every probe run ends at
     /// an empty slot.
-    private let slots: [Slot?]
+    private let slots: [Slot]
     private let mask: Int
+    private let names: [UInt8]
+    private let handlers: [RegisteredHandler]
 
-    init(_ handlers: [String: RegisteredHandler]) {
+    init(_ table: [String: RegisteredHandler]) {
         var capacity = 8
-        while capacity < handlers.count * 2 { capacity *= 2 }
-        var slots = [Slot?](repeating: nil, count: capacity)
-        for (name, handler) in handlers {
+        while capacity < table.count * 2 { capacity *= 2 }
+        var slots = [Slot](repeating: Slot(), count: capacity)
+        var names: [UInt8] = []
+        var handlers: [RegisteredHandler] = []
+        for (name, handler) in table where !name.isEmpty {
             let utf8 = Array(name.utf8)
             var i = Self.hash(utf8) & (capacity - 1)
-            while slots[i] != nil { i = (i + 1) & (capacity - 1) }
-            slots[i] = Slot(name: utf8, handler: handler)
+            while slots[i].length != 0 { i = (i + 1) & (capacity - 1) }
+            slots[i] = Slot(offset: Int32(names.count), length: Int32(utf8.count), handler: Int32(handlers.count))
+            names += utf8
+            handlers.append(handler)
         }
         self.slots = slots
         self.mask = capacity - 1
+        self.names = names
+        self.handlers = handlers
     }
 
     /// The handler registered under `name`, or nil.
     func handler(for name: UnsafeRawBufferPointer) -> RegisteredHandler? {
         guard let base = name.baseAddress, !name.isEmpty else { return nil }
-        return slots.withUnsafeBufferPointer { slots in
-            var i = Self.hash(name) & mask
-            while let slot = slots[i] {
-                if slot.name.count == name.count,
-                   slot.name.withUnsafeBytes({ memcmp($0.baseAddress!, base, name.count) == 0 }) {
-                    return slot.handler
+        let found: Int? = slots.withUnsafeBufferPointer { slots in
+            names.withUnsafeBytes { names in
+                var i = Self.hash(name) & mask
+                while slots[i].length != 0 {
+                    let slot = slots[i]
+                    if Int(slot.length) == name.count,
+                       memcmp(names.baseAddress! + Int(slot.offset), base, name.count) == 0 {
+                        return Int(slot.handler)
+                    }
+                    i = (i + 1) & mask
                 }
-                i = (i + 1) & mask
+                return nil
             }
-            return nil
         }
+        return found.map { handlers[$0] }
     }
 
     /// FNV-1a: method names are short, and this table is not keyed by anything a peer can

@@ -120,11 +120,19 @@ public struct RPCMetadata: Sendable, Hashable, ExpressibleByDictionaryLiteral {
         case bytes([UInt8])
     }
 
+    /// The entries; nil when there are none. Most calls carry no metadata, and an empty
+    /// `RPCMetadata` made per call then costs nothing: no dictionary is built, copied or
+    /// released. Never an empty dictionary, so equality and hashing need no special case.
+    @usableFromInline var storage: [String: Entry]?
+
     /// The entries, in no particular order.
-    public var entries: [String: Entry]
+    public var entries: [String: Entry] {
+        get { storage ?? [:] }
+        set { storage = newValue.isEmpty ? nil : newValue }
+    }
 
     /// Empty metadata.
-    @inlinable public init() { entries = [:] }
+    @inlinable public init() { storage = nil }
 
     /// Metadata from text entries.
     public init(dictionaryLiteral elements: (String, String)...) {
@@ -141,5 +149,5 @@ public struct RPCMetadata: Sendable, Hashable, ExpressibleByDictionaryLiteral {
     }
 
     /// True when there are no entries.
-    @inlinable public var isEmpty: Bool { entries.isEmpty }
+    @inlinable public var isEmpty: Bool { storage == nil }
 }

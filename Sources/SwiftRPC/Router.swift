@@ -38,7 +38,9 @@ struct InvalidParams: Error, CustomStringConvertible {
 }
 
 /// One registered method with its types erased.
-struct RegisteredHandler: Sendable {
+// A class, not a struct: a request's lookup then hands out one reference instead of
+// copying (and retaining) every field; it is immutable, so Sendable as it stands.
+final class RegisteredHandler: Sendable {
     enum Body: Sendable {
         /// Runs on the loop thread without a hop: decodes, handles, encodes the reply into
         /// the writer, or returns the byte range of the params to send back as the result.

@@ -4,6 +4,15 @@ extension MessagePackDecoder {
     /// Decodes a tree CRPCCore already unpacked, after checking it against its limits:
     /// the core's copy of a frame is decoded where it lies, with no second parse.
     func decode<T: Decodable>(_ type: T.Type, fromTree root: UnsafePointer<msgpack_object>) throws -> T {
+        // A scalar reply (bytes, a string, a number) needs no decoder state: read it directly,
+        // without touching this thread's scratch.
+        if let kind = MessagePackScalar.direct(T.self, for: root) {
+            do throws(MessagePackUnboxFailure) {
+                return try MessagePackUnbox.scalar(root, kind, as: T.self)
+            } catch {
+                throw error.decodingError(T.self, [])
+            }
+        }
         let scratch = ThreadScratch.current
         guard let state = scratch.beginDecoding() else {
             let fresh = MessagePackDecoderState()

@@ -56,6 +56,29 @@ final class RouterTests: XCTestCase {
         XCTAssertEqual(e2.code, .invalidArgument)
     }
 
+    /// Requests off the wire find their handler by the method's bytes (MethodIndex).
+    func testWireNamesFindTheirHandlersByTheirBytes() throws {
+        var table = RPCMethodTable()
+        let names = (0..<200).map { "Svc\($0 % 7).Method\($0)" }
+        for name in names { table.add(RPCMethod<Int, Int>(name)) { n, _ in n } }
+        var router = Router()
+        try router.add(table.handlers)
+        func lookUp(_ name: String) -> RegisteredHandler? {
+            Array(name.utf8).withUnsafeBytes { router.handler(forWireName: $0) }
+        }
+        for name in names { XCTAssertEqual(lookUp(name)?.name, name) }
+        // Prefixes, extensions, other case, other service, built-ins and nothing: not found.
+        for miss in ["", "Svc0", "Svc0.Method0x", "svc0.Method0", "Svc1.Method0", "rpc.ping"] {
+            XCTAssertNil(lookUp(miss), miss)
+        }
+        // Registering more later rebuilds the index.
+        var more = RPCMethodTable()
+        more.add(RPCMethod<Int, Int>("Late.Comer")) { n, _ in n }
+        try router.add(more.handlers)
+        XCTAssertEqual(lookUp("Late.Comer")?.name, "Late.Comer")
+        XCTAssertEqual(lookUp("Svc3.Method3")?.name, "Svc3.Method3")
+    }
+
     func testUnknownMethodIsStatus12() throws {
         let (outcome, _) = dispatch(try router(), "No.Such", [0x90])
         guard case .failed(let e) = outcome else { return XCTFail("\(outcome)") }

@@ -97,6 +97,25 @@ final class ServerClientTests: XCTestCase {
         XCTAssertEqual(rawLength, 2) // the params [5] are 2 bytes
     }
 
+    /// Scalar replies are read straight from the tree; one of the wrong type still ends the
+    /// call with code 13 naming the type, and the connection stays usable.
+    func testScalarReplyOfTheWrongTypeIsAnError() async throws {
+        func expectMismatch<Reply: Codable & Sendable>(_ args: some Codable & Sendable, as: Reply.Type) async {
+            do {
+                let got = try await client.call("Bench.Echo", args, as: Reply.self)
+                XCTFail("decoded \(got) as \(Reply.self)")
+            } catch {
+                XCTAssertEqual(error.code, .internal, "\(error)")
+                XCTAssertTrue(error.message.hasPrefix("the reply does not decode as \(Reply.self)"), error.message)
+            }
+        }
+        await expectMismatch(7, as: String.self)
+        await expectMismatch("text", as: [UInt8].self)
+        await expectMismatch(300, as: UInt8.self)
+        let text = try await client.call("Bench.Echo", "text", as: String.self)
+        XCTAssertEqual(text, "text")
+    }
+
     func testRequestAndResponseMetadata() async throws {
         let traced = try await client.callWithMetadata(RPCMethod<Int, Int>("Test.Meta"), 5, metadata: ["trace": "t-1"])
         XCTAssertEqual(traced.value, 5)
