@@ -290,5 +290,5 @@ void crpc_loop_flush(crpc_loop *l)
 
 bool crpc_conn_flush_early(crpc_conn *c)
 {
-    return c->dirty && start_send(c);
+    return c->ops->flush_early && c->dirty && start_send(c);
 }

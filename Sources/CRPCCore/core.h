@@ -75,6 +75,8 @@ typedef struct crpc_conn_ops {
     void (*on_close)(crpc_conn *c, int err);
     /* The slot is being released: no more completions will name it. */
     void (*on_release)(crpc_conn *c);
+    /* Send output as soon as the input that produced it is handled (crpc_conn_flush_early). */
+    bool flush_early;
 } crpc_conn_ops;
 
 enum crpc_conn_state { CONN_FREE = 0, CONN_OPEN, CONN_CLOSING };
@@ -153,10 +155,14 @@ void crpc_conn_check_output(crpc_conn *c);
 void crpc_loop_flush(crpc_loop *loop);
 
 /* Starts the send of what c has collected now, before the end of the iteration (it stays
- * on the dirty list; the iteration's flush then finds its send under way). Returns true
- * if a send started. Backends call it for a connection whose input they have just handed
- * on while more events of the same batch wait: the peer can work on these replies (or
- * requests) while this loop handles the rest, instead of both sides taking turns. */
+ * on the dirty list; the iteration's flush then finds its send under way), if c's ops ask
+ * for it (flush_early). Returns true if a send started. Backends call it for a connection
+ * whose input they have just handed on while more events of the same batch wait: the peer
+ * can work on these replies while this loop handles the rest, instead of both sides taking
+ * turns. Servers opt in; clients do not: a client's early sends cost it a submit per
+ * connection per iteration, and on W2 the client is the busier side (measured: server-only
+ * early flush gave 2.20M calls/s and 0.45 us of client CPU per call, both sides 2.13M and
+ * 0.47 us, median of 3 each). */
 bool crpc_conn_flush_early(crpc_conn *c);
 
 /* ------------------------------------------------------------------ loops */

@@ -48,6 +48,7 @@ static void server_on_close(crpc_conn *c, int err)
 static const crpc_conn_ops server_conn_ops = {
     .on_frame = server_on_frame,
     .on_close = server_on_close,
+    .flush_early = true,
 };
 
 /* Once a second: closes connections that have held a partial frame for longer than the
