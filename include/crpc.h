@@ -261,6 +261,8 @@ int crpc_loop_is_current(const crpc_loop *loop);
 typedef struct crpc_request {
     crpc_conn_id conn;      /* pass back to crpc_server_reply */
     crpc_message msg;       /* msg.type tells request / notification / cancel */
+    crpc_server *server;    /* the server to reply through: a request can arrive before
+                               crpc_server_start has returned the handle to its caller */
 } crpc_request;
 
 /**

@@ -170,6 +170,7 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
         return; /* a response sent to a server answers nothing: dropped */
     }
     req.conn = crpc_conn_id_make(c);
+    req.server = srv;
     srv->cfg.on_request(srv->cfg.user, &req);
 }
 

@@ -6,7 +6,9 @@ internal import Glibc
 ///
 /// `@unchecked Sendable` is safe because: `router` and `writers` are immutable after init;
 /// `writers[i]` is only ever used by loop `i`'s thread (inline handlers run there); and
-/// `server` is written once, before the first request can arrive, then only read.
+/// `server` is written once, by `start`, and read only by the thread that owns the server
+/// (stop, shutdown, statistics). Replies go through the server each request names: a
+/// request can arrive on a loop thread before `start` has stored the handle.
 final class ServerCore: @unchecked Sendable {
     let router: Router
     private let writers: [MessagePackWriter]
@@ -74,6 +76,7 @@ final class ServerCore: @unchecked Sendable {
     func handle(_ request: UnsafePointer<crpc_request>) {
         let conn = request.pointee.conn
         let msg = request.pointee.msg
+        let server = request.pointee.server
         if msg.type == UInt8(CRPC_MSG_CANCEL.rawValue) {
             running.cancel(RunningCalls.Key(conn: conn, msgid: msg.msgid))
             return
@@ -105,14 +108,14 @@ final class ServerCore: @unchecked Sendable {
 
         switch router.dispatch(handler, name: name, params: params, context: inlineContext, writer: writer) {
         case .written:
-            if wantsReply { writer.withUnsafeBytes { send(conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
+            if wantsReply { writer.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
         case .echo(let range):
             if wantsReply {
-                send(conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range]),
+                send(server, conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range]),
                      metadata: responseMetadata.metadata)
             }
         case .failed(let error):
-            if wantsReply { send(conn, msgid, error: error, metadata: responseMetadata.metadata) }
+            if wantsReply { send(server, conn, msgid, error: error, metadata: responseMetadata.metadata) }
         case .later(let job):
             let context = RPCContext(method: name, metadata: inlineContext.metadata,
                                      timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
@@ -123,6 +126,7 @@ final class ServerCore: @unchecked Sendable {
             }
             let key = RunningCalls.Key(conn: conn, msgid: msgid)
             let answer = Answer()
+            let target = ReplyTarget(server: server)
             running.start(key) {
                 Task {
                     let outcome: Result<[UInt8], RPCError>
@@ -131,7 +135,7 @@ final class ServerCore: @unchecked Sendable {
                             ? RPCError(.cancelled, "the call was cancelled") : RPCError(handlerError: error))
                     }
                     self.running.finished(key)
-                    if answer.claim() { self.send(conn, msgid, outcome, metadata: context.responseMetadata.metadata) }
+                    if answer.claim() { self.send(target.server, conn, msgid, outcome, metadata: context.responseMetadata.metadata) }
                 }
             }
             if let timeout = context.timeout {
@@ -140,23 +144,23 @@ final class ServerCore: @unchecked Sendable {
                     try? await Task.sleep(for: timeout)
                     guard answer.claim() else { return }
                     self.running.cancel(key)
-                    self.send(conn, msgid, error: RPCError(.deadlineExceeded, "deadline exceeded after \(timeout)"))
+                    self.send(target.server, conn, msgid, error: RPCError(.deadlineExceeded, "deadline exceeded after \(timeout)"))
                 }
             }
         }
     }
 
-    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>,
+    private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>,
                       metadata: RPCMetadata) {
         switch outcome {
-        case .success(let bytes): bytes.withUnsafeBytes { send(conn, msgid, result: $0, metadata: metadata) }
-        case .failure(let error): send(conn, msgid, error: error, metadata: metadata)
+        case .success(let bytes): bytes.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: metadata) }
+        case .failure(let error): send(server, conn, msgid, error: error, metadata: metadata)
         }
     }
 
     // MARK: Replies (any thread)
 
-    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
+    private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
                       metadata: RPCMetadata = RPCMetadata()) {
         var reply = crpc_reply()
         reply.result = result.baseAddress?.assumingMemoryBound(to: UInt8.self)
@@ -167,14 +171,14 @@ final class ServerCore: @unchecked Sendable {
             return crpc_server_reply(server, conn, msgid, &reply)
         }
         if rc == -EMSGSIZE {
-            send(conn, msgid, error: RPCError(.resourceExhausted, "reply larger than the maximum frame size"))
+            send(server, conn, msgid, error: RPCError(.resourceExhausted, "reply larger than the maximum frame size"))
         } else if rc == -EINVAL {
-            send(conn, msgid, error: RPCError(.internal, "handler returned bytes that are not one MessagePack value"))
+            send(server, conn, msgid, error: RPCError(.internal, "handler returned bytes that are not one MessagePack value"))
         }
         // -ENOTCONN / -ESHUTDOWN: the caller has gone; nobody is left to tell.
     }
 
-    private func send(_ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
+    private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
                       metadata: RPCMetadata = RPCMetadata()) {
         var utf8 = error.message
         utf8.withUTF8 { text in
@@ -198,6 +202,14 @@ private let connectionClosedTrampoline: crpc_conn_closed_fn = { user, conn in
     if core.running.count > 0 { core.running.cancelAll(conn: conn) }
     // Interceptors that keep per-connection state (the rate limiter) forget it here.
     for observer in core.router.connectionObservers { observer.connectionClosed(RPCConnectionID(rawValue: conn)) }
+}
+
+/// The C server a request came through, carried into the task that answers it.
+/// `@unchecked Sendable`: crpc_server_reply may be called from any thread (crpc.h), and the
+/// server outlives every task that can still reply (they hold the ServerCore, whose deinit
+/// destroys it).
+private struct ReplyTarget: @unchecked Sendable {
+    let server: OpaquePointer?
 }
 
 /// The C callback: recovers the ServerCore (kept alive by its RPCServer while the C

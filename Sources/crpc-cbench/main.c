@@ -68,7 +68,7 @@ static void on_request(void *user, const crpc_request *req)
         r.error_msg = "no such method";
         r.error_msg_len = (uint32_t)strlen(r.error_msg);
     }
-    crpc_server_reply(srv, req->conn, req->msg.msgid, &r);
+    crpc_server_reply(req->server, req->conn, req->msg.msgid, &r);
 }
 
 static int serve(void)

@@ -51,7 +51,7 @@ static void on_request(void *user, const crpc_request *req)
         r.error_msg = "want one argument";
         r.error_msg_len = 17;
     }
-    CHECK_EQ(crpc_server_reply(g_srv, req->conn, req->msg.msgid, &r), 0);
+    CHECK_EQ(crpc_server_reply(req->server, req->conn, req->msg.msgid, &r), 0);
 }
 
 static crpc_server *start_server(void)
