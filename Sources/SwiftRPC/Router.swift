@@ -96,8 +96,6 @@ struct Router: Sendable {
         handlers = updated // one rebuild of the index
     }
 
-    func handler(for name: String) -> RegisteredHandler? { handlers[name] }
-
     /// The handler for a method name as it arrived on the wire (its UTF-8 bytes).
     func handler(forWireName name: UnsafeRawBufferPointer) -> RegisteredHandler? { index.handler(for: name) }
 

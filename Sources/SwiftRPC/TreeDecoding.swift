@@ -7,10 +7,8 @@ extension MessagePackDecoder {
         // A scalar reply (bytes, a string, a number) needs no decoder state: read it directly,
         // without touching this thread's scratch.
         if let kind = MessagePackScalar.direct(T.self, for: root) {
-            do throws(MessagePackUnboxFailure) {
-                return try MessagePackUnbox.scalar(root, kind, as: T.self)
-            } catch {
-                throw error.decodingError(T.self, [])
+            return try MessagePackDecoderState.scalar(T.self, root, []) {
+                o throws(MessagePackUnboxFailure) in try MessagePackUnbox.scalar(o, kind, as: T.self)
             }
         }
         let scratch = ThreadScratch.current

@@ -51,10 +51,8 @@ final class MessagePackDecoderState: Decoder {
         _ type: T.Type, at object: MessagePackObject, depth: Int, extra: [any CodingKey], key: K
     ) throws -> T {
         if let kind = MessagePackScalar.direct(T.self, for: object) {
-            do throws(MessagePackUnboxFailure) {
-                return try MessagePackUnbox.scalar(object, kind, as: T.self)
-            } catch {
-                throw error.decodingError(T.self, messagePackCodingPath(path, depth: depth, extra: extra, appending: key))
+            return try Self.scalar(T.self, object, messagePackCodingPath(path, depth: depth, extra: extra, appending: key)) {
+                o throws(MessagePackUnboxFailure) in try MessagePackUnbox.scalar(o, kind, as: T.self)
             }
         }
         let pushed = extra.count + 1
@@ -67,10 +65,8 @@ final class MessagePackDecoderState: Decoder {
     /// Decodes `object`, the value of a single-value container (or the root), as `T`.
     func decodeValue<T: Decodable>(_ type: T.Type, at object: MessagePackObject, depth: Int) throws -> T {
         guard let kind = MessagePackScalar.direct(T.self, for: object) else { return try decodeComposite(type, at: object) }
-        do throws(MessagePackUnboxFailure) {
-            return try MessagePackUnbox.scalar(object, kind, as: T.self)
-        } catch {
-            throw error.decodingError(T.self, Array(path.prefix(depth)))
+        return try Self.scalar(T.self, object, Array(path.prefix(depth))) {
+            o throws(MessagePackUnboxFailure) in try MessagePackUnbox.scalar(o, kind, as: T.self)
         }
     }
 
@@ -83,7 +79,7 @@ final class MessagePackDecoderState: Decoder {
 
     /// Decodes a scalar with `read`, mapping a failure to a DecodingError at `codingPath`.
     @inline(__always)
-    func scalar<T>(
+    static func scalar<T>(
         _ type: T.Type, _ object: MessagePackObject, _ codingPath: @autoclosure () -> [any CodingKey],
         _ read: (MessagePackObject) throws(MessagePackUnboxFailure) -> T
     ) throws -> T {

@@ -103,7 +103,7 @@ struct MessagePackKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainer
 
     @inline(__always)
     private func scalar<T>(_ type: T.Type, _ key: Key, _ read: (MessagePackObject) throws(MessagePackUnboxFailure) -> T) throws -> T {
-        try state.scalar(type, try require(key), path(key), read)
+        try MessagePackDecoderState.scalar(type, try require(key), path(key), read)
     }
 
     @inline(__always)
@@ -111,7 +111,7 @@ struct MessagePackKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainer
         _ type: T.Type, _ key: Key, _ read: (MessagePackObject) throws(MessagePackUnboxFailure) -> T
     ) throws -> T? {
         guard let object = find(key), object.pointee.type != MSGPACK_OBJECT_NIL else { return nil }
-        return try state.scalar(type, object, path(key), read)
+        return try MessagePackDecoderState.scalar(type, object, path(key), read)
     }
 
     func decode(_ type: Bool.Type, forKey key: Key) throws -> Bool { try scalar(type, key, MessagePackUnbox.bool) }
@@ -218,7 +218,7 @@ struct MessagePackUnkeyedDecodingContainer: UnkeyedDecodingContainer {
 
     @inline(__always)
     private mutating func scalar<T>(_ type: T.Type, _ read: (MessagePackObject) throws(MessagePackUnboxFailure) -> T) throws -> T {
-        let value = try state.scalar(type, try next(type), path(currentIndex), read)
+        let value = try MessagePackDecoderState.scalar(type, try next(type), path(currentIndex), read)
         currentIndex += 1
         return value
     }
@@ -289,7 +289,7 @@ struct MessagePackSingleValueDecodingContainer: SingleValueDecodingContainer {
 
     @inline(__always)
     private func scalar<T>(_ type: T.Type, _ read: (MessagePackObject) throws(MessagePackUnboxFailure) -> T) throws -> T {
-        try state.scalar(type, object, codingPath, read)
+        try MessagePackDecoderState.scalar(type, object, codingPath, read)
     }
 
     func decodeNil() -> Bool { object.pointee.type == MSGPACK_OBJECT_NIL }
