@@ -84,6 +84,9 @@ final class InterceptorTests: XCTestCase {
         XCTAssertFalse(TokenAuthInterceptor.constantTimeEqual("abc", "abd"))
         XCTAssertFalse(TokenAuthInterceptor.constantTimeEqual("abc", "abcd"))
         XCTAssertFalse(TokenAuthInterceptor.constantTimeEqual("", "a"))
+        // Lengths that differ by a multiple of 256, the rest padded with NULs.
+        XCTAssertFalse(TokenAuthInterceptor.constantTimeEqual("abc", "abc" + String(repeating: "\0", count: 256)))
+        XCTAssertFalse(TokenAuthInterceptor.constantTimeEqual(String(repeating: "\0", count: 256), ""))
     }
 
     // MARK: Rate limiting

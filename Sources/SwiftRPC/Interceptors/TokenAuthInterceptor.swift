@@ -60,7 +60,9 @@ public struct TokenAuthInterceptor: RPCServerInterceptor {
 
     static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8), y = Array(b.utf8)
-        var diff = UInt8(truncatingIfNeeded: x.count ^ y.count)
+        // Any length difference counts, not just its low byte: a known token followed by
+        // 256 NUL bytes must not match.
+        var diff: UInt8 = x.count == y.count ? 0 : 1
         for i in 0..<max(x.count, y.count) {
             diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
         }
