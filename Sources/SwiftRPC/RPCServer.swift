@@ -29,7 +29,8 @@ public final class RPCServer: Sendable {
         /// The largest frame accepted or sent, in bytes.
         public var maxFrameSize: Int
         /// Requests per connection running at once; beyond it requests get
-        /// `.resourceExhausted` at once (default 4096).
+        /// `.resourceExhausted` at once (default 4096). Notifications to async handlers are
+        /// held to the same limit per connection; beyond it they are dropped.
         public var maxCallsInFlightPerConnection: Int = 4096
         /// Connections at once; beyond it new connections are closed (default 65,536).
         public var maxConnections: Int = 65_536
@@ -181,7 +182,8 @@ public final class RPCServer: Sendable {
             }
             let loops = configuration.loops > 0 ? configuration.loops : System.onlineCPUs
             let core = ServerCore(router: ServerPipeline.build(router, configuration: configuration, loops: loops),
-                                  loops: loops)
+                                  loops: loops,
+                                  maxCallsInFlightPerConnection: configuration.maxCallsInFlightPerConnection)
             let started: Result<Int, RPCError> = configuration.host.withCString { host in
                 var c = crpc_server_config()
                 c.host = host

@@ -16,10 +16,13 @@ final class ServerCore: @unchecked Sendable {
     private let inlineMetadata: [RPCResponseMetadata]
     /// Async handlers still running, so cancel frames and deadlines can reach them.
     let running = RunningCalls()
+    /// Async handlers running for notifications, held to the per-connection limit.
+    private let notifications: RunningNotifications
     private var server: OpaquePointer?
 
-    init(router: Router, loops: Int) {
+    init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int) {
         self.router = router
+        self.notifications = RunningNotifications(limit: maxCallsInFlightPerConnection)
         self.writers = (0..<max(loops, 1)).map { _ in MessagePackWriter(initialCapacity: 4096) }
         self.inlineMetadata = (0..<max(loops, 1)).map { _ in RPCResponseMetadata() }
     }
@@ -121,7 +124,12 @@ final class ServerCore: @unchecked Sendable {
                                      timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
                                      connection: inlineContext.connection)
             guard wantsReply else {
-                Task { _ = try? await job(context) }
+                // Past the limit the notification is dropped: it is oneway, nobody waits.
+                guard notifications.claim(conn) else { return }
+                Task {
+                    _ = try? await job(context)
+                    self.notifications.release(conn)
+                }
                 return
             }
             let key = RunningCalls.Key(conn: conn, msgid: msgid)
