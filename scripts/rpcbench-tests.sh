@@ -26,13 +26,15 @@ rc=$?
 check "corrupted echoes make the exit status 1" "[ $rc -eq 1 ]"
 check "corrupted echoes are counted as mismatches" \
   "python3 -c 'import json,sys; r=json.load(open(\"$tmp/bad.json\"))[0]; sys.exit(0 if r[\"mismatches\"] > 0 and r[\"mismatches\"] == r[\"calls\"] else 1)'"
+check "corrupted echoes during warm-up are counted too" \
+  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/bad.json\"))[0]; sys.exit(0 if r[\"unmeasured_failures\"] > 0 else 1)'"
 kill $pid; wait $pid 2>/dev/null
 
 serve "$tmp/good.log"
 "$bin" load --target "$addr" --conns 2 --depth 8 --payload 1000 --duration 0.5 --warmup 0.1 --json >"$tmp/good.json"
 check "a clean run exits 0" "[ $? -eq 0 ]"
 check "a clean run has calls and no errors" \
-  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/good.json\"))[0]; sys.exit(0 if r[\"calls\"] > 0 and r[\"errors\"] == 0 and r[\"mismatches\"] == 0 else 1)'"
+  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/good.json\"))[0]; sys.exit(0 if r[\"calls\"] > 0 and r[\"errors\"] == 0 and r[\"mismatches\"] == 0 and r[\"unmeasured_failures\"] == 0 and r[\"left_in_flight\"] == 0 else 1)'"
 "$bin" load --target "$addr" --rate 2000 --duration 0.5 --warmup 0.1 --api async --json >"$tmp/rate.json"
 check "an open-loop async run exits 0" "[ $? -eq 0 ]"
 check "the open loop offers about the rate asked for" \

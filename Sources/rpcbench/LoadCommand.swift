@@ -26,7 +26,8 @@ struct LoadCommand: AsyncParsableCommand {
             Closed loop by default: each connection keeps --depth calls in flight. With --rate \
             the run is open loop: calls are sent at fixed intended times and latency is measured \
             from each call's intended send time (no coordinated omission). Every Bench.Echo reply \
-            is compared with its request; errors and mismatches make the exit status 1.
+            is compared with its request; errors and mismatches (during warm-up too) and calls \
+            still unanswered 10 s after the run make the exit status 1.
 
             Examples:
               rpcbench load --target 127.0.0.1:7000                       # W2 shape, callback API

@@ -27,6 +27,8 @@ final class LoadEngine: @unchecked Sendable {
     private let measuring = Atomic<Bool>(false)
     private let running = Atomic<Bool>(true)
     private let inflight = Atomic<Int>(0)
+    /// Failed or mismatched calls outside the measured window.
+    private let unmeasuredFailures = Atomic<UInt64>(0)
     /// Completions so far, for the progress line.
     let completed = Atomic<UInt64>(0)
 
@@ -69,12 +71,12 @@ final class LoadEngine: @unchecked Sendable {
         var total = tally
         total.merge(sharedTally.withLock { $0 })
         return LoadResult(workload: workload, backend: clients[0].eventLoop.backend, tally: total, seconds: Double(t1 - t0) / 1e9,
-                          cpuMicros: cpu1 - cpu0, leftInFlight: inflight.load(ordering: .acquiring))
+                          cpuMicros: cpu1 - cpu0, leftInFlight: inflight.load(ordering: .acquiring),
+                          unmeasuredFailures: unmeasuredFailures.load(ordering: .relaxed))
     }
 
     private func record(_ latency: UInt64, _ result: Result<[UInt8], RPCError>, seq: UInt64, confined: Bool) {
         completed.add(1, ordering: .relaxed)
-        guard measuring.load(ordering: .relaxed) else { return }
         let ok: Bool, mismatch: Bool
         switch result {
         case .success(let reply):
@@ -83,6 +85,11 @@ final class LoadEngine: @unchecked Sendable {
         case .failure:
             ok = false
             mismatch = false
+        }
+        guard measuring.load(ordering: .relaxed) else {
+            // Every reply is verified; outside the window only failures are kept.
+            if !ok || mismatch { unmeasuredFailures.add(1, ordering: .relaxed) }
+            return
         }
         if confined {
             tally.record(latency: latency, ok: ok, mismatch: mismatch)

@@ -21,6 +21,9 @@ struct LoadResult: Codable, Sendable {
     var maxUs: Double
     var errors: UInt64
     var mismatches: UInt64
+    /// Errors and mismatches outside the measured window (warm-up, drain): not in the
+    /// figures, but a run that had any fails all the same.
+    var unmeasuredFailures: UInt64
     var clientCpuUsPerCall: Double
     var leftInFlight: Int
 
@@ -29,11 +32,13 @@ struct LoadResult: Codable, Sendable {
         case callsPerSec = "calls_per_sec", mbPerSec = "mb_per_sec"
         case p50Us = "p50_us", p90Us = "p90_us", p99Us = "p99_us", p999Us = "p999_us", maxUs = "max_us"
         case errors, mismatches
+        case unmeasuredFailures = "unmeasured_failures"
         case clientCpuUsPerCall = "client_cpu_us_per_call"
         case leftInFlight = "left_in_flight"
     }
 
-    init(workload w: Workload, backend: String, tally: Tally, seconds: Double, cpuMicros: UInt64, leftInFlight: Int) {
+    init(workload w: Workload, backend: String, tally: Tally, seconds: Double, cpuMicros: UInt64, leftInFlight: Int,
+         unmeasuredFailures: UInt64 = 0) {
         workload = w.name
         api = w.api.rawValue
         self.backend = backend
@@ -54,12 +59,14 @@ struct LoadResult: Codable, Sendable {
         maxUs = tally.calls > 0 ? Double(tally.histogram.max) / 1000 : 0
         errors = tally.errors
         mismatches = tally.mismatches
+        self.unmeasuredFailures = unmeasuredFailures
         clientCpuUsPerCall = tally.calls > 0 ? Double(cpuMicros) / Double(tally.calls) : 0
         self.leftInFlight = leftInFlight
     }
 
-    /// Failed, mismatched or unfinished calls: any of them makes the exit status non-zero.
-    var failed: Bool { errors > 0 || mismatches > 0 || calls == 0 }
+    /// Failed, mismatched or unfinished calls (in the window or outside it, or still in
+    /// flight after the drain), or none at all: any of them makes the exit status non-zero.
+    var failed: Bool { errors > 0 || mismatches > 0 || unmeasuredFailures > 0 || leftInFlight != 0 || calls == 0 }
 }
 
 /// Prints results as one aligned table.
@@ -72,7 +79,7 @@ enum Table {
              formatCount(r.callsPerSec), String(format: "%.1f", r.mbPerSec),
              String(format: "%.1f", r.p50Us), String(format: "%.1f", r.p90Us), String(format: "%.1f", r.p99Us),
              String(format: "%.1f", r.p999Us), String(format: "%.1f", r.maxUs),
-             "\(r.errors + r.mismatches)", String(format: "%.2f", r.clientCpuUsPerCall)]
+             "\(r.errors + r.mismatches + r.unmeasuredFailures)", String(format: "%.2f", r.clientCpuUsPerCall)]
         }
         let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max()! }
         func line(_ cells: [String]) -> String {

@@ -10,7 +10,7 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve the reference services (Bench.Echo, Arith.*, rpc.*) until SIGINT/SIGTERM.",
         discussion: """
-            Prints "listening on HOST:PORT" as its first line as soon as it accepts connections,
+            Prints "listening on HOST:PORT" as its first line as soon as it accepts connections, \
             then "I/O backend: io_uring" (or epoll).
 
             Examples:

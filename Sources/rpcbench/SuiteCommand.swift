@@ -8,10 +8,11 @@ struct SuiteCommand: AsyncParsableCommand {
         abstract: "Run W1, W2 and W3 against a child `rpcbench serve` on loopback (the default).",
         discussion: """
             The server runs as a separate process with one event loop; on machines with two or \
-            more CPUs the server is pinned to CPU 0 and the client to CPU 1.
+            more CPUs the server is pinned to CPU 0 and the client to CPU 1 (--cpu moves the \
+            client).
 
             Examples:
-              rpcbench                                   # both APIs, 5 s per workload
+              rpcbench                                   # every API and workload, 5 s each
               rpcbench suite --apis callback --duration 2 --json
             """
     )
