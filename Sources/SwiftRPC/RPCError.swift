@@ -78,7 +78,7 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
         lhs.code == rhs.code && lhs.message == rhs.message
     }
 
-    /// Hashes code and message (as ``==`` compares them).
+    /// Hashes code and message (as `==` compares them).
     public func hash(into hasher: inout Hasher) {
         hasher.combine(code)
         hasher.combine(message)
