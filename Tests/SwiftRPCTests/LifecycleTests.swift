@@ -110,20 +110,29 @@ final class LifecycleTests: XCTestCase {
     }
 
     func testRunsAsAServiceAndDrainsOnGracefulShutdown() async throws {
-        let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .seconds(2)))
-        try registerReferenceServices(on: server)
+        let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .seconds(5)))
+        // A handler that runs until the test opens the gate: no timing window to miss on a
+        // slow (sanitized, shared) machine.
+        let gate = Locked(false)
+        let held = RPCMethod<Int, Int>("Test.Held")
+        try server.register(held) { n, _ in
+            while !gate.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+            return n
+        }
         let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
         let running = Task { try await group.run() }
         let started = await eventually { server.port != nil }
         XCTAssertTrue(started)
         let client = try await RPCClient.connect(host: "127.0.0.1", port: server.port!)
-        let slow = Task { try await client.call(Bench.sleep, 200) }
+        let slow = Task { try await client.call(held, 200) }
         let inFlight = await eventually { server.runningHandlerCount == 1 }
         XCTAssertTrue(inFlight)
         await group.triggerGracefulShutdown()
+        try await Task.sleep(for: .milliseconds(50)) // the drain now waits for the held call
+        gate.withLock { $0 = true }
         try await running.value
-        let slept = try await slow.value
-        XCTAssertEqual(slept, 200) // it was let finish
+        let answer = try await slow.value
+        XCTAssertEqual(answer, 200) // it was let finish
         XCTAssertNil(server.port)
     }
 }
