@@ -162,10 +162,9 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
 
     /// Records the sent call's id; cancels it at once if the task was cancelled meanwhile.
     @usableFromInline
-    func sent(_ call: RPCCall) {
-        guard call.handle != nil else { return } // it failed before sending: already delivered
-        let (exchanged, _) = state.compareExchange(expected: 0, desired: call.id &+ 2, ordering: .acquiringAndReleasing)
-        if !exchanged { call.cancel() }
+    func sent(_ id: UInt64) {
+        let (exchanged, _) = state.compareExchange(expected: 0, desired: id &+ 2, ordering: .acquiringAndReleasing)
+        if !exchanged { _ = crpc_client_cancel(handle.pointer, id) }
     }
 
     /// The awaiting task was cancelled.

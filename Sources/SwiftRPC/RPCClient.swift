@@ -176,8 +176,11 @@ public final class RPCClient: Sendable {
         if let pipeline {
             return goIntercepted(pipeline, method, args, metadata: metadata, timeout: timeout, completion: completion)
         }
-        return send(method.name, args, metadata: metadata, timeout: timeout,
-                    pending: CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) }))
+        let pending = CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) })
+        guard let id = send(method.name, args, metadata: metadata, timeout: timeout, pending: pending) else {
+            return RPCCall(handle: nil, id: 0)
+        }
+        return RPCCall(handle: handle, id: id)
     }
 
     /// Calls `method` and waits for its reply. Cancelling the awaiting task cancels the call
@@ -200,10 +203,12 @@ public final class RPCClient: Sendable {
         _ method: RPCMethod<Args, Reply>, _ args: Args, metadata: RPCMetadata, timeout: Duration?,
         pending: AsyncPendingCall<Reply>
     ) async throws(RPCError) -> Reply {
-        let result: Result<Reply, RPCError> = await withTaskCancellationHandler {
+        let result: Result<Reply, RPCError> = await _unsafeInheritExecutor_withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 pending.install(continuation)
-                pending.sent(send(method.name, args, metadata: metadata, timeout: timeout, pending: pending))
+                if let id = send(method.name, args, metadata: metadata, timeout: timeout, pending: pending) {
+                    pending.sent(id)
+                } // else it failed before it was sent, and is already delivered
             }
         } onCancel: {
             pending.cancel()
@@ -267,26 +272,28 @@ public final class RPCClient: Sendable {
     // MARK: The one path every call takes
 
     /// Encodes `[args]` into this thread's writer and hands the call to the core: the one
-    /// path every call takes. On failure the pending call ends at once, on this thread.
+    /// path every call takes. Returns the call's id, or nil when it could not be sent: the
+    /// pending call has then already ended, on this thread.
     @usableFromInline
     func send<Args: Encodable>(
         _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
-    ) -> RPCCall {
-        let scratch = ThreadScratch.current
-        guard let writer = scratch.beginWriting() else {
-            return send(name, args, metadata, timeout, pending, MessagePackWriter(initialCapacity: 256))
+    ) -> UInt64? {
+        ThreadScratch.withCurrent { scratch in
+            guard let writer = scratch.beginWriting() else {
+                return send(name, args, metadata, timeout, pending, MessagePackWriter(initialCapacity: 256))
+            }
+            defer { scratch.endWriting() }
+            return send(name, args, metadata, timeout, pending, writer)
         }
-        defer { scratch.endWriting() }
-        return send(name, args, metadata, timeout, pending, writer)
     }
 
     private func send<Args: Encodable>(
         _ name: String, _ args: Args, _ metadata: RPCMetadata, _ timeout: Duration?,
         _ pending: PendingCall, _ writer: MessagePackWriter
-    ) -> RPCCall {
+    ) -> UInt64? {
         do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
             pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
-            return RPCCall(handle: nil, id: 0)
+            return nil
         }
         var id: UInt64 = 0
         let ctx = Unmanaged.passRetained(pending).toOpaque()
@@ -295,8 +302,7 @@ public final class RPCClient: Sendable {
         let rc: Int32 = writer.withUnsafeBytes { params in
             c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
             c.params_len = UInt32(params.count)
-            var name = name
-            return name.withUTF8 { method in
+            return Self.withUTF8(name) { method in
                 c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
                 c.method_len = UInt32(method.count)
                 if metadata.isEmpty {
@@ -309,12 +315,20 @@ public final class RPCClient: Sendable {
                 }
             }
         }
-        if rc < 0 {
-            Unmanaged<PendingCall>.fromOpaque(ctx).release()
-            pending.fail(CoreErrors.error(rc, "cannot call \(name)").neverSent()) // the core refused it
-            return RPCCall(handle: nil, id: 0)
+        if rc < 0 { // the core refused it: take back the reference it was to hold
+            Unmanaged<PendingCall>.fromOpaque(ctx).takeRetainedValue()
+                .fail(CoreErrors.error(rc, "cannot call \(name)").neverSent())
+            return nil
         }
-        return RPCCall(handle: handle, id: id)
+        return id
+    }
+
+    /// A string's UTF-8 bytes in place when it has them contiguous (native strings do), so a
+    /// method name is not copied on every call; a copy otherwise.
+    private static func withUTF8<R>(_ string: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
+        if let result = string.utf8.withContiguousStorageIfAvailable(body) { return result }
+        var copy = string
+        return copy.withUTF8(body)
     }
 }
 
@@ -352,6 +366,12 @@ public struct RPCCall: Sendable {
     @usableFromInline let handle: ClientHandle?
     /// The call's id on its client (for logs; unique per client).
     public let id: UInt64
+
+    @usableFromInline
+    init(handle: ClientHandle?, id: UInt64) {
+        self.handle = handle
+        self.id = id
+    }
 
     /// Gives up on the call: unless it has already ended, its completion runs with
     /// `.cancelled` and the server is told to cancel the handler.

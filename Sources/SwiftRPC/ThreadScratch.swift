@@ -23,6 +23,21 @@ final class ThreadScratch: @unchecked Sendable {
         if let raw = pthread_getspecific(key) {
             return Unmanaged<ThreadScratch>.fromOpaque(raw).takeUnretainedValue()
         }
+        return make()
+    }
+
+    /// Runs `body` with the calling thread's scratch, borrowed: the thread-local slot keeps
+    /// it alive for the whole call, so this takes no reference (two atomic operations fewer
+    /// per call than `current`).
+    @inline(__always)
+    static func withCurrent<R>(_ body: (ThreadScratch) throws -> R) rethrows -> R {
+        let raw = pthread_getspecific(key) ?? Unmanaged.passUnretained(make()).toOpaque()
+        return try Unmanaged<ThreadScratch>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
+    }
+
+    /// Makes this thread's scratch; the thread-local slot owns it.
+    @inline(never)
+    private static func make() -> ThreadScratch {
         let made = ThreadScratch()
         pthread_setspecific(key, Unmanaged.passRetained(made).toOpaque())
         return made
