@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests rpcbench itself: every reply is verified (a server that corrupts echoes makes
 # `rpcbench load` count mismatches and exit 1), a clean run exits 0 with no errors, the
-# open-loop mode and the suite's child-server plumbing work, and --help shows defaults.
+# open-loop mode and the suite's child-server plumbing work, --cpu pins every thread,
+# payloads up to the frame limit pass and larger ones fail, SIGINT stops load, serve and the
+# suite (and the suite's child server), and --help shows defaults.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift build --product rpcbench >/dev/null || exit 1
@@ -18,8 +20,9 @@ serve() {  # serve LOG ARGS...: starts a server, sets $pid and $addr
 }
 
 tmp=$(mktemp -d)
-etcd_pid=
-trap 'kill $pid 2>/dev/null; [ -n "$etcd_pid" ] && kill $etcd_pid 2>/dev/null; rm -rf "$tmp"' EXIT
+method_echo=Bench.Echo
+etcd_pid= lpid= spid= child=
+trap 'kill $pid $lpid $spid $child 2>/dev/null; [ -n "$etcd_pid" ] && kill $etcd_pid 2>/dev/null; rm -rf "$tmp"' EXIT
 
 serve "$tmp/bad.log" --corrupt-echo
 "$bin" load --target "$addr" --conns 2 --depth 4 --duration 0.5 --warmup 0.1 --json >"$tmp/bad.json"
@@ -42,13 +45,50 @@ check "the open loop offers about the rate asked for" \
   "python3 -c 'import json,sys; r=json.load(open(\"$tmp/rate.json\"))[0]; sys.exit(0 if 700 <= r[\"calls\"] <= 1300 else 1)'"
 "$bin" load --target "$addr" --payload 0 --conns 1 --depth 1 --duration 0.3 --warmup 0.1 --api async-loop >/dev/null
 check "empty payloads and the loop executor work" "[ $? -eq 0 ]"
+
+# --cpu pins every thread of the client, and SIGINT stops load. load keeps no handler, so
+# Ctrl-C ends it at once, reporting nothing, with the shell's 130 (interrupted, never a
+# pass). The run is 30 s long so an ignored SIGINT shows up as a wrong status, not as a
+# race. `env --default-signal` because bash starts background jobs with SIGINT ignored.
+# The CPU is the first this script may use: 0, unless a cpuset leaves it out.
+read -r first_cpu ncpus < <(python3 -c 'import os; s=os.sched_getaffinity(0); print(min(s), len(s))')
+env --default-signal=INT "$bin" load --target "$addr" --cpu $first_cpu --conns 1 --depth 4 --duration 30 --warmup 0.1 \
+  >/dev/null 2>"$tmp/int.err" &
+lpid=$!
+# The backend line comes from the client's loop, which starts after the pinning.
+for _ in $(seq 100); do grep -q '^crpc: I/O backend' "$tmp/int.err" && break; sleep 0.1; done
+if [ "$ncpus" -ge 2 ]; then
+  cat /proc/$lpid/task/*/status 2>/dev/null | sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' >"$tmp/cpus.txt"
+  check "load --cpu $first_cpu pins every thread to CPU $first_cpu" \
+    "[ \$(wc -l <'$tmp/cpus.txt') -ge 2 ] && [ \"\$(sort -u '$tmp/cpus.txt')\" = $first_cpu ]"
+else
+  echo "SKIP: one CPU here, so pinned and unpinned look alike; load --cpu affinity not checked"
+fi
+kill -INT $lpid; wait $lpid
+rc=$? lpid=
+check "load stops on SIGINT with status 130" "[ $rc -eq 130 ]"
+"$bin" load --target "$addr" --cpu 4096 --duration 0.3 --warmup 0.1 >/dev/null 2>"$tmp/cpu.err"
+check "load --cpu 4096 fails and says why" "[ $? -ne 0 ] && grep -q 'cannot pin to CPU 4096' '$tmp/cpu.err'"
+
+# The payload limit: a request frame holds the payload and its envelope (at most 18 bytes
+# besides the method name: array, type, a 5-byte msgid, str and params headers, a bin32
+# header) in the default max frame size, 4 MiB (CRPC_DEFAULT_MAX_FRAME_SIZE, include/crpc.h).
+max_payload=$(((4 << 20) - 18 - ${#method_echo}))
+"$bin" load --target "$addr" --payload $max_payload --conns 1 --depth 1 --duration 0.2 --warmup 0.1 --json >"$tmp/maxp.json"
+check "the largest payload load allows ($max_payload bytes) is echoed intact" \
+  "[ $? -eq 0 ] && python3 -c 'import json,sys; r=json.load(open(\"$tmp/maxp.json\"))[0]; sys.exit(0 if r[\"calls\"] > 0 and r[\"errors\"] == 0 and r[\"mismatches\"] == 0 else 1)'"
+"$bin" load --target "$addr" --payload $((max_payload + 1)) --conns 1 --depth 1 --duration 0.2 --warmup 0.1 --json \
+  >"$tmp/overp.json" 2>"$tmp/overp.err"
+check "one byte more is refused up front, saying why" \
+  "[ $? -ne 0 ] && [ ! -s '$tmp/overp.json' ] && grep -q 'payload is at most $max_payload bytes' '$tmp/overp.err'"
 first=$pid first_addr=$addr
 serve "$tmp/second.log"
 "$bin" load --service Bench --servers "$first_addr,$addr" --conns 1 --depth 4 --duration 0.5 --warmup 0.1 --json >"$tmp/cluster.json"
 check "load --service over a static list exits 0" "[ $? -eq 0 ]"
 check "load --service reports both servers, each with calls, and no errors" \
   "python3 -c 'import json,sys; d=json.load(open(\"$tmp/cluster.json\")); s=d[\"servers\"]; r=d[\"results\"][0]; sys.exit(0 if len(s) == 2 and all(x[\"calls\"] > 0 and x[\"failed\"] == 0 for x in s) and r[\"errors\"] == 0 else 1)'"
-kill -TERM $pid; wait $pid 2>/dev/null
+kill -INT $pid; wait $pid 2>/dev/null
+check "serve exits 0 on SIGINT (Ctrl-C), as on SIGTERM" "[ $? -eq 0 ]"
 pid=$first addr=$first_addr
 "$bin" stats --target "$addr" >"$tmp/stats.txt"
 check "stats prints the per-method table" \
@@ -98,6 +138,20 @@ before=$(servers)
 "$bin" suite --workloads w1 --apis callback --duration 0.3 --warmup 0.1 >"$tmp/suite.txt"
 check "the suite runs against its own child server" "[ $? -eq 0 ] && grep -q 'W1 ping-pong' '$tmp/suite.txt'"
 check "no child server is left behind" "[ \"$(servers)\" = \"$before\" ]"
+# The suite interrupted with SIGINT takes its child server with it. The child runs in its
+# own process group, so a terminal's Ctrl-C reaches only the suite: the suite must stop it.
+env --default-signal=INT "$bin" suite --workloads w1 --apis callback --duration 30 --warmup 0.1 >/dev/null 2>&1 &
+spid=$!
+child=
+for _ in $(seq 100); do child=$(pgrep -P $spid -f 'rpcbench serve'); [ -n "$child" ] && break; sleep 0.1; done
+sleep 0.5 # past the child's start, into the run (either way the child must go)
+kill -INT $spid; wait $spid
+rc=$? spid=
+check "the suite stops on SIGINT with a non-zero status" "[ $rc -ne 0 ]"
+alive() { local s; s=$(ps -o stat= -p "$1") && [ "${s#Z}" = "$s" ]; } # a zombie waiting for init is gone
+for _ in $(seq 50); do [ -n "$child" ] && alive $child || break; sleep 0.1; done
+check "the suite's child server is gone after SIGINT" "[ -n '$child' ] && ! alive $child"
+[ -n "$child" ] && kill $child 2>/dev/null; child=
 "$bin" load --help >"$tmp/help.txt"
 check "--help shows examples and defaults" "grep -q 'Examples' '$tmp/help.txt' && grep -q 'default: 32' '$tmp/help.txt'"
 

@@ -102,9 +102,15 @@ extension RPCClusterClient {
                     return first
                 }
                 guard early != nil, !Task.isCancelled else { return nil }
-                // Picked now, from the current servers, so only sent backups take a turn.
-                guard let second = self.pickServer(self.snapshot.load(), options, excluding: [first]),
-                      budget.tryWithdraw() else { return nil }
+                // The budget first, then the pick: a backup the budget refuses must not take
+                // a selector turn (with round-robin, it would steer every first request to
+                // the same servers). Picked now, from the current servers; a token taken
+                // when no second server is available goes back.
+                guard budget.tryWithdraw() else { return nil }
+                guard let second = self.pickServer(self.snapshot.load(), options, excluding: [first]) else {
+                    budget.refund()
+                    return nil
+                }
                 return await self.attempt(second, method, args, options)
             }
             var lastFailure: RPCError?

@@ -55,4 +55,15 @@ public final class RPCRetryBudget: Sendable {
         }
         return false
     }
+
+    /// Gives back a token taken by `tryWithdraw` for a retry that was then not made.
+    func refund() {
+        var current = milliTokens.load(ordering: .relaxed)
+        while current < cap {
+            let (done, seen) = milliTokens.compareExchange(
+                expected: current, desired: min(current + 1000, cap), ordering: .relaxed)
+            if done { return }
+            current = seen
+        }
+    }
 }

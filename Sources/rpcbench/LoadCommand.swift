@@ -53,7 +53,7 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Calls in flight per connection (closed loop).")
     var depth = 32
 
-    @Option(help: "Payload bytes per call (0 up to the max frame size).")
+    @Option(help: "Payload bytes per call (0 up to the max frame size, 4 MiB, less the envelope).")
     var payload = 32
 
     @Option(help: "Method to call; replies are verified for Bench.Echo.")
@@ -80,6 +80,11 @@ struct LoadCommand: AsyncParsableCommand {
             guard let target, Endpoint(target) != nil else { throw ValidationError("--target must be HOST:PORT") }
         }
         guard conns > 0, depth > 0, payload >= 0 else { throw ValidationError("--conns and --depth must be positive, --payload not negative") }
+        let largest = Workload.largestPayload(method: method)
+        guard payload <= largest else {
+            throw ValidationError("--payload is at most \(largest) bytes for \(method): a request holds the payload "
+                                  + "and its envelope in one frame of at most \(RPCClient.Configuration().maxFrameSize) bytes")
+        }
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
     }
 

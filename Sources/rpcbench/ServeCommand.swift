@@ -128,4 +128,17 @@ final class Signals: @unchecked Sendable {
 
     /// Waits for one of them.
     func wait() { received.wait() }
+
+    /// Runs `handler` with the signal's number (on a Dispatch thread) when SIGINT or SIGTERM
+    /// arrives, instead of the process dying at once. Keep the result alive meanwhile.
+    static func onTermination(_ handler: @escaping @Sendable (Int32) -> Void) -> Signals {
+        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { handler(sig) }
+            source.resume()
+            return source
+        }
+        return Signals(sources: sources)
+    }
 }

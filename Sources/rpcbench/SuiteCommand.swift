@@ -41,6 +41,14 @@ struct SuiteCommand: AsyncParsableCommand {
         let pin = ProcessInfo.processInfo.activeProcessorCount >= 2
         let server = try ChildServer.start(cpu: pin ? 0 : nil)
         defer { server.stop() }
+        // Interrupted (Ctrl-C, SIGTERM): stop the child server too — it is in a process group
+        // of its own, so a terminal's Ctrl-C never reaches it — then die of the same signal.
+        let signals = Signals.onTermination { sig in
+            server.stop()
+            signal(sig, SIG_DFL)
+            raise(sig)
+        }
+        defer { withExtendedLifetime(signals) {} }
         let clientCPU = options.cpu >= 0 ? options.cpu : (pin ? 1 : -1)
         if !options.json {
             print("rpcbench suite: server pid \(server.pid) on \(server.endpoint.host):\(server.endpoint.port)"
@@ -60,8 +68,10 @@ struct SuiteCommand: AsyncParsableCommand {
     }
 }
 
-/// `rpcbench serve` as a child process.
-final class ChildServer {
+/// `rpcbench serve` as a child process. `@unchecked Sendable`: `stop` may run on a signal
+/// handler's thread as well as the suite's; it only calls Process's thread-safe
+/// `terminate` and `waitUntilExit`, and stopping twice is harmless.
+final class ChildServer: @unchecked Sendable {
     let process: Process
     let endpoint: Endpoint
     var pid: Int32 { process.processIdentifier }

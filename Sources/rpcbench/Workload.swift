@@ -1,3 +1,5 @@
+import SwiftRPC
+
 /// One load run's shape.
 struct Workload: Sendable {
     enum API: String, Sendable, CaseIterable {
@@ -19,6 +21,13 @@ struct Workload: Sendable {
     var warmup: Double = 1
     /// Calls per second for an open-loop run; nil for closed loop.
     var rate: Double?
+
+    /// The largest payload a call of `method` can carry in a client's default frame size:
+    /// the frame also holds the request envelope, at most 18 bytes besides the method name
+    /// (array and type, a 5-byte msgid, the name's str header, the params array, a bin32 header).
+    static func largestPayload(method: String) -> Int {
+        RPCClient.Configuration().maxFrameSize - 18 - method.utf8.count
+    }
 
     static let w1 = Workload(name: "W1 ping-pong", conns: 1, depth: 1, payload: 32)
     static let w2 = Workload(name: "W2 pipelined", conns: 4, depth: 32, payload: 32)

@@ -18,6 +18,17 @@ final class BuildingBlockTests: XCTestCase {
         XCTAssertEqual(budget.tokens, 2)     // capped
     }
 
+    func testARefundedTokenComesBackButNeverPastTheCap() {
+        let budget = RPCRetryBudget(ratio: 1, maximum: 2)
+        XCTAssertTrue(budget.tryWithdraw())
+        budget.refund()                      // the retry was not made after all
+        XCTAssertEqual(budget.tokens, 2)
+        XCTAssertTrue(budget.tryWithdraw())
+        budget.recordCall()                  // refilled to the cap meanwhile
+        budget.refund()
+        XCTAssertEqual(budget.tokens, 2)
+    }
+
     func testSplitterFindsObjectsAtEverySplitPoint() {
         let text = #"{"result":{"a":"}{\"x"}}"# + "\n" + #"{"result":{"events":[{"kv":{"key":"e30="}}]}}"# + "\n"
         let bytes = Array(text.utf8)

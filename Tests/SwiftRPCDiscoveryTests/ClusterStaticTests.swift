@@ -131,6 +131,84 @@ final class ClusterStaticTests: XCTestCase {
         await cluster.close()
     }
 
+    func testTheBudgetCapsBackupRequests() async throws {
+        // Two tokens, no refill. Each call's handlers wait at their server's gate, so the
+        // primary never answers within `after`: while tokens last, a backup goes to the
+        // other server; once spent, only the primary is sent. Released handlers fail
+        // retryably, which would send a backup at once: either way, each call's backup has
+        // been decided before the call ends.
+        let discovery = try start(["a", "b"])
+        let budget = RPCRetryBudget(ratio: 0, maximum: 2)
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery, configuration: .init(
+            failMode: .backup(after: .milliseconds(1)), retryBudget: budget))
+        let gates = servers.map(\.gate)
+        var primaries: [Int] = [] // the server each budget-less call went to
+        for call in 0..<5 {
+            let before = gates.map(\.arrived)
+            gates.forEach { $0.close() }
+            let sent = call < 2 ? 2 : 1
+            let pending = Task { () -> RPCError? in
+                do throws(RPCError) {
+                    _ = try await cluster.call(TestMethods.held, 1, options: .init(idempotent: true))
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            let reached = await eventually { zip(gates, before).map { $0.arrived - $1 }.reduce(0, +) >= sent }
+            XCTAssertTrue(reached, "call \(call): \(gates.map(\.arrived)) after \(before)")
+            gates.forEach { $0.open() }
+            let error = await pending.value
+            XCTAssertEqual(error?.code, .unavailable, "call \(call)")
+            let perServer = zip(gates, before).map { $0.arrived - $1 }
+            if call < 2 {
+                XCTAssertEqual(perServer, [1, 1], "call \(call): a primary and a backup on the other server")
+            } else {
+                XCTAssertEqual(perServer.reduce(0, +), 1, "call \(call): \(perServer), budget spent: the primary only")
+                primaries.append(perServer.firstIndex(of: 1) ?? -1)
+            }
+        }
+        // A refused backup takes no round-robin turn, so the primaries still alternate
+        // (they all went to one server when the backup was picked before the budget said no).
+        XCTAssertEqual(primaries.count, 3)
+        XCTAssertTrue(zip(primaries, primaries.dropFirst()).allSatisfy { $0 != $1 }, "primaries: \(primaries)")
+        XCTAssertEqual(budget.tokens, 0)
+        XCTAssertEqual(cluster.statistics.map(\.calls).reduce(0, +), 5 + 2)
+        await cluster.close()
+    }
+
+    func testForkCancelsTheLosersOnceOneServerAnswers() async throws {
+        // Every server holds the call at its gate until the test opens one: "a" answers,
+        // "b" and "c" stay shut, so only the fork's cancellation can end their calls.
+        let discovery = try start(["a", "b", "c"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        let (winner, losers) = (servers[0], Array(servers[1...]))
+        let outcome = Locked<String?>(nil)
+        let forked = Task {
+            let name = try await cluster.fork(TestMethods.held, 0, fanout: 3)
+            outcome.withLock { $0 = name }
+            return name
+        }
+        let servers = self.servers
+        let arrived = await eventually { servers.allSatisfy { $0.gate.arrived == 1 } }
+        XCTAssertTrue(arrived, "\(servers.map(\.gate.arrived))")
+        winner.gate.open()
+        // The fork returns while the losers' gates are still shut ...
+        let returned = await eventually { outcome.withLock { $0 } != nil }
+        XCTAssertTrue(returned, "fork waited for the losing servers")
+        // ... because their calls were cancelled, and their servers cancelled the handlers.
+        let cancelled = await eventually { losers.allSatisfy { $0.gate.cancelled == 1 } }
+        XCTAssertTrue(cancelled, "\(losers.map(\.gate.cancelled))")
+        XCTAssertEqual(winner.gate.cancelled, 0)
+        let statistics = cluster.statistics
+        XCTAssertEqual(statistics.map(\.inFlight), [0, 0, 0])
+        XCTAssertEqual(statistics.map(\.failed).reduce(0, +), 2) // the two cancelled calls
+        losers.forEach { $0.gate.open() } // so a broken fork still ends
+        let name = try await forked.value
+        XCTAssertEqual(name, "a")
+        await cluster.close()
+    }
+
     func testBroadcastAndFork() async throws {
         let discovery = try start([("a", 0, 0, true), ("b", 0, 0, false), ("c", 5_000, 0, false)])
         let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)

@@ -83,6 +83,46 @@ final class SelectorTests: XCTestCase {
         XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), three, picks: 50, usable: { $0 == 2 }), [0, 0, 50])
     }
 
+    func testLeastLoadedBreaksLoadTiesByObservedLatency() {
+        let snap = snapshot([1, 1], .leastLoaded)
+        let (slow, fast) = (snap.endpoints[0], snap.endpoints[1])
+        // A completed call feeds the moving average, as `attempt` does: in flight, then ended.
+        func complete(_ server: ServerEndpoint, nanos: Int) {
+            server.adjustInFlight(1)
+            server.ended(success: true, nanos: nanos)
+        }
+        // Nothing recorded: a tie both ways, so the two random draws share the picks.
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100).filter { $0 > 0 }.count, 2)
+
+        complete(slow, nanos: 10_000_000)
+        complete(fast, nanos: 2_000_000) // the first sample is taken whole
+        XCTAssertEqual([slow.latencyNanos, fast.latencyNanos], [10_000_000, 2_000_000])
+        XCTAssertEqual([slow.inFlight, fast.inFlight], [0, 0])
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100), [0, 100])
+        // Equal non-zero loads are a tie too; unequal loads outrank latency.
+        slow.adjustInFlight(3)
+        fast.adjustInFlight(3)
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100), [0, 100])
+        fast.adjustInFlight(1)
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100), [100, 0])
+        fast.adjustInFlight(-1)
+
+        // One slow call moves the average an eighth of the way (2 + 48/8 = 8 ms): still
+        // the faster; a second (8 + 42/8 = 13.25 ms) makes it the slower.
+        complete(fast, nanos: 50_000_000)
+        XCTAssertEqual(fast.latencyNanos, 8_000_000)
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100), [0, 100])
+        complete(fast, nanos: 50_000_000)
+        XCTAssertEqual(fast.latencyNanos, 13_250_000)
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100), [100, 0])
+        // Failed and untimed calls leave the average alone.
+        complete(slow, nanos: 0)
+        slow.adjustInFlight(1)
+        slow.ended(success: false, nanos: 90_000_000)
+        XCTAssertEqual(slow.latencyNanos, 10_000_000)
+        XCTAssertEqual(counts(Selector(.leastLoaded, seed: 7), snap, picks: 100), [100, 0])
+    }
+
     func testEmptySnapshotPicksNothing() {
         for selection in [RPCSelection.random, .roundRobin, .weightedRoundRobin, .consistentHash(), .leastLoaded] {
             XCTAssertNil(Selector(selection, seed: 1).pick(snapshot([], selection), key: "k") { _ in true })

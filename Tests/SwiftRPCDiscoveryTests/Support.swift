@@ -119,6 +119,9 @@ enum TestMethods {
     static let only = RPCMethod<Int, String>("Test.Only")
     /// Counts notifications in ``TestServer/notes``.
     static let note = RPCMethod<Int, Int>("Test.Note")
+    /// Waits for the server's ``TestServer/gate`` to open, then returns the server's name
+    /// (argument 0) or fails with `.unavailable` (any other argument).
+    static let held = RPCMethod<Int, String>("Test.Held")
 }
 
 /// An in-process server on a free loopback port.
@@ -128,6 +131,8 @@ final class TestServer: @unchecked Sendable {
     let port: Int
     let name: String
     let notes = NoteCounter()
+    /// What ``TestMethods/held`` waits for; starts closed.
+    let gate = Gate()
     var instance: RPCServiceInstance { RPCServiceInstance(host: "127.0.0.1", port: port) }
 
     init(name: String, slowMillis: Int = 0, failFirst: Int = 0, extra: Bool = false) throws {
@@ -147,10 +152,20 @@ final class TestServer: @unchecked Sendable {
         if extra { try server.register(TestMethods.only) { _, _ in name } }
         let notes = self.notes
         try server.register(TestMethods.note) { n, _ in notes.increment() }
+        let gate = self.gate
+        try server.register(TestMethods.held) { fail, _ in
+            try await gate.wait()
+            if fail != 0 { throw RPCError(.unavailable, "\(name) was told to fail") }
+            return name
+        }
         port = try server.start()
     }
 
-    func stop() { server.stop() }
+    /// Stops the server and opens the gate, so no handler is left waiting.
+    func stop() {
+        server.stop()
+        gate.open()
+    }
 }
 
 /// Notifications a test server received.
@@ -158,6 +173,69 @@ final class NoteCounter: Sendable {
     private let count = Atomic<Int>(0)
     func increment() -> Int { count.add(1, ordering: .relaxed).newValue }
     var value: Int { count.load(ordering: .relaxed) }
+}
+
+/// A latch the test opens and closes, and handlers wait on: it counts the waits that
+/// arrived and those that ended because their task was cancelled (a server cancels a
+/// handler when its caller cancels the call). Opening releases every waiter; a wait that
+/// arrives while open passes at once.
+final class Gate: Sendable {
+    private struct State {
+        var isOpen = false
+        var waiters: [Int: CheckedContinuation<Void, any Error>] = [:]
+        var arrived = 0
+        var cancelled = 0
+    }
+
+    private let state = Locked(State())
+
+    /// Waits that have started (passed or not).
+    var arrived: Int { state.withLock { $0.arrived } }
+    /// Waits ended by cancellation.
+    var cancelled: Int { state.withLock { $0.cancelled } }
+
+    /// Returns when the gate is open; throws `CancellationError` when the task is cancelled first.
+    func wait() async throws {
+        let id = state.withLock { s in
+            s.arrived += 1
+            return s.arrived
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                // Cancelled before the waiter is stored: the handler below found nothing to end.
+                let now: Result<Void, any Error>? = state.withLock { s in
+                    if s.isOpen { return .success(()) }
+                    if Task.isCancelled {
+                        s.cancelled += 1
+                        return .failure(CancellationError())
+                    }
+                    s.waiters[id] = continuation
+                    return nil
+                }
+                if let now { continuation.resume(with: now) }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s in
+                let waiter = s.waiters.removeValue(forKey: id)
+                if waiter != nil { s.cancelled += 1 }
+                return waiter
+            }
+            waiter?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Opens the gate, releasing every waiter.
+    func open() {
+        let waiters = state.withLock { s in
+            s.isOpen = true
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Closes the gate: later waits block until the next ``open()``.
+    func close() { state.withLock { $0.isOpen = false } }
 }
 
 /// Counts calls; the first `failFirst` fail.

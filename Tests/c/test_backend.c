@@ -3,6 +3,8 @@
  * it starts from a clean process:
  *   1. a seccomp filter makes io_uring_setup fail with EPERM (as Docker's default profile
  *      does): loops fall back to epoll, say so once on stderr, and calls succeed;
+ *   1b. the same with ENOSYS (a kernel built without io_uring, gVisor): epoll again, and
+ *      the line on stderr names that reason;
  *   2. the same with io_uring_register refused (ring set up, buffer ring / opcode probe
  *      refused, as on kernels too old for them): epoll again;
  *   3. that filter with SWIFTRPC_BACKEND=uring: the start fails with -EPERM, no fallback;
@@ -129,6 +131,13 @@ static void case_setup_refused(void)
     serve_and_call("epoll");
 }
 
+static void case_setup_missing(void)
+{
+    if (refuse_syscall(__NR_io_uring_setup, ENOSYS))
+        exit(NO_SECCOMP);
+    serve_and_call("epoll");
+}
+
 static void case_register_refused(void)
 {
     if (refuse_syscall(__NR_io_uring_register, EINVAL))
@@ -234,6 +243,10 @@ int main(void)
         CHECK_EQ(count(log, "crpc: I/O backend epoll (io_uring refused: Operation not permitted)\n"), 1);
         CHECK_EQ(count(log, "crpc: "), 1);
         printf("backend: io_uring_setup refused by seccomp: fell back to epoll, 100 calls answered\n");
+        expect("io_uring_setup missing", case_setup_missing, log, sizeof(log));
+        CHECK_EQ(count(log, "crpc: I/O backend epoll (io_uring refused: Function not implemented)\n"), 1);
+        CHECK_EQ(count(log, "crpc: "), 1);
+        printf("backend: io_uring_setup missing (ENOSYS): fell back to epoll, 100 calls answered\n");
         expect("io_uring_register refused", case_register_refused, log, sizeof(log));
         CHECK_EQ(count(log, "crpc: I/O backend epoll (io_uring refused: Invalid argument)\n"), 1);
         printf("backend: io_uring_register refused by seccomp: fell back to epoll\n");
