@@ -62,6 +62,23 @@ class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sen
             fail(error)
             return
         }
+        // A scalar reply (bytes, a string, a number) is read from its raw bytes: no tree.
+        if let kind = MessagePackScalar(Reply.self), let raw = r.result,
+           var object = MessagePackScalarHeader.object(UnsafeRawBufferPointer(start: raw, count: Int(r.result_len)), for: kind) {
+            let reply: Reply
+            do {
+                reply = try withUnsafePointer(to: &object) { root in
+                    try MessagePackDecoderState.scalar(Reply.self, root, []) { o throws(MessagePackUnboxFailure) in
+                        try MessagePackUnbox.scalar(o, kind, as: Reply.self)
+                    }
+                }
+            } catch {
+                fail(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)"))
+                return
+            }
+            deliver(success: reply)
+            return
+        }
         guard let message = r.message, let value = crpc_message_value(message) else {
             fail(RPCError(.resourceExhausted, "out of memory unpacking the reply"))
             return

@@ -1,0 +1,126 @@
+// A reply of a scalar type (bytes, a string, a number, a bool) read straight from its raw
+// MessagePack bytes: one header is all there is to parse, so no msgpack-c tree is built (the
+// core's `crpc_message_value` would unpack one into a zone for every reply).
+//
+// Only the encodings a value of the expected kind comes in are handled, each turned into the
+// very `msgpack_object` msgpack-c's unpacker would build, and then read by the same
+// `MessagePackUnbox.scalar` as a tree node. Anything else (a type mismatch, nil, a container,
+// bytes that do not end where the value does) returns nil, and the caller takes the tree
+// path, which reports it as usual.
+
+internal import CMsgPack
+
+enum MessagePackScalarHeader {
+    /// The object msgpack-c would unpack from `bytes`, when they hold exactly one value of an
+    /// encoding `kind` reads; nil otherwise.
+    static func object(_ bytes: UnsafeRawBufferPointer, for kind: MessagePackScalar) -> msgpack_object? {
+        guard let first = bytes.first else { return nil }
+        switch kind {
+        case .bytes, .data: return binary(bytes, first)
+        case .string: return string(bytes, first)
+        case .bool:
+            guard bytes.count == 1, first == 0xc2 || first == 0xc3 else { return nil }
+            var o = msgpack_object()
+            o.type = MSGPACK_OBJECT_BOOLEAN
+            o.via.boolean = first == 0xc3
+            return o
+        case .double, .float: return float(bytes, first) ?? integer(bytes, first)
+        case .int, .int64, .uint64, .int32, .uint32, .uint, .int16, .uint16, .int8, .uint8:
+            return integer(bytes, first)
+        }
+    }
+
+    /// A big-endian unsigned integer of `width` bytes at `offset`, when the bytes hold it.
+    private static func load(_ bytes: UnsafeRawBufferPointer, _ offset: Int, _ width: Int) -> UInt64? {
+        guard bytes.count >= offset + width else { return nil }
+        var value: UInt64 = 0
+        for i in offset..<offset + width { value = value << 8 | UInt64(bytes[i]) }
+        return value
+    }
+
+    /// A str/bin body: `size` bytes after a `header`-byte header, ending the input exactly.
+    private static func body(_ bytes: UnsafeRawBufferPointer, header: Int, size: UInt64?) -> (UnsafeRawPointer?, UInt32)? {
+        guard let size, UInt64(bytes.count) == UInt64(header) + size else { return nil }
+        return (bytes.baseAddress.map { $0 + header }, UInt32(size))
+    }
+
+    private static func binary(_ bytes: UnsafeRawBufferPointer, _ first: UInt8) -> msgpack_object? {
+        let parsed: (UnsafeRawPointer?, UInt32)?
+        switch first {
+        case 0xc4: parsed = body(bytes, header: 2, size: load(bytes, 1, 1))
+        case 0xc5: parsed = body(bytes, header: 3, size: load(bytes, 1, 2))
+        case 0xc6: parsed = body(bytes, header: 5, size: load(bytes, 1, 4))
+        default: return nil
+        }
+        guard let (start, size) = parsed else { return nil }
+        var o = msgpack_object()
+        o.type = MSGPACK_OBJECT_BIN
+        o.via.bin = msgpack_object_bin(size: size, ptr: start?.assumingMemoryBound(to: CChar.self))
+        return o
+    }
+
+    private static func string(_ bytes: UnsafeRawBufferPointer, _ first: UInt8) -> msgpack_object? {
+        let parsed: (UnsafeRawPointer?, UInt32)?
+        switch first {
+        case 0xa0...0xbf: parsed = body(bytes, header: 1, size: UInt64(first & 0x1f))
+        case 0xd9: parsed = body(bytes, header: 2, size: load(bytes, 1, 1))
+        case 0xda: parsed = body(bytes, header: 3, size: load(bytes, 1, 2))
+        case 0xdb: parsed = body(bytes, header: 5, size: load(bytes, 1, 4))
+        default: return nil
+        }
+        guard let (start, size) = parsed else { return nil }
+        var o = msgpack_object()
+        o.type = MSGPACK_OBJECT_STR
+        o.via.str = msgpack_object_str(size: size, ptr: start?.assumingMemoryBound(to: CChar.self))
+        return o
+    }
+
+    /// Integers as msgpack-c types them: non-negative ones (of any encoding) are positive
+    /// integers in `u64`, negative ones negative integers in `i64`.
+    private static func integer(_ bytes: UnsafeRawBufferPointer, _ first: UInt8) -> msgpack_object? {
+        let width: Int, signed: Bool
+        switch first {
+        case 0x00...0x7f: return bytes.count == 1 ? positive(UInt64(first)) : nil
+        case 0xe0...0xff: return bytes.count == 1 ? negative(Int64(Int8(bitPattern: first))) : nil
+        case 0xcc...0xcf: width = 1 << Int(first - 0xcc); signed = false
+        case 0xd0...0xd3: width = 1 << Int(first - 0xd0); signed = true
+        default: return nil
+        }
+        guard bytes.count == 1 + width, let raw = load(bytes, 1, width) else { return nil }
+        guard signed else { return positive(raw) }
+        let shift = UInt64(64 - 8 * width)
+        let value = Int64(bitPattern: raw << shift) >> Int64(shift) // sign-extended
+        return value < 0 ? negative(value) : positive(UInt64(value))
+    }
+
+    private static func positive(_ value: UInt64) -> msgpack_object {
+        var o = msgpack_object()
+        o.type = MSGPACK_OBJECT_POSITIVE_INTEGER
+        o.via.u64 = value
+        return o
+    }
+
+    private static func negative(_ value: Int64) -> msgpack_object {
+        var o = msgpack_object()
+        o.type = MSGPACK_OBJECT_NEGATIVE_INTEGER
+        o.via.i64 = value
+        return o
+    }
+
+    /// float32 keeps its type (msgpack-c widens the value into `f64`); float64 as is.
+    private static func float(_ bytes: UnsafeRawBufferPointer, _ first: UInt8) -> msgpack_object? {
+        var o = msgpack_object()
+        switch first {
+        case 0xca:
+            guard bytes.count == 5, let raw = load(bytes, 1, 4) else { return nil }
+            o.type = MSGPACK_OBJECT_FLOAT32
+            o.via.f64 = Double(Float(bitPattern: UInt32(raw)))
+        case 0xcb:
+            guard bytes.count == 9, let raw = load(bytes, 1, 8) else { return nil }
+            o.type = MSGPACK_OBJECT_FLOAT64
+            o.via.f64 = Double(bitPattern: raw)
+        default: return nil
+        }
+        return o
+    }
+}
