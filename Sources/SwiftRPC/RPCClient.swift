@@ -177,7 +177,7 @@ public final class RPCClient: Sendable {
             return goIntercepted(pipeline, method, args, metadata: metadata, timeout: timeout, completion: completion)
         }
         let pending = CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) })
-        guard let id = send(method.name, args, metadata: metadata, timeout: timeout, pending: pending) else {
+        guard let id = sendArgs(method.name, args, metadata: metadata, timeout: timeout, pending: pending) else {
             return RPCCall(handle: nil, id: 0)
         }
         return RPCCall(handle: handle, id: id)
@@ -206,7 +206,7 @@ public final class RPCClient: Sendable {
         let result: Result<Reply, RPCError> = await _unsafeInheritExecutor_withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 pending.install(continuation)
-                if let id = send(method.name, args, metadata: metadata, timeout: timeout, pending: pending) {
+                if let id = sendArgs(method.name, args, metadata: metadata, timeout: timeout, pending: pending) {
                     pending.sent(id)
                 } // else it failed before it was sent, and is already delivered
             }
@@ -271,6 +271,19 @@ public final class RPCClient: Sendable {
 
     // MARK: The one path every call takes
 
+    /// Sends a call: `send`, or `sendBytes` when the argument is raw bytes. Inlined where
+    /// `Args` is known, so the test costs nothing: generic code cannot pass an `Args` that is
+    /// `[UInt8]` on as one without copying it (a retain and a release per call).
+    @inlinable
+    func sendArgs<Args: Encodable>(
+        _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
+    ) -> UInt64? {
+        if Args.self == [UInt8].self {
+            return sendBytes(name, unsafeBitCast(args, to: [UInt8].self), metadata: metadata, timeout: timeout, pending: pending)
+        }
+        return send(name, args, metadata: metadata, timeout: timeout, pending: pending)
+    }
+
     /// Encodes `[args]` into this thread's writer and hands the call to the core: the one
     /// path every call takes. Returns the call's id, or nil when it could not be sent: the
     /// pending call has then already ended, on this thread.
@@ -278,23 +291,41 @@ public final class RPCClient: Sendable {
     func send<Args: Encodable>(
         _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
     ) -> UInt64? {
-        ThreadScratch.withCurrent { scratch in
-            guard let writer = scratch.beginWriting() else {
-                return send(name, args, metadata, timeout, pending, MessagePackWriter(initialCapacity: 256))
+        withWriter { writer in
+            do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
+                pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
+                return nil
             }
-            defer { scratch.endWriting() }
-            return send(name, args, metadata, timeout, pending, writer)
+            return submit(name, metadata, timeout, pending, writer)
         }
     }
 
-    private func send<Args: Encodable>(
-        _ name: String, _ args: Args, _ metadata: RPCMetadata, _ timeout: Duration?,
-        _ pending: PendingCall, _ writer: MessagePackWriter
+    /// `send` for raw bytes: `[bytes]` as the Codable encoder writes it (an array holding
+    /// one bin), without going through it.
+    @usableFromInline
+    func sendBytes(
+        _ name: String, _ bytes: [UInt8], metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
     ) -> UInt64? {
-        do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
-            pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
-            return nil
+        withWriter { writer in
+            writer.packArrayHeader(1)
+            bytes.withUnsafeBytes { writer.packBinary($0) }
+            return submit(name, metadata, timeout, pending, writer)
         }
+    }
+
+    /// Runs `body` with this thread's writer, emptied (a fresh one if it is in use).
+    private func withWriter(_ body: (MessagePackWriter) -> UInt64?) -> UInt64? {
+        ThreadScratch.withCurrent { scratch in
+            guard let writer = scratch.beginWriting() else { return body(MessagePackWriter(initialCapacity: 256)) }
+            defer { scratch.endWriting() }
+            return body(writer)
+        }
+    }
+
+    /// Hands the params in `writer` to the core as a call of `name`.
+    private func submit(
+        _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: PendingCall, _ writer: MessagePackWriter
+    ) -> UInt64? {
         var id: UInt64 = 0
         let ctx = Unmanaged.passRetained(pending).toOpaque()
         var c = crpc_call()

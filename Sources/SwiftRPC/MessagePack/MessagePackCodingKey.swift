@@ -68,3 +68,15 @@ func messagePackCodingPath(
 func messagePackIdentityCast<T, U>(_ value: T, to type: U.Type) -> U {
     unsafeBitCast(value, to: U.self)
 }
+
+/// `messagePackIdentityCast` for a value the caller owns and gives up: it is moved out as
+/// `U`, and `placeholder` (an empty value, which holds no storage) takes its place. A cast
+/// would copy it, a retain and a release of its storage on every decoded reply.
+@inline(__always)
+func messagePackMoveCast<T, U>(_ value: inout T, to type: U.Type, leaving placeholder: T) -> U {
+    withUnsafeMutablePointer(to: &value) { pointer in
+        let moved = UnsafeMutableRawPointer(pointer).assumingMemoryBound(to: U.self).move()
+        pointer.initialize(to: placeholder)
+        return moved
+    }
+}

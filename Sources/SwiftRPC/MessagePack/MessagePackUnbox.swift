@@ -149,16 +149,20 @@ enum MessagePackUnbox {
     static func scalar<T>(_ object: MessagePackObject, _ kind: MessagePackScalar,
                           as type: T.Type) throws(MessagePackUnboxFailure) -> T {
         switch kind {
-        case .string: return messagePackIdentityCast(try string(object), to: T.self)
+        case .string:
+            var text = try string(object)
+            return messagePackMoveCast(&text, to: T.self, leaving: "")
         case .int: return messagePackIdentityCast(try integer(object, Int.self), to: T.self)
         case .double: return messagePackIdentityCast(try double(object), to: T.self)
         case .bool: return messagePackIdentityCast(try bool(object), to: T.self)
         case .bytes:
             guard object.pointee.type == MSGPACK_OBJECT_BIN else { throw other(object) }
-            return messagePackIdentityCast([UInt8](binary(object)), to: T.self)
+            var bytes = [UInt8](binary(object))
+            return messagePackMoveCast(&bytes, to: T.self, leaving: [])
         case .data:
             guard object.pointee.type == MSGPACK_OBJECT_BIN else { throw other(object) }
-            return messagePackIdentityCast(Data(binary(object)), to: T.self)
+            var data = Data(binary(object))
+            return messagePackMoveCast(&data, to: T.self, leaving: Data())
         case .int64: return messagePackIdentityCast(try integer(object, Int64.self), to: T.self)
         case .uint64: return messagePackIdentityCast(try integer(object, UInt64.self), to: T.self)
         case .int32: return messagePackIdentityCast(try integer(object, Int32.self), to: T.self)
