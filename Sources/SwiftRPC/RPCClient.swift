@@ -176,7 +176,10 @@ public final class RPCClient: Sendable {
         if let pipeline {
             return goIntercepted(pipeline, method, args, metadata: metadata, timeout: timeout, completion: completion)
         }
-        let pending = CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) })
+        // The reference the core will hold is taken here, where the new object's own is
+        // visible, so the two fold into one: no retain and release per call.
+        let pending = Unmanaged<PendingCall>.passRetained(
+            CallbackPendingCall<Reply>(completion, succeed: { completion, reply in completion(.success(reply)) }))
         guard let id = sendArgs(method.name, args, metadata: metadata, timeout: timeout, pending: pending) else {
             return RPCCall(handle: nil, id: 0)
         }
@@ -206,7 +209,7 @@ public final class RPCClient: Sendable {
         let result: Result<Reply, RPCError> = await _unsafeInheritExecutor_withTaskCancellationHandler {
             await withUnsafeContinuation { continuation in
                 pending.install(continuation)
-                if let id = sendArgs(method.name, args, metadata: metadata, timeout: timeout, pending: pending) {
+                if let id = sendArgs(method.name, args, metadata: metadata, timeout: timeout, pending: .passRetained(pending)) {
                     pending.sent(id)
                 } // else it failed before it was sent, and is already delivered
             }
@@ -276,7 +279,7 @@ public final class RPCClient: Sendable {
     /// `[UInt8]` on as one without copying it (a retain and a release per call).
     @inlinable
     func sendArgs<Args: Encodable>(
-        _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
+        _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: Unmanaged<PendingCall>
     ) -> UInt64? {
         if Args.self == [UInt8].self {
             return sendBytes(name, unsafeBitCast(args, to: [UInt8].self), metadata: metadata, timeout: timeout, pending: pending)
@@ -285,15 +288,17 @@ public final class RPCClient: Sendable {
     }
 
     /// Encodes `[args]` into this thread's writer and hands the call to the core: the one
-    /// path every call takes. Returns the call's id, or nil when it could not be sent: the
-    /// pending call has then already ended, on this thread.
+    /// path every call takes. `pending` carries the reference the core is to hold. Returns
+    /// the call's id, or nil when it could not be sent: the pending call has then already
+    /// ended, on this thread.
     @usableFromInline
     func send<Args: Encodable>(
-        _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
+        _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: Unmanaged<PendingCall>
     ) -> UInt64? {
         withWriter { writer in
             do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
-                pending.fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
+                pending.takeRetainedValue()
+                    .fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
                 return nil
             }
             return submit(name, metadata, timeout, pending, writer)
@@ -304,7 +309,7 @@ public final class RPCClient: Sendable {
     /// one bin), without going through it.
     @usableFromInline
     func sendBytes(
-        _ name: String, _ bytes: [UInt8], metadata: RPCMetadata, timeout: Duration?, pending: PendingCall
+        _ name: String, _ bytes: [UInt8], metadata: RPCMetadata, timeout: Duration?, pending: Unmanaged<PendingCall>
     ) -> UInt64? {
         withWriter { writer in
             writer.packArrayHeader(1)
@@ -324,10 +329,11 @@ public final class RPCClient: Sendable {
 
     /// Hands the params in `writer` to the core as a call of `name`.
     private func submit(
-        _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: PendingCall, _ writer: MessagePackWriter
+        _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: Unmanaged<PendingCall>,
+        _ writer: MessagePackWriter
     ) -> UInt64? {
         var id: UInt64 = 0
-        let ctx = Unmanaged.passRetained(pending).toOpaque()
+        let ctx = pending.toOpaque()
         var c = crpc_call()
         c.timeout_us = (timeout ?? defaultTimeout).map { UInt64(clamping: max($0.microseconds, 1)) } ?? 0
         let rc: Int32 = writer.withUnsafeBytes { params in
