@@ -44,10 +44,12 @@ class PendingCall: @unchecked Sendable {
 class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sendable {
     @usableFromInline override init() {}
 
-    /// Set before the call is sent when the caller wants the response's metadata; the
-    /// metadata is stored (on the loop thread) before the result is delivered.
+    /// Set before the call is sent when the caller wants the response's metadata; it is
+    /// handed to `received(metadata:)` (on the loop thread) before the result is delivered.
     var wantsMetadata = false
-    private(set) var responseMetadata = RPCMetadata()
+
+    /// Keeps the response's metadata; only the calls that ask for it (async ones) do.
+    func received(metadata: RPCMetadata) {}
 
     /// Hands the call's one result on.
     func deliver(_ result: Result<Reply, RPCError>) { fatalError("abstract") }
@@ -57,8 +59,8 @@ class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sen
 
     override final func complete(_ result: UnsafePointer<crpc_result>) {
         let r = result.pointee
-        if wantsMetadata { responseMetadata = ExtEntries.metadata(r.ext, Int(r.ext_count)) }
-        if let error = Self.failure(of: r) {
+        if wantsMetadata { received(metadata: ExtEntries.metadata(r.ext, Int(r.ext_count))) }
+        if r.status < 0 || r.error_code != 0, let error = Self.failure(of: r) {
             fail(error)
             return
         }
@@ -135,6 +137,8 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
 
     private var continuation: Continuation?
     private let handle: ClientHandle
+    /// The response's metadata, when `wantsMetadata` was set.
+    private(set) var responseMetadata = RPCMetadata()
     /// Resumes a continuation with `.success`; see `CallbackPendingCall.succeed`.
     private let succeed: @Sendable (Continuation, Reply) -> Void
     /// 0: not sent yet; 1: cancelled before it was sent; n + 2: sent as call id n.
@@ -157,6 +161,8 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     static func make(handle: ClientHandle) -> AsyncPendingCall<Reply> {
         AsyncPendingCall(handle: handle, succeed: { continuation, reply in continuation.resume(returning: .success(reply)) })
     }
+
+    override func received(metadata: RPCMetadata) { responseMetadata = metadata }
 
     @usableFromInline
     func install(_ continuation: Continuation) {
