@@ -67,27 +67,20 @@ class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sen
         // A scalar reply (bytes, a string, a number) is read from its raw bytes: no tree.
         if let kind = MessagePackScalar(Reply.self), let raw = r.result,
            var object = MessagePackScalarHeader.object(UnsafeRawBufferPointer(start: raw, count: Int(r.result_len)), for: kind) {
-            let reply: Reply
-            do {
-                reply = try withUnsafePointer(to: &object) { root in
-                    try MessagePackDecoderState.scalar(Reply.self, root, []) { o throws(MessagePackUnboxFailure) in
-                        try MessagePackUnbox.scalar(o, kind, as: Reply.self)
-                    }
-                }
-            } catch {
-                fail(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)"))
-                return
-            }
-            deliver(success: reply)
+            withUnsafePointer(to: &object) { decode(from: $0) }
             return
         }
         guard let message = r.message, let value = crpc_message_value(message) else {
             fail(RPCError(.resourceExhausted, "out of memory unpacking the reply"))
             return
         }
-        let tree = UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self)
+        decode(from: UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self))
+    }
+
+    /// Decodes the reply at `root` and hands it on, or fails the call.
+    private func decode(from root: UnsafePointer<msgpack_object>) {
         do {
-            deliver(success: try MessagePackDecoder().decode(Reply.self, fromTree: tree))
+            deliver(success: try MessagePackDecoder().decode(Reply.self, fromTree: root))
         } catch {
             fail(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)"))
         }

@@ -18,17 +18,8 @@ final class ThreadScratch: @unchecked Sendable {
         return key
     }()
 
-    /// The calling thread's scratch, made on first use.
-    static var current: ThreadScratch {
-        if let raw = pthread_getspecific(key) {
-            return Unmanaged<ThreadScratch>.fromOpaque(raw).takeUnretainedValue()
-        }
-        return make()
-    }
-
-    /// Runs `body` with the calling thread's scratch, borrowed: the thread-local slot keeps
-    /// it alive for the whole call, so this takes no reference (two atomic operations fewer
-    /// per call than `current`).
+    /// Runs `body` with the calling thread's scratch (made on first use), borrowed: the
+    /// thread-local slot keeps it alive for the whole call, so this takes no reference.
     @inline(__always)
     static func withCurrent<R>(_ body: (ThreadScratch) throws -> R) rethrows -> R {
         let raw = pthread_getspecific(key) ?? Unmanaged.passUnretained(make()).toOpaque()

@@ -11,15 +11,10 @@ extension MessagePackDecoder {
                 o throws(MessagePackUnboxFailure) in try MessagePackUnbox.scalar(o, kind, as: T.self)
             }
         }
-        let scratch = ThreadScratch.current
-        guard let state = scratch.beginDecoding() else {
-            let fresh = MessagePackDecoderState()
-            fresh.reset(root)
-            return try fresh.decodeValue(type, at: root, depth: 0)
+        return try withState { state in
+            state.reset(root)
+            return try state.decodeValue(type, at: root, depth: 0)
         }
-        defer { scratch.endDecoding() }
-        state.reset(root)
-        return try state.decodeValue(type, at: root, depth: 0)
     }
 
     /// Decodes element 0 of a params array the core already unpacked.
@@ -33,9 +28,10 @@ extension MessagePackDecoder {
 
     /// This thread's reusable decoder state, or a fresh one when it is busy.
     private func withState<R>(_ body: (MessagePackDecoderState) throws -> R) rethrows -> R {
-        let scratch = ThreadScratch.current
-        guard let state = scratch.beginDecoding() else { return try body(MessagePackDecoderState()) }
-        defer { scratch.endDecoding() }
-        return try body(state)
+        try ThreadScratch.withCurrent { scratch in
+            guard let state = scratch.beginDecoding() else { return try body(MessagePackDecoderState()) }
+            defer { scratch.endDecoding() }
+            return try body(state)
+        }
     }
 }

@@ -105,40 +105,39 @@ struct ServeCommand: AsyncParsableCommand {
 /// UnixSignals does): the default action is switched off first, so whichever thread the
 /// kernel picks, the signal ends up here instead of killing the process.
 ///
-/// `@unchecked Sendable`: `sources` is set once in init and only kept alive, never touched
-/// again; the semaphore is thread-safe.
+/// `@unchecked Sendable`: `sources` is set once, before the object is returned, and only
+/// kept alive after that; the semaphore is thread-safe.
 final class Signals: @unchecked Sendable {
     private let received = DispatchSemaphore(value: 0)
-    private let sources: [any DispatchSourceSignal]
+    private var sources: [any DispatchSourceSignal] = []
 
-    private init(sources: [any DispatchSourceSignal]) { self.sources = sources }
+    private init() {}
 
+    /// Catches both signals: `wait()` returns once one has arrived.
     static func trapTermination() -> Signals {
-        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            return DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        }
-        let signals = Signals(sources: sources)
-        for source in sources {
-            source.setEventHandler { [signals] in signals.received.signal() }
-            source.resume()
-        }
+        let signals = Signals()
+        signals.sources = catching { [received = signals.received] _ in received.signal() }
+        return signals
+    }
+
+    /// Runs `handler` with the signal's number (on a Dispatch thread) when SIGINT or SIGTERM
+    /// arrives, instead of the process dying at once. Keep the result alive meanwhile.
+    static func onTermination(_ handler: @escaping @Sendable (Int32) -> Void) -> Signals {
+        let signals = Signals()
+        signals.sources = catching(handler)
         return signals
     }
 
     /// Waits for one of them.
     func wait() { received.wait() }
 
-    /// Runs `handler` with the signal's number (on a Dispatch thread) when SIGINT or SIGTERM
-    /// arrives, instead of the process dying at once. Keep the result alive meanwhile.
-    static func onTermination(_ handler: @escaping @Sendable (Int32) -> Void) -> Signals {
-        let sources = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+    private static func catching(_ handler: @escaping @Sendable (Int32) -> Void) -> [any DispatchSourceSignal] {
+        [SIGINT, SIGTERM].map { sig in
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler { handler(sig) }
             source.resume()
             return source
         }
-        return Signals(sources: sources)
     }
 }

@@ -16,8 +16,8 @@ enum MessagePackScalarHeader {
     static func object(_ bytes: UnsafeRawBufferPointer, for kind: MessagePackScalar) -> msgpack_object? {
         guard let first = bytes.first else { return nil }
         switch kind {
-        case .bytes, .data: return binary(bytes, first)
-        case .string: return string(bytes, first)
+        case .bytes, .data: return sizedBody(bytes, first, isString: false)
+        case .string: return sizedBody(bytes, first, isString: true)
         case .bool:
             guard bytes.count == 1, first == 0xc2 || first == 0xc3 else { return nil }
             var o = msgpack_object()
@@ -38,40 +38,27 @@ enum MessagePackScalarHeader {
         return value
     }
 
-    /// A str/bin body: `size` bytes after a `header`-byte header, ending the input exactly.
-    private static func body(_ bytes: UnsafeRawBufferPointer, header: Int, size: UInt64?) -> (UnsafeRawPointer?, UInt32)? {
+    /// A str (`isString`) or bin: its header (fix, 8, 16 or 32-bit length), then exactly the
+    /// rest of the input as its body.
+    private static func sizedBody(_ bytes: UnsafeRawBufferPointer, _ first: UInt8, isString: Bool) -> msgpack_object? {
+        let header: Int, size: UInt64?
+        switch (isString, first) {
+        case (true, 0xa0...0xbf): (header, size) = (1, UInt64(first & 0x1f))
+        case (true, 0xd9), (false, 0xc4): (header, size) = (2, load(bytes, 1, 1))
+        case (true, 0xda), (false, 0xc5): (header, size) = (3, load(bytes, 1, 2))
+        case (true, 0xdb), (false, 0xc6): (header, size) = (5, load(bytes, 1, 4))
+        default: return nil
+        }
         guard let size, UInt64(bytes.count) == UInt64(header) + size else { return nil }
-        return (bytes.baseAddress.map { $0 + header }, UInt32(size))
-    }
-
-    private static func binary(_ bytes: UnsafeRawBufferPointer, _ first: UInt8) -> msgpack_object? {
-        let parsed: (UnsafeRawPointer?, UInt32)?
-        switch first {
-        case 0xc4: parsed = body(bytes, header: 2, size: load(bytes, 1, 1))
-        case 0xc5: parsed = body(bytes, header: 3, size: load(bytes, 1, 2))
-        case 0xc6: parsed = body(bytes, header: 5, size: load(bytes, 1, 4))
-        default: return nil
-        }
-        guard let (start, size) = parsed else { return nil }
+        let start = bytes.baseAddress.map { ($0 + header).assumingMemoryBound(to: CChar.self) }
         var o = msgpack_object()
-        o.type = MSGPACK_OBJECT_BIN
-        o.via.bin = msgpack_object_bin(size: size, ptr: start?.assumingMemoryBound(to: CChar.self))
-        return o
-    }
-
-    private static func string(_ bytes: UnsafeRawBufferPointer, _ first: UInt8) -> msgpack_object? {
-        let parsed: (UnsafeRawPointer?, UInt32)?
-        switch first {
-        case 0xa0...0xbf: parsed = body(bytes, header: 1, size: UInt64(first & 0x1f))
-        case 0xd9: parsed = body(bytes, header: 2, size: load(bytes, 1, 1))
-        case 0xda: parsed = body(bytes, header: 3, size: load(bytes, 1, 2))
-        case 0xdb: parsed = body(bytes, header: 5, size: load(bytes, 1, 4))
-        default: return nil
+        if isString {
+            o.type = MSGPACK_OBJECT_STR
+            o.via.str = msgpack_object_str(size: UInt32(size), ptr: start)
+        } else {
+            o.type = MSGPACK_OBJECT_BIN
+            o.via.bin = msgpack_object_bin(size: UInt32(size), ptr: start)
         }
-        guard let (start, size) = parsed else { return nil }
-        var o = msgpack_object()
-        o.type = MSGPACK_OBJECT_STR
-        o.via.str = msgpack_object_str(size: size, ptr: start?.assumingMemoryBound(to: CChar.self))
         return o
     }
 
