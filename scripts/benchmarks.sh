@@ -7,6 +7,9 @@
 #   ... epoll    the C core and the Swift callback API again, server and client forced to
 #                the epoll backend (SWIFTRPC_BACKEND=epoll), the fallback where io_uring
 #                is refused; the rows without the suffix run on io_uring
+#   await floor  `rpcbench await-floor`: the concurrency runtime's own CPU cost per awaited
+#                call, no I/O, on either executor; with the callback API's CPU per W2 call
+#                it bounds what the async API can reach
 # Release builds; server and client are separate processes pinned to CPU 0 and CPU 1.
 # Each (implementation, workload) runs REPS times, interleaved round by round so a noisy
 # stretch of a shared machine hits every implementation alike; the median run is kept.
@@ -77,6 +80,9 @@ for round in $(seq "$reps"); do
 
   run_crpc "crpc (C)"
   run_swift "" callback async async-loop
+  for executor in loop global; do
+    "$bin/rpcbench" await-floor --executor "$executor" --duration "$secs" --cpu 1 --json | tag "await floor" "$executor"
+  done
 
   export SWIFTRPC_BACKEND=epoll
   run_crpc "crpc (C) epoll"

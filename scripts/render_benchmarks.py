@@ -52,9 +52,48 @@ def ratios(rows):
     return out + [""]
 
 
+def await_floor(floor_rows, rows):
+    """The runtime's cost per await, and the bound it puts on the async API at W2."""
+    if not floor_rows:
+        return []
+    by = {(r["impl"], r["wl"]): r for r in rows}
+    out = ["## The concurrency runtime's floor per await", "",
+           "`rpcbench await-floor --executor E --duration S --cpu 1`: 128 tasks await continuations the way",
+           "`RPCClient.call` does (a cancellation handler around an unsafe continuation), and the last task",
+           "to wait resumes the whole batch, as a batch of replies would. No socket and no encoding: the",
+           "CPU time per await is what the Swift concurrency runtime itself costs (on the loop executor,",
+           "the event loop's job queue is under 2% of it).", "",
+           "| executor | awaits/s | CPU ns per await | all runs (ns) |", "| --- | ---: | ---: | --- |"]
+    groups = {}
+    for r in floor_rows:
+        groups.setdefault(r["wl"], []).append(r)
+    floor_ns = {}
+    for executor, runs in groups.items():
+        runs.sort(key=lambda r: r["cpu_ns_per_await"])
+        m = runs[len(runs) // 2]
+        floor_ns[executor] = m["cpu_ns_per_await"]
+        out.append(f"| {executor} | {m['awaits_per_sec']:,} | {m['cpu_ns_per_await']} | "
+                   f"{', '.join(str(r['cpu_ns_per_await']) for r in runs)} |")
+    callback, core = by.get(("SwiftRPC callback", "W2")), by.get(("crpc (C)", "W2"))
+    if callback and core and callback.get("client_cpu_us_per_call"):
+        cb_ns = callback["client_cpu_us_per_call"] * 1000
+        out += ["", f"At W2 the client's one core is the limit, and the callback API spends {cb_ns:.0f} ns of it per call.",
+                "An awaited call costs at least that plus one await, so the async API can reach at most:", "",
+                "| executor | bound, calls/s | bound / C core | measured / C core |", "| --- | ---: | ---: | ---: |"]
+        for executor, impl in (("loop", "SwiftRPC async-loop"), ("global", "SwiftRPC async")):
+            if executor in floor_ns:
+                bound = 1e9 / (cb_ns + floor_ns[executor])
+                measured = by.get((impl, "W2"))
+                m = f"{measured['calls_per_sec'] / core['calls_per_sec']:.2f}" if measured else "-"
+                out.append(f"| {executor} | {bound:,.0f} | {bound / core['calls_per_sec']:.2f} | {m} |")
+    return out + [""]
+
+
 def main():
     path, secs, reps = sys.argv[1], sys.argv[2], sys.argv[3]
     all_rows = [json.loads(l) for l in open(path) if l.strip()]
+    floor_rows = [r for r in all_rows if r["impl"] == "await floor"]
+    all_rows = [r for r in all_rows if r["impl"] != "await floor"]
     order = {}
     for r in all_rows:
         order.setdefault(r["impl"], len(order))
@@ -94,6 +133,7 @@ def main():
             "SWIFTRPC_BACKEND=epoll $bin/crpc-cbench serve ...   # and load, likewise: the epoll rows",
             "```", ""]
     out += ratios(rows)
+    out += await_floor(floor_rows, rows)
     print("\n".join(out))
 
 

@@ -3,7 +3,8 @@
 # `rpcbench load` count mismatches and exit 1), a clean run exits 0 with no errors, the
 # open-loop mode and the suite's child-server plumbing work, --cpu pins every thread,
 # payloads up to the frame limit pass and larger ones fail, SIGINT stops load, serve and the
-# suite (and the suite's child server), and --help shows defaults.
+# suite (and the suite's child server), await-floor ends and counts, and --help shows
+# defaults.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift build --product rpcbench >/dev/null || exit 1
@@ -152,6 +153,18 @@ alive() { local s; s=$(ps -o stat= -p "$1") && [ "${s#Z}" = "$s" ]; } # a zombie
 for _ in $(seq 50); do [ -n "$child" ] && alive $child || break; sleep 0.1; done
 check "the suite's child server is gone after SIGINT" "[ -n '$child' ] && ! alive $child"
 [ -n "$child" ] && kill $child 2>/dev/null; child=
+# await-floor: every task keeps awaiting (the batch rendezvous never stalls, even with a
+# single task, which resumes itself) and the run ends by itself, on both executors.
+for executor in loop global; do
+  for tasks in 1 64; do
+    timeout 30 "$bin" await-floor --executor $executor --tasks $tasks --duration 0.3 --warmup 0.1 --json \
+      >"$tmp/floor.json" 2>/dev/null
+    check "await-floor on the $executor executor with $tasks task(s) ends and counts awaits" \
+      "[ $? -eq 0 ] && python3 -c 'import json,sys; r=json.load(open(\"$tmp/floor.json\")); sys.exit(0 if r[\"awaits_per_sec\"] > 0 and r[\"cpu_ns_per_await\"] > 0 else 1)'"
+  done
+done
+"$bin" await-floor --tasks 0 >/dev/null 2>"$tmp/floor.err"
+check "await-floor --tasks 0 is refused, saying why" "[ $? -ne 0 ] && grep -q 'tasks must be at least 1' '$tmp/floor.err'"
 "$bin" load --help >"$tmp/help.txt"
 check "--help shows examples and defaults" "grep -q 'Examples' '$tmp/help.txt' && grep -q 'default: 32' '$tmp/help.txt'"
 

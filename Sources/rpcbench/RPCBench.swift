@@ -18,8 +18,10 @@ struct RPCBench: AsyncParsableCommand {
               rpcbench load --target 127.0.0.1:7000 --rate 50000 --duration 10   # open loop
               rpcbench load --target 127.0.0.1:7000 --api async --json
               rpcbench stats --target 127.0.0.1:7000     # per-method call and error counts
+              rpcbench await-floor --cpu 1               # the runtime's own cost per await
             """,
-        subcommands: [SuiteCommand.self, ServeCommand.self, LoadCommand.self, StatsCommand.self],
+        subcommands: [SuiteCommand.self, ServeCommand.self, LoadCommand.self, StatsCommand.self,
+                      AwaitFloorCommand.self],
         defaultSubcommand: SuiteCommand.self
     )
 }
