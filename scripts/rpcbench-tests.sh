@@ -2,9 +2,9 @@
 # Tests rpcbench itself: every reply is verified (a server that corrupts echoes makes
 # `rpcbench load` count mismatches and exit 1), a clean run exits 0 with no errors, the
 # open-loop mode and the suite's child-server plumbing work, --cpu pins every thread,
-# payloads up to the frame limit pass and larger ones fail, SIGINT stops load, serve and the
-# suite (and the suite's child server), await-floor ends and counts, and --help shows
-# defaults.
+# payloads up to the frame limit pass and larger ones fail, SIGINT stops load (reporting
+# what it measured), serve and the suite (and the suite's child server), await-floor ends
+# and counts, and --help shows defaults.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 swift build --product rpcbench >/dev/null || exit 1
@@ -47,14 +47,15 @@ check "the open loop offers about the rate asked for" \
 "$bin" load --target "$addr" --payload 0 --conns 1 --depth 1 --duration 0.3 --warmup 0.1 --api async-loop >/dev/null
 check "empty payloads and the loop executor work" "[ $? -eq 0 ]"
 
-# --cpu pins every thread of the client, and SIGINT stops load. load keeps no handler, so
-# Ctrl-C ends it at once, reporting nothing, with the shell's 130 (interrupted, never a
-# pass). The run is 30 s long so an ignored SIGINT shows up as a wrong status, not as a
-# race. `env --default-signal` because bash starts background jobs with SIGINT ignored.
-# The CPU is the first this script may use: 0, unless a cpuset leaves it out.
+# --cpu pins every thread of the client, and SIGINT stops load: it prints what it measured
+# so far, marked as interrupted, then dies of the signal, so the shell sees 130
+# (interrupted, never a pass). The run is 30 s long so an ignored SIGINT shows up as a
+# wrong status, not as a race. `env --default-signal` because bash starts background jobs
+# with SIGINT ignored. The CPU is the first this script may use: 0, unless a cpuset leaves
+# it out.
 read -r first_cpu ncpus < <(python3 -c 'import os; s=os.sched_getaffinity(0); print(min(s), len(s))')
 env --default-signal=INT "$bin" load --target "$addr" --cpu $first_cpu --conns 1 --depth 4 --duration 30 --warmup 0.1 \
-  >/dev/null 2>"$tmp/int.err" &
+  --json >"$tmp/int.json" 2>"$tmp/int.err" &
 lpid=$!
 # The backend line comes from the client's loop, which starts after the pinning.
 for _ in $(seq 100); do grep -q '^crpc: I/O backend' "$tmp/int.err" && break; sleep 0.1; done
@@ -65,9 +66,32 @@ if [ "$ncpus" -ge 2 ]; then
 else
   echo "SKIP: one CPU here, so pinned and unpinned look alike; load --cpu affinity not checked"
 fi
+sleep 0.5 # into the measured window
 kill -INT $lpid; wait $lpid
 rc=$? lpid=
 check "load stops on SIGINT with status 130" "[ $rc -eq 130 ]"
+check "load reports what it measured before SIGINT, marked as interrupted" \
+  "python3 -c 'import json,sys; r=json.load(open(\"$tmp/int.json\"))[0]; sys.exit(0 if r[\"interrupted\"] and r[\"calls\"] > 0 and 0 < r[\"seconds\"] < 30 and r[\"errors\"] == 0 else 1)'"
+env --default-signal=INT "$bin" load --target "$addr" --conns 1 --depth 4 --duration 30 --warmup 30 \
+  >"$tmp/int.txt" 2>"$tmp/int.err" &
+lpid=$!
+for _ in $(seq 100); do grep -q '^crpc: I/O backend' "$tmp/int.err" && break; sleep 0.1; done
+kill -TERM $lpid; wait $lpid
+rc=$? lpid=
+check "SIGTERM during warm-up: status 143, and it says nothing was measured" \
+  "[ $rc -eq 143 ] && [ ! -s '$tmp/int.txt' ] && grep -q 'interrupted during warm-up: nothing was measured' '$tmp/int.err'"
+# A second SIGINT ends load at once, even while it waits for calls a stopped server never
+# answers (the drain would wait 10 s).
+env --default-signal=INT "$bin" load --target "$addr" --conns 1 --depth 4 --duration 30 --warmup 0.1 \
+  >/dev/null 2>"$tmp/int.err" &
+lpid=$!
+for _ in $(seq 100); do grep -q '^crpc: I/O backend' "$tmp/int.err" && break; sleep 0.1; done
+sleep 0.3
+kill -STOP $pid; kill -INT $lpid; sleep 0.3
+started=$(date +%s%N); kill -INT $lpid; wait $lpid
+rc=$? lpid=; took_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+kill -CONT $pid
+check "a second SIGINT ends load at once (status 130, ${took_ms} ms)" "[ $rc -eq 130 ] && [ $took_ms -lt 3000 ]"
 "$bin" load --target "$addr" --cpu 4096 --duration 0.3 --warmup 0.1 >/dev/null 2>"$tmp/cpu.err"
 check "load --cpu 4096 fails and says why" "[ $? -ne 0 ] && grep -q 'cannot pin to CPU 4096' '$tmp/cpu.err'"
 

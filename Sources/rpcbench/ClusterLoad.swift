@@ -68,7 +68,8 @@ struct ServerCounts: Codable, Sendable {
 
 /// Runs `workload` against `service` through discovery: `conns` connections per server,
 /// `conns * depth` callers in a closed loop.
-func runClusterWorkload(_ workload: Workload, options: ClusterLoadOptions) async throws -> (LoadResult, [ServerCounts]) {
+func runClusterWorkload(_ workload: Workload, options: ClusterLoadOptions,
+                        interruption: Interruption = .never) async throws -> (LoadResult, [ServerCounts]) {
     let service = options.service!
     var etcdClient: EtcdClient?
     let discovery: any RPCDiscovery
@@ -121,12 +122,15 @@ func runClusterWorkload(_ workload: Workload, options: ClusterLoadOptions) async
             }
         }
         group.addTask {
-            try? await Task.sleep(for: .seconds(workload.warmup))
+            let warmedUp = await interruption.wait(seconds: workload.warmup)
             clock.cpu0.store(processCPUMicros(), ordering: .relaxed)
             clock.t0.store(nowNanos(), ordering: .relaxed)
-            clock.phase.store(1, ordering: .relaxed)
-            try? await Task.sleep(for: .seconds(workload.duration))
-            clock.t1.store(nowNanos(), ordering: .relaxed)
+            if warmedUp {
+                clock.phase.store(1, ordering: .relaxed)
+                _ = await interruption.wait(seconds: workload.duration)
+            }
+            // Interrupted during warm-up, the window never opened: it lasted 0 s.
+            clock.t1.store(warmedUp ? nowNanos() : clock.t0.load(ordering: .relaxed), ordering: .relaxed)
             clock.cpu1.store(processCPUMicros(), ordering: .relaxed)
             clock.phase.store(2, ordering: .relaxed)
             return Tally()
@@ -149,7 +153,8 @@ func runClusterWorkload(_ workload: Workload, options: ClusterLoadOptions) async
     let cpu = clock.cpu1.load(ordering: .relaxed) - clock.cpu0.load(ordering: .relaxed)
     // One process, one backend choice: the shared loop's is every loop's.
     let backend = (try? RPCEventLoop.shared())?.backend ?? "none"
-    return (LoadResult(workload: named, backend: backend, tally: tally, seconds: seconds, cpuMicros: cpu, leftInFlight: 0), counts)
+    return (LoadResult(workload: named, backend: backend, tally: tally, seconds: seconds, cpuMicros: cpu, leftInFlight: 0,
+                       interrupted: interruption.receivedSignal != nil), counts)
 }
 
 /// A run's phase and measured window, shared by its callers.

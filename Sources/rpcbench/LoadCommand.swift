@@ -27,7 +27,9 @@ struct LoadCommand: AsyncParsableCommand {
             the run is open loop: calls are sent at fixed intended times and latency is measured \
             from each call's intended send time (no coordinated omission). Every Bench.Echo reply \
             is compared with its request; errors and mismatches (during warm-up too) and calls \
-            still unanswered 10 s after the run make the exit status 1.
+            still unanswered 10 s after the run make the exit status 1. Ctrl-C (or SIGTERM) \
+            ends the run early: what was measured so far is printed, marked as interrupted, \
+            and the status is the signal's (130 for Ctrl-C); a second one quits at once.
 
             Examples:
               rpcbench load --target 127.0.0.1:7000                       # W2 shape, callback API
@@ -95,21 +97,39 @@ struct LoadCommand: AsyncParsableCommand {
         workload.duration = options.duration
         workload.warmup = options.warmup
         workload.rate = rate
+        let interruption = Interruption.catchingTermination()
+        let result: LoadResult
         if cluster.service != nil {
-            let (result, counts) = try await runClusterWorkload(workload, options: cluster)
-            if options.json {
-                print("{\"results\": \(Table.json([result])),\n\"servers\": \(jsonArray(counts))}")
-            } else {
-                print(Table.render([result]))
-                print()
-                print(ServerTable.render(counts))
+            let counts: [ServerCounts]
+            (result, counts) = try await runClusterWorkload(workload, options: cluster, interruption: interruption)
+            report(result, interruption) {
+                if options.json {
+                    print("{\"results\": \(Table.json([result])),\n\"servers\": \(jsonArray(counts))}")
+                } else {
+                    print(Table.render([result]))
+                    print()
+                    print(ServerTable.render(counts))
+                }
             }
-            if result.failed { throw ExitCode(1) }
-            return
+        } else {
+            result = try await runWorkload(workload, endpoint: Endpoint(target!)!, cpu: options.cpu,
+                                           interruption: interruption)
+            report(result, interruption) { print(options.json ? Table.json([result]) : Table.render([result])) }
         }
-        let result = try await runWorkload(workload, endpoint: Endpoint(target!)!, cpu: options.cpu)
-        print(options.json ? Table.json([result]) : Table.render([result]))
         if result.failed { throw ExitCode(1) }
+    }
+
+    /// Prints the result; after a signal, says how much ran, then dies of the signal.
+    private func report(_ result: LoadResult, _ interruption: Interruption, print printResult: () -> Void) {
+        if result.interrupted && result.seconds == 0 {
+            writeStderr("interrupted during warm-up: nothing was measured\n")
+        } else {
+            printResult()
+            if result.interrupted && !options.json {
+                print(String(format: "interrupted: measured %.1f s of the %.1f s asked for", result.seconds, options.duration))
+            }
+        }
+        interruption.endProcessIfInterrupted()
     }
 }
 
@@ -129,7 +149,8 @@ struct Endpoint: Sendable {
 }
 
 /// Connects, runs one workload, closes.
-func runWorkload(_ workload: Workload, endpoint: Endpoint, cpu: Int) async throws -> LoadResult {
+func runWorkload(_ workload: Workload, endpoint: Endpoint, cpu: Int,
+                 interruption: Interruption = .never) async throws -> LoadResult {
     if cpu >= 0 { try RPCEventLoop.pinProcess(toCPU: cpu) }
     let loop = try RPCEventLoop(cpu: cpu >= 0 ? cpu : nil)
     var clients: [RPCClient] = []
@@ -137,7 +158,7 @@ func runWorkload(_ workload: Workload, endpoint: Endpoint, cpu: Int) async throw
         clients.append(try await RPCClient.connect(
             host: endpoint.host, port: endpoint.port, configuration: .init(eventLoop: loop)))
     }
-    let result = await LoadEngine(workload: workload, clients: clients).run()
+    let result = await LoadEngine(workload: workload, clients: clients).run(interruption: interruption)
     clients.forEach { $0.close() }
     return result
 }

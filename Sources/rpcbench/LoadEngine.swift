@@ -40,8 +40,10 @@ final class LoadEngine: @unchecked Sendable {
         self.method = RPCMethod(workload.method)
     }
 
-    /// Runs warm-up then the measured window; returns the measurements.
-    func run() async -> LoadResult {
+    /// Runs warm-up then the measured window; returns the measurements. An interruption
+    /// ends the window early (the figures cover the part that ran) or, during warm-up,
+    /// leaves nothing measured.
+    func run(interruption: Interruption = .never) async -> LoadResult {
         if let rate = workload.rate {
             startOpenLoop(rate: rate)
         } else {
@@ -53,12 +55,14 @@ final class LoadEngine: @unchecked Sendable {
         }
         let progress = Progress(engine: self)
         progress.start()
-        try? await Task.sleep(for: .seconds(workload.warmup))
+        let warmedUp = await interruption.wait(seconds: workload.warmup)
         let cpu0 = processCPUMicros()
         let t0 = nowNanos()
-        measuring.store(true, ordering: .relaxed)
-        try? await Task.sleep(for: .seconds(workload.duration))
-        measuring.store(false, ordering: .relaxed)
+        if warmedUp {
+            measuring.store(true, ordering: .relaxed)
+            _ = await interruption.wait(seconds: workload.duration)
+            measuring.store(false, ordering: .relaxed)
+        }
         let t1 = nowNanos()
         let cpu1 = processCPUMicros()
         running.store(false, ordering: .relaxed)
@@ -70,9 +74,11 @@ final class LoadEngine: @unchecked Sendable {
         }
         var total = tally
         total.merge(sharedTally.withLock { $0 })
-        return LoadResult(workload: workload, backend: clients[0].eventLoop.backend, tally: total, seconds: Double(t1 - t0) / 1e9,
+        return LoadResult(workload: workload, backend: clients[0].eventLoop.backend, tally: total,
+                          seconds: warmedUp ? Double(t1 - t0) / 1e9 : 0,
                           cpuMicros: cpu1 - cpu0, leftInFlight: inflight.load(ordering: .acquiring),
-                          unmeasuredFailures: unmeasuredFailures.load(ordering: .relaxed))
+                          unmeasuredFailures: unmeasuredFailures.load(ordering: .relaxed),
+                          interrupted: interruption.receivedSignal != nil)
     }
 
     private func record(_ latency: UInt64, _ result: Result<[UInt8], RPCError>, seq: UInt64, confined: Bool) {

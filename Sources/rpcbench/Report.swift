@@ -26,6 +26,9 @@ struct LoadResult: Codable, Sendable {
     var unmeasuredFailures: UInt64
     var clientCpuUsPerCall: Double
     var leftInFlight: Int
+    /// A signal ended the run early: `seconds` is the part of the window that ran (0 when
+    /// it came during warm-up).
+    var interrupted: Bool
 
     enum CodingKeys: String, CodingKey {
         case workload, api, backend, conns, depth, payload, rate, seconds, calls
@@ -35,10 +38,11 @@ struct LoadResult: Codable, Sendable {
         case unmeasuredFailures = "unmeasured_failures"
         case clientCpuUsPerCall = "client_cpu_us_per_call"
         case leftInFlight = "left_in_flight"
+        case interrupted
     }
 
     init(workload w: Workload, backend: String, tally: Tally, seconds: Double, cpuMicros: UInt64, leftInFlight: Int,
-         unmeasuredFailures: UInt64 = 0) {
+         unmeasuredFailures: UInt64 = 0, interrupted: Bool = false) {
         workload = w.name
         api = w.api.rawValue
         self.backend = backend
@@ -48,7 +52,7 @@ struct LoadResult: Codable, Sendable {
         rate = w.rate
         self.seconds = seconds
         calls = tally.calls
-        callsPerSec = Double(tally.calls) / seconds
+        callsPerSec = seconds > 0 ? Double(tally.calls) / seconds : 0
         // Payload bytes moved both ways per second.
         mbPerSec = callsPerSec * Double(w.payload) * 2 / 1e6
         func us(_ p: Double) -> Double { Double(tally.histogram.valueAtPercentile(p)) / 1000 }
@@ -62,6 +66,7 @@ struct LoadResult: Codable, Sendable {
         self.unmeasuredFailures = unmeasuredFailures
         clientCpuUsPerCall = tally.calls > 0 ? Double(cpuMicros) / Double(tally.calls) : 0
         self.leftInFlight = leftInFlight
+        self.interrupted = interrupted
     }
 
     /// Failed, mismatched or unfinished calls (in the window or outside it, or still in
