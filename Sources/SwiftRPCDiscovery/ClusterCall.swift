@@ -1,5 +1,8 @@
 import SwiftRPC
 
+/// What one attempt does on the connection it is given: the call, with whatever it returns.
+typealias ClusterOperation<Value: Sendable> = @Sendable (RPCClient, RPCCallOptions) async throws(RPCError) -> Value
+
 extension RPCClusterClient {
     /// Calls `method` on one server of the service, picked by the configured selection,
     /// retrying as the fail mode allows.
@@ -9,31 +12,68 @@ extension RPCClusterClient {
     public func call<Args, Reply>(
         _ method: RPCMethod<Args, Reply>, _ args: Args, options: RPCCallOptions = RPCCallOptions()
     ) async throws(RPCError) -> Reply {
+        try await run(method.name, options) { client, options throws(RPCError) in
+            try await client.call(method, args, metadata: options.metadata, timeout: options.timeout)
+        }
+    }
+
+    /// ``call(_:_:options:)``, returning the reply with the metadata its server sent back
+    /// (that of the attempt that succeeded).
+    public func callWithMetadata<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, options: RPCCallOptions = RPCCallOptions()
+    ) async throws(RPCError) -> RPCResponse<Reply> {
+        try await run(method.name, options) { client, options throws(RPCError) in
+            try await client.callWithMetadata(method, args, metadata: options.metadata, timeout: options.timeout)
+        }
+    }
+
+    /// Starts ``call(_:_:options:)`` and returns at once (rpcx's `XClient.Go`): `completion`
+    /// runs exactly once with the reply or the failure, on the thread of the task that ran
+    /// the call (a global-executor thread), so it must not block. Cancelling the returned
+    /// task cancels the call, which then ends with `.cancelled`.
+    @discardableResult
+    public func go<Args, Reply>(
+        _ method: RPCMethod<Args, Reply>, _ args: Args, options: RPCCallOptions = RPCCallOptions(),
+        completion: @escaping @Sendable (Result<Reply, RPCError>) -> Void
+    ) -> Task<Void, Never> {
+        Task {
+            do throws(RPCError) {
+                completion(.success(try await call(method, args, options: options)))
+            } catch {
+                completion(.failure(error))
+            }
+        }
+    }
+
+    /// Runs `operation` on the servers the selection and the fail mode choose.
+    private func run<Value: Sendable>(
+        _ methodName: String, _ options: RPCCallOptions, _ operation: @escaping ClusterOperation<Value>
+    ) async throws(RPCError) -> Value {
         configuration.retryBudget.recordCall()
-        let idempotent = options.idempotent ?? configuration.idempotentMethods.contains(method.name)
+        let idempotent = options.idempotent ?? configuration.idempotentMethods.contains(methodName)
         switch configuration.failMode {
         case .failFast:
             let view = snapshot.load()
             guard let server = pickServer(view, options, excluding: []) else { throw noServer() }
-            return try await attempt(server, method, args, options).get()
+            return try await attempt(server, options, operation).get()
         case .failover(let maxAttempts):
-            return try await failover(method, args, options, idempotent: idempotent, maxAttempts: maxAttempts)
+            return try await failover(options, operation, idempotent: idempotent, maxAttempts: maxAttempts)
         case .failTry(let maxAttempts):
-            return try await failTry(method, args, options, idempotent: idempotent, maxAttempts: maxAttempts)
+            return try await failTry(options, operation, idempotent: idempotent, maxAttempts: maxAttempts)
         case .backup(let delay):
             guard idempotent else {
-                return try await failover(method, args, options, idempotent: false, maxAttempts: 2)
+                return try await failover(options, operation, idempotent: false, maxAttempts: 2)
             }
-            return try await backup(method, args, options, delay: delay)
+            return try await backup(options, operation, delay: delay)
         }
     }
 
     // MARK: Fail modes
 
-    private func failover<Args, Reply>(
-        _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions,
+    private func failover<Value: Sendable>(
+        _ options: RPCCallOptions, _ operation: ClusterOperation<Value>,
         idempotent: Bool, maxAttempts: Int
-    ) async throws(RPCError) -> Reply {
+    ) async throws(RPCError) -> Value {
         var tried: [ServerEndpoint] = []
         var lastError: RPCError?
         for attemptNumber in 0..<max(maxAttempts, 1) {
@@ -43,8 +83,8 @@ extension RPCClusterClient {
                     ?? (attemptNumber > 0 ? pickServer(view, options, excluding: []) : nil) else {
                 throw lastError ?? noServer()
             }
-            switch await attempt(server, method, args, options) {
-            case .success(let reply): return reply
+            switch await attempt(server, options, operation) {
+            case .success(let value): return value
             case .failure(let error):
                 lastError = error
                 tried.append(server)
@@ -55,15 +95,15 @@ extension RPCClusterClient {
         throw lastError ?? noServer()
     }
 
-    private func failTry<Args, Reply>(
-        _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions,
+    private func failTry<Value: Sendable>(
+        _ options: RPCCallOptions, _ operation: ClusterOperation<Value>,
         idempotent: Bool, maxAttempts: Int
-    ) async throws(RPCError) -> Reply {
+    ) async throws(RPCError) -> Value {
         guard let server = pickServer(snapshot.load(), options, excluding: []) else { throw noServer() }
         var attemptNumber = 0
         while true {
-            switch await attempt(server, method, args, options) {
-            case .success(let reply): return reply
+            switch await attempt(server, options, operation) {
+            case .success(let value): return value
             case .failure(let error):
                 attemptNumber += 1
                 guard mayRetry(error, idempotent: idempotent), attemptNumber < maxAttempts,
@@ -72,15 +112,15 @@ extension RPCClusterClient {
         }
     }
 
-    private func backup<Args, Reply>(
-        _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions, delay: Duration
-    ) async throws(RPCError) -> Reply {
+    private func backup<Value: Sendable>(
+        _ options: RPCCallOptions, _ operation: @escaping ClusterOperation<Value>, delay: Duration
+    ) async throws(RPCError) -> Value {
         guard let first = pickServer(snapshot.load(), options, excluding: []) else { throw noServer() }
         let budget = configuration.retryBudget
         let primaryFailed = AsyncStream.makeStream(of: Void.self)
-        let outcome: Result<Reply, RPCError> = await withTaskGroup(of: Result<Reply, RPCError>?.self) { group in
+        let outcome: Result<Value, RPCError> = await withTaskGroup(of: Result<Value, RPCError>?.self) { group in
             group.addTask {
-                let result = await self.attempt(first, method, args, options)
+                let result = await self.attempt(first, options, operation)
                 if case .failure(let error) = result, self.mayRetry(error, idempotent: true) {
                     primaryFailed.continuation.yield() // send the backup now
                 }
@@ -111,7 +151,7 @@ extension RPCClusterClient {
                     budget.refund()
                     return nil
                 }
-                return await self.attempt(second, method, args, options)
+                return await self.attempt(second, options, operation)
             }
             var lastFailure: RPCError?
             while let next = await group.next() {
@@ -156,6 +196,15 @@ extension RPCClusterClient {
     func attempt<Args, Reply>(
         _ server: ServerEndpoint, _ method: RPCMethod<Args, Reply>, _ args: Args, _ options: RPCCallOptions
     ) async -> Result<Reply, RPCError> {
+        await attempt(server, options) { client, options throws(RPCError) in
+            try await client.call(method, args, metadata: options.metadata, timeout: options.timeout)
+        }
+    }
+
+    /// One operation on one server, counted in its statistics.
+    func attempt<Value: Sendable>(
+        _ server: ServerEndpoint, _ options: RPCCallOptions, _ operation: ClusterOperation<Value>
+    ) async -> Result<Value, RPCError> {
         guard let (client, index) = server.connection() else {
             var error = RPCError(.unavailable, "every connection to \(server.instance.address) is down")
             error.requestNeverSent = true
@@ -165,9 +214,9 @@ extension RPCClusterClient {
         // Latency is only read by the least-loaded selection: no clock reads otherwise.
         let start = timesAttempts ? ContinuousClock.now : nil
         do throws(RPCError) {
-            let reply = try await client.call(method, args, metadata: options.metadata, timeout: options.timeout)
+            let result = try await operation(client, options)
             server.ended(success: true, nanos: start.map { Self.nanoseconds(ContinuousClock.now - $0) } ?? 0)
-            return .success(reply)
+            return .success(result)
         } catch {
             server.ended(success: false, nanos: 0)
             return .failure(error)

@@ -209,6 +209,60 @@ final class ClusterStaticTests: XCTestCase {
         await cluster.close()
     }
 
+    func testCallWithMetadataReturnsTheMetadataOfTheAttemptThatSucceeded() async throws {
+        // "a" always fails: failover moves each call it gets to "b", whose metadata (and
+        // only its) comes back, with the request's.
+        let discovery = try start([("a", 0, 1000, false), ("b", 0, 0, false)])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery, configuration: .init(
+            failMode: .failover(maxAttempts: 2), retryBudget: .unlimited))
+        for i in 0..<4 {
+            let options = RPCCallOptions(idempotent: true, metadata: ["trace": "t-\(i)"])
+            let response = try await cluster.callWithMetadata(TestMethods.stamped, i, options: options)
+            XCTAssertEqual(response.value, "b")
+            XCTAssertEqual(response.metadata["server"], "b")
+            XCTAssertEqual(response.metadata["trace"], "t-\(i)")
+        }
+        // "a" took some first attempts (where round-robin starts varies), and each moved on.
+        let statistics = cluster.statistics
+        let a = try XCTUnwrap(statistics.first { $0.instance == servers[0].instance })
+        let b = try XCTUnwrap(statistics.first { $0.instance == servers[1].instance })
+        XCTAssertGreaterThan(a.failed, 0)
+        XCTAssertEqual(a.failed, a.calls)
+        XCTAssertEqual(b.succeeded, 4)
+        XCTAssertEqual(b.failed, 0)
+        await cluster.close()
+    }
+
+    func testGoCompletesOnceWithTheReplyOrTheCancellation() async throws {
+        let discovery = try start(["a"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)
+        let results = Locked<[Result<String, RPCError>]>([])
+        cluster.go(TestMethods.who, 0) { result in results.withLock { $0.append(result) } }
+        let answered = await eventually { results.withLock { $0.count } == 1 }
+        XCTAssertTrue(answered)
+        XCTAssertEqual(try results.withLock { $0 }.first?.get(), "a")
+
+        // A call the server holds ends with .cancelled when its task is cancelled, and the
+        // server's handler is cancelled too.
+        results.withLock { $0 = [] }
+        let call = cluster.go(TestMethods.held, 0) { result in results.withLock { $0.append(result) } }
+        let server = servers[0]
+        let arrived = await eventually { server.gate.arrived == 1 }
+        XCTAssertTrue(arrived)
+        call.cancel()
+        let ended = await eventually { results.withLock { $0.count } == 1 }
+        XCTAssertTrue(ended)
+        let cancelledOnServer = await eventually { server.gate.cancelled == 1 }
+        XCTAssertTrue(cancelledOnServer)
+        server.gate.open()
+        try await Task.sleep(for: .milliseconds(50)) // a second completion would show by now
+        let outcome = results.withLock { $0 }
+        XCTAssertEqual(outcome.count, 1)
+        guard case .failure(let error) = outcome.first else { return XCTFail("\(outcome)") }
+        XCTAssertEqual(error.code, .cancelled)
+        await cluster.close()
+    }
+
     func testBroadcastAndFork() async throws {
         let discovery = try start([("a", 0, 0, true), ("b", 0, 0, false), ("c", 5_000, 0, false)])
         let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)

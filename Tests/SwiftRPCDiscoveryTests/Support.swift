@@ -122,6 +122,9 @@ enum TestMethods {
     /// Waits for the server's ``TestServer/gate`` to open, then returns the server's name
     /// (argument 0) or fails with `.unavailable` (any other argument).
     static let held = RPCMethod<Int, String>("Test.Held")
+    /// Returns the server's name, and sends it back in the response metadata ("server")
+    /// with the request's "trace" entry; fails like ``flaky`` (its own count).
+    static let stamped = RPCMethod<Int, String>("Test.Stamped")
 }
 
 /// An in-process server on a free loopback port.
@@ -147,6 +150,13 @@ final class TestServer: @unchecked Sendable {
         let flaky = Flaky(failFirst: failFirst)
         try server.register(TestMethods.flaky) { _, _ in
             if flaky.shouldFail() { throw RPCError(.unavailable, "\(name) is flaky") }
+            return name
+        }
+        let stampedFlaky = Flaky(failFirst: failFirst)
+        try server.register(TestMethods.stamped) { _, context in
+            if stampedFlaky.shouldFail() { throw RPCError(.unavailable, "\(name) is flaky") }
+            context.responseMetadata["server"] = name
+            context.responseMetadata["trace"] = context.metadata["trace"] ?? "none"
             return name
         }
         if extra { try server.register(TestMethods.only) { _, _ in name } }
