@@ -22,6 +22,9 @@ struct MethodIndex: Sendable {
     private let mask: Int
     private let names: [UInt8]
     private let handlers: [RegisteredHandler]
+    /// `handlers` again, unretained (`handlers` keeps them alive), so a request can borrow
+    /// its handler without a retain and a release.
+    private let borrowed: [Unmanaged<RegisteredHandler>]
 
     init(_ table: [String: RegisteredHandler]) {
         var capacity = 8
@@ -41,10 +44,22 @@ struct MethodIndex: Sendable {
         self.mask = capacity - 1
         self.names = names
         self.handlers = handlers
+        self.borrowed = handlers.map { Unmanaged.passUnretained($0) }
     }
 
     /// The handler registered under `name`, or nil.
     func handler(for name: UnsafeRawBufferPointer) -> RegisteredHandler? {
+        position(of: name).map { handlers[$0] }
+    }
+
+    /// The handler registered under `name`, unretained: valid only while this index is
+    /// alive. Lets a request borrow its handler with no reference counting.
+    func borrowedHandler(for name: UnsafeRawBufferPointer) -> Unmanaged<RegisteredHandler>? {
+        position(of: name).map { borrowed[$0] }
+    }
+
+    /// Where the handler registered under `name` is in `handlers`.
+    private func position(of name: UnsafeRawBufferPointer) -> Int? {
         guard let base = name.baseAddress, !name.isEmpty else { return nil }
         let found: Int? = slots.withUnsafeBufferPointer { slots in
             names.withUnsafeBytes { names in
@@ -60,7 +75,7 @@ struct MethodIndex: Sendable {
                 return nil
             }
         }
-        return found.map { handlers[$0] }
+        return found
     }
 
     /// FNV-1a: method names are short, and this table is not keyed by anything a peer can

@@ -44,7 +44,7 @@ final class RegisteredHandler: Sendable {
     enum Body: Sendable {
         /// Runs on the loop thread without a hop: decodes, handles, encodes the reply into
         /// the writer, or returns the byte range of the params to send back as the result.
-        case inline(@Sendable (RequestParams, RPCContext, MessagePackWriter) throws -> Range<Int>?)
+        case inline(InlineRun)
         /// Decodes on the loop thread (the tree dies with the frame); the returned job runs
         /// in a task and returns the encoded reply.
         case async(@Sendable (RequestParams) throws -> @Sendable (RPCContext) async throws -> [UInt8])
@@ -52,9 +52,16 @@ final class RegisteredHandler: Sendable {
 
     /// Decodes on the loop thread, returns the work to run in a task.
     typealias Job = @Sendable (RequestParams) throws -> @Sendable (RPCContext) async throws -> [UInt8]
+    typealias InlineRun = @Sendable (RequestParams, RPCContext, MessagePackWriter) throws -> Range<Int>?
 
     let name: String
     let body: Body
+    /// Whether `body` is `.inline`.
+    let isInline: Bool
+    /// The inline body's closure (a stub for an async body), stored on its own: a request
+    /// calls it on the borrowed handler, where taking it out of `body` (or out of an
+    /// optional) would retain and release it.
+    private let inlineRun: InlineRun
     /// The same handler run as a task, for when async interceptors must run before it: an
     /// inline body's params die with the frame, so this form decodes (or copies) them first.
     let asTask: Job
@@ -63,9 +70,20 @@ final class RegisteredHandler: Sendable {
         self.name = name
         self.body = body
         switch body {
-        case .async(let job): self.asTask = job
-        case .inline: self.asTask = asTask ?? { _ in throw RPCError(.internal, "no task form for \(name)") }
+        case .async(let job):
+            self.asTask = job
+            self.isInline = false
+            self.inlineRun = { _, _, _ in preconditionFailure("an async handler has no inline body") }
+        case .inline(let run):
+            self.asTask = asTask ?? { _ in throw RPCError(.internal, "no task form for \(name)") }
+            self.isInline = true
+            self.inlineRun = run
         }
+    }
+
+    /// Runs the inline body (only when `isInline`).
+    func runInline(_ params: RequestParams, _ context: RPCContext, _ writer: MessagePackWriter) throws -> Range<Int>? {
+        try inlineRun(params, context, writer)
     }
 }
 
@@ -99,6 +117,12 @@ struct Router: Sendable {
     /// The handler for a method name as it arrived on the wire (its UTF-8 bytes).
     func handler(forWireName name: UnsafeRawBufferPointer) -> RegisteredHandler? { index.handler(for: name) }
 
+    /// The handler for a name off the wire, unretained (see `MethodIndex.borrowedHandler`):
+    /// the per-request path, with no reference counting.
+    func borrowedHandler(forWireName name: UnsafeRawBufferPointer) -> Unmanaged<RegisteredHandler>? {
+        index.borrowedHandler(for: name)
+    }
+
     /// What a request turns into: the transport seam. The server feeds it requests off the
     /// wire; tests feed it params made in memory, with no socket in sight.
     enum Dispatch {
@@ -122,28 +146,36 @@ struct Router: Sendable {
     /// built-in called `name`. `writer` must be empty.
     func dispatch(_ handler: RegisteredHandler?, name: String, params: RequestParams, context: RPCContext,
                   writer: MessagePackWriter) -> Dispatch {
-        guard let handler else {
-            if name == "rpc.methods" {
-                do { try MessagePackEncoder().encode(methodNames, into: writer) } catch {
-                    return .failed(RPCError(.internal, "cannot encode the method list"))
-                }
-                return .written
+        guard let handler else { return dispatch(builtin: name, writer: writer) }
+        return dispatch(registered: handler, params: params, context: context, writer: writer)
+    }
+
+    /// Answers the built-in called `name`, or says no such method exists.
+    func dispatch(builtin name: String, writer: MessagePackWriter) -> Dispatch {
+        if name == "rpc.methods" {
+            do { try MessagePackEncoder().encode(methodNames, into: writer) } catch {
+                return .failed(RPCError(.internal, "cannot encode the method list"))
             }
-            if name == "rpc.stats" {
-                do { try MessagePackEncoder().encode(statisticsTable, into: writer) } catch {
-                    return .failed(RPCError(.internal, "cannot encode the statistics"))
-                }
-                return .written
-            }
-            return .failed(RPCError(.unimplemented, "rpc: can't find method \(name)"))
+            return .written
         }
-        do {
-            switch handler.body {
-            case .inline(let run):
-                return try run(params, context, writer).map(Dispatch.echo) ?? .written
-            case .async(let prepare):
-                return .later(try prepare(params))
+        if name == "rpc.stats" {
+            do { try MessagePackEncoder().encode(statisticsTable, into: writer) } catch {
+                return .failed(RPCError(.internal, "cannot encode the statistics"))
             }
+            return .written
+        }
+        return .failed(RPCError(.unimplemented, "rpc: can't find method \(name)"))
+    }
+
+    /// Runs a registered handler: inline to the end, or up to the job a task will run.
+    func dispatch(registered handler: RegisteredHandler, params: RequestParams, context: RPCContext,
+                  writer: MessagePackWriter) -> Dispatch {
+        do {
+            if handler.isInline {
+                return try handler.runInline(params, context, writer).map(Dispatch.echo) ?? .written
+            }
+            guard case .async(let prepare) = handler.body else { preconditionFailure("isInline is false") }
+            return .later(try prepare(params))
         } catch {
             return .failed(RPCError(handlerError: error))
         }

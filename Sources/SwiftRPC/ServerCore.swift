@@ -4,16 +4,18 @@ internal import Glibc
 
 /// The running half of an `RPCServer`: owns the C server and dispatches its requests.
 ///
-/// `@unchecked Sendable` is safe because: `router` and `writers` are immutable after init;
-/// `writers[i]` is only ever used by loop `i`'s thread (inline handlers run there); and
-/// `server` is written once, by `start`, and read only by the thread that owns the server
-/// (stop, shutdown, statistics). Replies go through the server each request names: a
-/// request can arrive on a loop thread before `start` has stored the handle.
+/// `@unchecked Sendable` is safe because: `router` and `loopScratch` are immutable after
+/// init; `loopScratch[i]` is only ever used by loop `i`'s thread (inline handlers run
+/// there); and `server` is written once, by `start`, and read only by the thread that owns
+/// the server (stop, shutdown, statistics). Replies go through the server each request
+/// names: a request can arrive on a loop thread before `start` has stored the handle.
 final class ServerCore: @unchecked Sendable {
     let router: Router
-    private let writers: [MessagePackWriter]
-    /// Loop `i`'s response metadata for inline handlers (they finish before the next request).
-    private let inlineMetadata: [RPCResponseMetadata]
+    /// What loop `i`'s inline handlers reuse.
+    private let loopScratch: [LoopScratch]
+    /// `loopScratch` again, unretained (the array keeps them alive): a request borrows its
+    /// loop's with no reference counting.
+    private let borrowedScratch: [Unmanaged<LoopScratch>]
     /// Async handlers still running, so cancel frames and deadlines can reach them.
     let running = RunningCalls()
     /// Async handlers running for notifications, held to the per-connection limit.
@@ -23,8 +25,8 @@ final class ServerCore: @unchecked Sendable {
     init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int) {
         self.router = router
         self.notifications = RunningNotifications(limit: maxCallsInFlightPerConnection)
-        self.writers = (0..<max(loops, 1)).map { _ in MessagePackWriter(initialCapacity: 4096) }
-        self.inlineMetadata = (0..<max(loops, 1)).map { _ in RPCResponseMetadata() }
+        self.loopScratch = (0..<max(loops, 1)).map { _ in LoopScratch() }
+        self.borrowedScratch = loopScratch.map { Unmanaged.passUnretained($0) }
     }
 
     /// Starts the C server; `config` has everything but the callback filled in.
@@ -87,29 +89,46 @@ final class ServerCore: @unchecked Sendable {
         guard msg.type == UInt8(CRPC_MSG_REQUEST.rawValue) || msg.type == UInt8(CRPC_MSG_NOTIFICATION.rawValue) else {
             return
         }
+        let wireName = UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len))
+        // The handler and the loop's scratch are borrowed for the request's dispatch.
+        let handler = router.borrowedHandler(forWireName: wireName)
+        borrowedScratch[Int(conn >> 56)]._withUnsafeGuaranteedRef { scratch in
+            dispatch(request, handler: handler, scratch: scratch)
+        }
+    }
+
+    /// `handler` is unretained: the router, which this core holds, keeps it alive.
+    private func dispatch(_ request: UnsafePointer<crpc_request>, handler: Unmanaged<RegisteredHandler>?,
+                          scratch: LoopScratch) {
+        let conn = request.pointee.conn
+        let msg = request.pointee.msg
+        let server = request.pointee.server
         let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
         let msgid = msg.msgid
-        let wireName = UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len))
-        let handler = router.handler(forWireName: wireName)
         // A registered method's name is already a String; only the others need one made.
-        let name = handler?.name ?? String(decoding: wireName, as: UTF8.self)
+        let name = handler?._withUnsafeGuaranteedRef { $0.name }
+            ?? String(decoding: UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len)), as: UTF8.self)
         let params = RequestParams(
             message: (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
                 .assumingMemoryBound(to: crpc_message.self),
             bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)))
-        let loop = Int(conn >> 56)
         // Inline handlers share their loop's metadata box (they finish before the next
         // request); an async handler gets its own below.
-        let responseMetadata = inlineMetadata[loop]
+        let responseMetadata = scratch.responseMetadata
         responseMetadata.reset()
         let inlineContext = RPCContext(
             method: name, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)),
             timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)),
             responseMetadata: responseMetadata, connection: RPCConnectionID(rawValue: conn))
-        let writer = writers[loop]
+        let writer = scratch.writer
         writer.reset()
 
-        switch router.dispatch(handler, name: name, params: params, context: inlineContext, writer: writer) {
+        let outcome = handler.map { handler in
+            handler._withUnsafeGuaranteedRef {
+                router.dispatch(registered: $0, params: params, context: inlineContext, writer: writer)
+            }
+        } ?? router.dispatch(builtin: name, writer: writer)
+        switch outcome {
         case .written:
             if wantsReply { writer.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
         case .echo(let range):
@@ -212,6 +231,13 @@ private let connectionClosedTrampoline: crpc_conn_closed_fn = { user, conn in
     for observer in core.router.connectionObservers { observer.connectionClosed(RPCConnectionID(rawValue: conn)) }
 }
 
+/// What one loop's inline handlers reuse from request to request: they finish before the
+/// loop's next request. `@unchecked Sendable`: only that loop's thread touches it.
+final class LoopScratch: @unchecked Sendable {
+    let writer = MessagePackWriter(initialCapacity: 4096)
+    let responseMetadata = RPCResponseMetadata()
+}
+
 /// The C server a request came through, carried into the task that answers it.
 /// `@unchecked Sendable`: crpc_server_reply may be called from any thread (crpc.h), and the
 /// server outlives every task that can still reply (they hold the ServerCore, whose deinit
@@ -221,8 +247,9 @@ private struct ReplyTarget: @unchecked Sendable {
 }
 
 /// The C callback: recovers the ServerCore (kept alive by its RPCServer while the C
-/// server runs) and dispatches on the loop thread.
+/// server runs, so borrowed here: no retain and release per request) and dispatches on
+/// the loop thread.
 private let serverRequestTrampoline: crpc_request_fn = { user, request in
     guard let user, let request else { return }
-    Unmanaged<ServerCore>.fromOpaque(user).takeUnretainedValue().handle(request)
+    Unmanaged<ServerCore>.fromOpaque(user)._withUnsafeGuaranteedRef { $0.handle(request) }
 }
