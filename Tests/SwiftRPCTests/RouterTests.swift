@@ -59,7 +59,8 @@ final class RouterTests: XCTestCase {
     /// Requests off the wire find their handler by the method's bytes (MethodIndex).
     func testWireNamesFindTheirHandlersByTheirBytes() throws {
         var table = RPCMethodTable()
-        let names = (0..<200).map { "Svc\($0 % 7).Method\($0)" }
+        // Long names, and short ones around the hash's 8-byte loads (under, at and past 8).
+        let names = (0..<200).map { "Svc\($0 % 7).Method\($0)" } + ["A.b", "Ab.c", "Abc.def", "Abc.defg", "Abcd.efgh"]
         for name in names { table.add(RPCMethod<Int, Int>(name)) { n, _ in n } }
         var router = Router()
         try router.add(table.handlers)
@@ -68,7 +69,7 @@ final class RouterTests: XCTestCase {
         }
         for name in names { XCTAssertEqual(lookUp(name)?.name, name) }
         // Prefixes, extensions, other case, other service, built-ins and nothing: not found.
-        for miss in ["", "Svc0", "Svc0.Method0x", "svc0.Method0", "Svc1.Method0", "rpc.ping"] {
+        for miss in ["", "Svc0", "Svc0.Method0x", "svc0.Method0", "Svc1.Method0", "rpc.ping", "A.c", "Ab.b", "Abc.deg"] {
             XCTAssertNil(lookUp(miss), miss)
         }
         // Registering more later rebuilds the index.
