@@ -106,6 +106,8 @@ final class ServerCore: @unchecked Sendable {
         let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
         let msgid = msg.msgid
         // A registered method's name is already a String; only the others need one made.
+        // Read from the context from here on: the context takes this copy over, so a name
+        // too long to be stored inline is retained once per request, not twice.
         let name = handler?._withUnsafeGuaranteedRef { $0.name }
             ?? String(decoding: UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len)), as: UTF8.self)
         let params = RequestParams(
@@ -127,7 +129,7 @@ final class ServerCore: @unchecked Sendable {
             handler._withUnsafeGuaranteedRef {
                 router.dispatch(registered: $0, params: params, context: inlineContext, writer: writer)
             }
-        } ?? router.dispatch(builtin: name, writer: writer)
+        } ?? router.dispatch(builtin: inlineContext.method, writer: writer)
         switch outcome {
         case .written:
             if wantsReply { writer.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
@@ -139,7 +141,7 @@ final class ServerCore: @unchecked Sendable {
         case .failed(let error):
             if wantsReply { send(server, conn, msgid, error: error, metadata: responseMetadata.metadata) }
         case .later(let job):
-            let context = RPCContext(method: name, metadata: inlineContext.metadata,
+            let context = RPCContext(method: inlineContext.method, metadata: inlineContext.metadata,
                                      timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
                                      connection: inlineContext.connection)
             guard wantsReply else {

@@ -12,6 +12,8 @@ final class ServerClientTests: XCTestCase {
     static let fail = RPCMethod<String, Int>("Test.Fail")
     static let hold = RPCMethod<Int, Int>("Test.Hold")
     static let noted = Locked<[String]>([])
+    static let longInline = RPCMethod<Int, String>("LongServiceName.InlineMethodName")
+    static let longAsync = RPCMethod<Int, String>("LongServiceName.AsyncMethodName")
 
     struct Plain: Error, CustomStringConvertible { var description: String { "plain failure" } }
 
@@ -45,6 +47,10 @@ final class ServerClientTests: XCTestCase {
             if n == 1 { context.responseMetadata["inline"] = "yes" }
             return n
         }
+        // Names past 15 bytes are heap strings (shorter ones are stored inline): the context
+        // must still carry them intact, on the inline path and the task path.
+        try server.registerInline(Self.longInline) { _, context in context.method }
+        try server.register(Self.longAsync) { _, context in context.method }
         try server.registerRaw("Test.RawLength") { params, _ in
             [UInt8(truncatingIfNeeded: params.count)] // a positive fixint
         }
@@ -81,6 +87,15 @@ final class ServerClientTests: XCTestCase {
         XCTAssertTrue(client.isConnected)
         let got1 = try await client.call(Arith.multiply, ArithArgs(A: -3, B: 3))
         XCTAssertEqual(got1, -9)
+    }
+
+    func testHandlersSeeTheirLongMethodNames() async throws {
+        for _ in 0..<3 { // the names are read from the registered handler on every request
+            let inline = try await client.call(Self.longInline, 0)
+            XCTAssertEqual(inline, Self.longInline.name)
+            let async = try await client.call(Self.longAsync, 0)
+            XCTAssertEqual(async, Self.longAsync.name)
+        }
     }
 
     func testBuiltInsAndEcho() async throws {
