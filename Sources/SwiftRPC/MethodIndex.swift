@@ -47,11 +47,6 @@ struct MethodIndex: Sendable {
         self.borrowed = handlers.map { Unmanaged.passUnretained($0) }
     }
 
-    /// The handler registered under `name`, or nil.
-    func handler(for name: UnsafeRawBufferPointer) -> RegisteredHandler? {
-        position(of: name).map { handlers[$0] }
-    }
-
     /// The handler registered under `name`, unretained: valid only while this index is
     /// alive. Lets a request borrow its handler with no reference counting.
     func borrowedHandler(for name: UnsafeRawBufferPointer) -> Unmanaged<RegisteredHandler>? {

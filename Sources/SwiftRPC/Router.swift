@@ -57,7 +57,10 @@ final class RegisteredHandler: Sendable {
     let name: String
     let body: Body
     /// Whether `body` is `.inline`.
-    let isInline: Bool
+    var isInline: Bool {
+        if case .inline = body { return true }
+        return false
+    }
     /// The inline body's closure (a stub for an async body), stored on its own: a request
     /// calls it on the borrowed handler, where taking it out of `body` (or out of an
     /// optional) would retain and release it.
@@ -72,11 +75,9 @@ final class RegisteredHandler: Sendable {
         switch body {
         case .async(let job):
             self.asTask = job
-            self.isInline = false
             self.inlineRun = { _, _, _ in preconditionFailure("an async handler has no inline body") }
         case .inline(let run):
             self.asTask = asTask ?? { _ in throw RPCError(.internal, "no task form for \(name)") }
-            self.isInline = true
             self.inlineRun = run
         }
     }
@@ -114,9 +115,6 @@ struct Router: Sendable {
         handlers = updated // one rebuild of the index
     }
 
-    /// The handler for a method name as it arrived on the wire (its UTF-8 bytes).
-    func handler(forWireName name: UnsafeRawBufferPointer) -> RegisteredHandler? { index.handler(for: name) }
-
     /// The handler for a name off the wire, unretained (see `MethodIndex.borrowedHandler`):
     /// the per-request path, with no reference counting.
     func borrowedHandler(forWireName name: UnsafeRawBufferPointer) -> Unmanaged<RegisteredHandler>? {
@@ -139,14 +137,7 @@ struct Router: Sendable {
     /// Runs the part of a request that happens on the loop thread. `writer` must be empty.
     func dispatch(_ name: String, params: RequestParams, context: RPCContext,
                   writer: MessagePackWriter) -> Dispatch {
-        dispatch(handlers[name], name: name, params: params, context: context, writer: writer)
-    }
-
-    /// Runs `handler` (already looked up for `name`; nil when none is registered) or the
-    /// built-in called `name`. `writer` must be empty.
-    func dispatch(_ handler: RegisteredHandler?, name: String, params: RequestParams, context: RPCContext,
-                  writer: MessagePackWriter) -> Dispatch {
-        guard let handler else { return dispatch(builtin: name, writer: writer) }
+        guard let handler = handlers[name] else { return dispatch(builtin: name, writer: writer) }
         return dispatch(registered: handler, params: params, context: context, writer: writer)
     }
 

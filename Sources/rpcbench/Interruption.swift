@@ -25,7 +25,7 @@ final class Interruption: Sendable {
         self.received = received
         signals = !catchingSignals ? nil : Signals.onTermination { sig in
             // A second one (the drain may wait up to 10 s on a stuck server) ends it at once.
-            if received.signal.exchange(sig, ordering: .relaxed) != 0 { Interruption.die(of: sig) }
+            if received.signal.exchange(sig, ordering: .relaxed) != 0 { Signals.die(of: sig) }
         }
     }
 
@@ -53,17 +53,6 @@ final class Interruption: Sendable {
     func endProcessIfInterrupted() {
         guard let sig = receivedSignal else { return }
         fflush(nil) // every output stream: what print() buffered would be lost to raise()
-        Interruption.die(of: sig)
-    }
-
-    private static func die(of sig: Int32) {
-        signal(sig, SIG_DFL)
-        // Pool threads may run with the signal blocked, which would leave it pending while
-        // the process exits normally: unblock it here, then raise it on this very thread.
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, sig)
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        raise(sig)
+        Signals.die(of: sig)
     }
 }

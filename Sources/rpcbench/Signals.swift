@@ -31,6 +31,20 @@ final class Signals: @unchecked Sendable {
     /// Waits for one of them.
     func wait() { received.wait() }
 
+    /// Ends the process by `sig`, as it would have ended without a handler (a shell then
+    /// sees it interrupted). Callable from any thread.
+    static func die(of sig: Int32) -> Never {
+        signal(sig, SIG_DFL)
+        // Pool threads may run with the signal blocked, which would leave it pending while
+        // the process exits normally: unblock it here, then raise it on this very thread.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, sig)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        raise(sig)
+        exit(128 + sig) // not reached: the default action of SIGINT and SIGTERM ends the process
+    }
+
     private static func catching(_ handler: @escaping @Sendable (Int32) -> Void) -> [any DispatchSourceSignal] {
         [SIGINT, SIGTERM].map { sig in
             signal(sig, SIG_IGN)

@@ -45,8 +45,7 @@ struct SuiteCommand: AsyncParsableCommand {
         // of its own, so a terminal's Ctrl-C never reaches it — then die of the same signal.
         let signals = Signals.onTermination { sig in
             server.stop()
-            signal(sig, SIG_DFL)
-            raise(sig)
+            Signals.die(of: sig)
         }
         defer { withExtendedLifetime(signals) {} }
         let clientCPU = options.cpu >= 0 ? options.cpu : (pin ? 1 : -1)

@@ -65,7 +65,7 @@ final class RouterTests: XCTestCase {
         var router = Router()
         try router.add(table.handlers)
         func lookUp(_ name: String) -> RegisteredHandler? {
-            Array(name.utf8).withUnsafeBytes { router.handler(forWireName: $0) }
+            Array(name.utf8).withUnsafeBytes { router.borrowedHandler(forWireName: $0)?.takeUnretainedValue() }
         }
         for name in names { XCTAssertEqual(lookUp(name)?.name, name) }
         // Prefixes, extensions, other case, other service, built-ins and nothing: not found.
