@@ -50,6 +50,7 @@ extern "C" {
 #define CRPC_DEFAULT_MAX_CONNECTIONS 65536u   /* per server */
 #define CRPC_DEFAULT_MAX_OUTPUT (8u << 20)    /* unsent reply bytes per connection */
 #define CRPC_DEFAULT_FRAME_TIMEOUT_MS 30000u  /* to finish a frame once it has begun */
+#define CRPC_DEFAULT_EOF_DRAIN_MS 10000u      /* for the calls of a client that half-closed */
 
 /** Message types of wire protocol v1 (first element of every envelope). */
 enum crpc_msg_type {
@@ -302,6 +303,11 @@ typedef struct crpc_server_config {
     crpc_request_fn on_request;
     crpc_conn_closed_fn on_conn_closed; /* optional */
     void *user;
+    uint32_t eof_drain_ms;   /* a client that half-closes (or sends a frame that cannot be
+                                parsed after good ones) is read no more, but the requests it
+                                sent before still run and are answered; its connection closes
+                                once their replies are sent, or after this long (the rest
+                                are cut off, with a reset); 0 = CRPC_DEFAULT_EOF_DRAIN_MS */
 } crpc_server_config;
 
 /**

@@ -232,7 +232,7 @@ static void on_readable(crpc_loop *l, crpc_conn *c)
             if ((size_t)n < READ_BYTES)
                 break; /* drained; if more comes, the level-triggered event says so */
         } else if (n == 0) {
-            crpc_conn_close(c, 0); /* orderly EOF */
+            crpc_conn_end_input(c, 0); /* orderly EOF: the peer reads on (see conn.c) */
         } else if (errno == EINTR) {
             i--;
         } else {

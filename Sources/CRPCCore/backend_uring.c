@@ -230,11 +230,14 @@ static int uring_conn_open(crpc_conn *c)
 }
 
 /* The socket is shut down already, which ends the receive; the cancel makes sure. A send
- * in flight completes on its own (with an error or its bytes). */
+ * in flight is cancelled too: a close that cuts output shuts only the read side (conn.c),
+ * and a peer that does not read would otherwise keep that send, and the slot, for ever. */
 static void uring_conn_closing(crpc_conn *c)
 {
     if (c->recv_armed)
         cancel(c->loop, crpc_ud_encode(CRPC_OP_RECV, c->slot, c->gen));
+    if (c->send_inflight)
+        cancel(c->loop, crpc_ud_encode(CRPC_OP_SEND, c->slot, c->gen));
 }
 
 static void uring_recv_pause(crpc_conn *c)
@@ -270,7 +273,7 @@ static void on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
         recycle_buf(io, bid);
     }
     if (cqe->res == 0)
-        crpc_conn_close(c, 0); /* orderly EOF */
+        crpc_conn_end_input(c, 0); /* orderly EOF: the peer reads on (see conn.c) */
     else if (cqe->res < 0 && cqe->res != -ENOBUFS && !(cqe->res == -ECANCELED && c->recv_cancelling))
         crpc_conn_close(c, cqe->res);
     if (!more) {
@@ -278,7 +281,7 @@ static void on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
          * they are recycled by now) or a kernel-side stop, an open connection re-arms. */
         c->recv_armed = false;
         c->recv_cancelling = false;
-        bool rearm = c->state == CONN_OPEN && !c->paused;
+        bool rearm = c->state == CONN_OPEN && !c->paused && !c->input_ended;
         crpc_conn_unhold(c);
         if (rearm)
             arm_recv(c);

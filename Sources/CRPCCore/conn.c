@@ -13,15 +13,22 @@
  * send is in flight new output collects in the other buffer. The backend resumes short
  * sends and reports the end with crpc_conn_sent.
  *
+ * End of input: when the peer half-closes, or sends a frame that cannot be parsed after
+ * good ones, reading stops but the connection stays: an owner with on_input_end (the
+ * server) lets the requests it already has finish and closes once their replies are sent.
+ *
  * Close: on_close runs at once (failing pending calls), the socket is shut down and the
  * backend stops watching it, and the slot is released (generation bumped) only when no
- * completion can name it any more (no hold left; see backend.h).
+ * completion can name it any more (no hold left; see backend.h). A close that would cut
+ * output short (replies collected or half sent) resets the connection instead of ending it
+ * with a FIN, so the peer never mistakes half a frame for an orderly end.
  */
 #include "core.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "userdata.h"
@@ -87,6 +94,8 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->recv_cancelling = false;
     c->io_events = 0;
     c->close_when_flushed = false;
+    c->input_ended = false;
+    c->input_ended_ns = 0;
     if (l->backend->conn_open(c)) {
         c->state = CONN_FREE;
         c->fd = -1;
@@ -114,10 +123,11 @@ static void release(crpc_conn *c)
     c->fd = -1;
     if (c->ops->on_release)
         c->ops->on_release(c);
+    /* Whatever state it closed in (replies never read, half a frame), a closed connection
+     * keeps no memory: its buffers are freed now, not when a new connection reuses the slot. */
     crpc_buf_free(&c->in);
-    crpc_buf_trim(&c->out[0], OUT_KEEP_BYTES);
-    crpc_buf_trim(&c->out[1], OUT_KEEP_BYTES);
-    c->out[0].len = c->out[1].len = 0;
+    crpc_buf_free(&c->out[0]);
+    crpc_buf_free(&c->out[1]);
     c->gen++;
     c->state = CONN_FREE;
     c->owner = NULL;
@@ -131,9 +141,18 @@ void crpc_conn_close(crpc_conn *c, int err)
         return;
     c->state = CONN_CLOSING;
     c->ops->on_close(c, err);
-    /* Shutting the socket down tells the peer now and makes the kernel finish whatever
-     * the backend has armed on it. */
-    shutdown(c->fd, SHUT_RDWR);
+    if (crpc_conn_unsent(c)) {
+        /* Output would be cut short: linger 0 makes the close a reset, and only the read
+         * side is shut (a FIN now would follow the half-sent frame like an orderly end).
+         * The backend cancels what it has armed. */
+        struct linger reset = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+        shutdown(c->fd, SHUT_RD);
+    } else {
+        /* Shutting the socket down tells the peer now and makes the kernel finish whatever
+         * the backend has armed on it. */
+        shutdown(c->fd, SHUT_RDWR);
+    }
     c->loop->backend->conn_closing(c);
     if (c->ops_inflight == 0)
         release(c);
@@ -149,6 +168,23 @@ void crpc_conn_close_when_flushed(crpc_conn *c)
         c->close_when_flushed = true;
 }
 
+void crpc_conn_end_input(crpc_conn *c, int err)
+{
+    if (c->state != CONN_OPEN || c->input_ended)
+        return;
+    if (!c->ops->on_input_end) {
+        crpc_conn_close(c, err);
+        return;
+    }
+    c->input_ended = true;
+    c->input_ended_ns = crpc_loop_now_ns(c->loop);
+    crpc_buf_free(&c->in); /* a partial frame can never be completed now */
+    c->partial_since_ns = 0;
+    if (c->recv_armed)
+        c->loop->backend->recv_pause(c);
+    c->ops->on_input_end(c, err);
+}
+
 /* Releases a closing slot once nothing holds it. */
 void crpc_conn_unhold(crpc_conn *c)
 {
@@ -161,7 +197,7 @@ void crpc_conn_unhold(crpc_conn *c)
 static long deliver_frames(crpc_conn *c, const uint8_t *p, size_t n)
 {
     size_t used = 0;
-    while (c->state == CONN_OPEN) {
+    while (c->state == CONN_OPEN && !c->input_ended) {
         uint32_t body_len;
         long r = crpc_frame_parse(p + used, n - used, c->max_frame_size, &body_len);
         if (r <= 0)
@@ -174,8 +210,8 @@ static long deliver_frames(crpc_conn *c, const uint8_t *p, size_t n)
 
 void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
 {
-    if (c->state != CONN_OPEN)
-        return;
+    if (c->state != CONN_OPEN || c->input_ended)
+        return; /* bytes a multishot receive had in hand when reading stopped */
     crpc_count(&c->loop->counters.bytes_in, n);
     c->last_rx_ns = crpc_loop_now_ns(c->loop);
     long r;
@@ -194,12 +230,19 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
             crpc_buf_append(&c->in, data + r, n - (size_t)r))
             r = -ENOMEM;
     }
-    if (r < 0) {
-        if (r != -ENOMEM)
-            crpc_count(&c->loop->counters.rejected, 1); /* oversized or not a frame */
+    if (r == -ENOMEM) {
         crpc_conn_close(c, (int)r);
         return;
     }
+    if (r < 0) {
+        /* Oversized or not a frame: nothing after it can be trusted, but the frames before
+         * it were good and are answered. */
+        crpc_count(&c->loop->counters.rejected, 1);
+        crpc_conn_end_input(c, (int)r);
+        return;
+    }
+    if (c->input_ended)
+        return; /* a frame's owner ended the input (a fatal envelope) */
     /* Slowloris: remember since when the frame now pending has been half-sent. A frame
      * completed in this read means the one left over is a new one. */
     if (c->in.len == 0)
@@ -229,7 +272,8 @@ void crpc_conn_check_output(crpc_conn *c)
         c->paused = false;
         if (c->partial_since_ns) /* the frame timeout counts again from now */
             c->partial_since_ns = crpc_loop_now_ns(c->loop);
-        c->loop->backend->recv_resume(c);
+        if (!c->input_ended)
+            c->loop->backend->recv_resume(c);
     }
 }
 

@@ -73,6 +73,11 @@ typedef struct crpc_conn_ops {
     void (*on_frame)(crpc_conn *c, const uint8_t *body, uint32_t len);
     /* The connection starts closing (err: 0 for EOF, else a negated errno); once. */
     void (*on_close)(crpc_conn *c, int err);
+    /* The peer will send nothing more we can read: end of input (err 0), or a frame that
+     * cannot be parsed (err: -EBADMSG, -EMSGSIZE...) after the frames before it were handed
+     * on. Reading has stopped for good; the owner finishes what it was given and closes the
+     * connection itself (crpc_conn_close_when_flushed). NULL: the connection closes at once. */
+    void (*on_input_end)(crpc_conn *c, int err);
     /* The slot is being released: no more completions will name it. */
     void (*on_release)(crpc_conn *c);
     /* Send output as soon as the input that produced it is handled (crpc_conn_flush_early). */
@@ -100,6 +105,8 @@ struct crpc_conn {
     bool recv_cancelling;   /* io_uring: we cancelled the armed receive to pause reading */
     uint32_t io_events;     /* epoll: the events registered for fd (0: not registered) */
     bool close_when_flushed; /* graceful shutdown: close once every reply has been sent */
+    bool input_ended;       /* EOF or a fatal frame: nothing more is read (on_input_end) */
+    uint64_t input_ended_ns; /* loop clock when it did */
     uint32_t max_frame_size;
     crpc_buf in;            /* a partial frame carried over between receives */
     crpc_buf out[2];        /* out[out_cur] collects; the other one is being sent */
@@ -117,6 +124,12 @@ crpc_conn *crpc_conn_open(crpc_loop *loop, int fd, const crpc_conn_ops *ops, voi
 
 /* Starts closing: on_close runs now, the slot is released once its completions are in. */
 void crpc_conn_close(crpc_conn *c, int err);
+
+/* The peer's input has ended (err 0: EOF; else the fatal frame's error). With an
+ * on_input_end op, reading stops and the owner decides when to close; without one the
+ * connection closes now. Backends call it for EOF, conn.c for a frame that cannot be parsed,
+ * owners for a frame whose envelope cannot be trusted. */
+void crpc_conn_end_input(crpc_conn *c, int err);
 
 /* Closes once everything written for the connection has been sent (now, if nothing is). */
 void crpc_conn_close_when_flushed(crpc_conn *c);

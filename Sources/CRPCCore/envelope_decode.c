@@ -78,15 +78,20 @@ static size_t array_header(const uint8_t *p, size_t len, uint32_t *count)
     return 0;
 }
 
-/* An unsigned integer (positive fixint or uint8..64) that is exactly the n bytes at p. */
+/* A non-negative integer that is exactly the n bytes at p, in any MessagePack encoding of
+ * it: positive fixint, uint8..64, or int8..64 holding a value >= 0 (some libraries emit
+ * signed encodings for small positive numbers; the protocol accepts them). -1 for anything
+ * else, a negative value included. */
 static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
 {
     if (n == 1 && p[0] <= 0x7f) {
         *v = p[0];
         return 0;
     }
-    size_t width = p[0] == 0xcc ? 1 : p[0] == 0xcd ? 2 : p[0] == 0xce ? 4 : p[0] == 0xcf ? 8 : 0;
-    if (width == 0 || n != width + 1)
+    bool is_signed = p[0] >= 0xd0 && p[0] <= 0xd3;
+    size_t width = (p[0] == 0xcc || p[0] == 0xd0) ? 1 : (p[0] == 0xcd || p[0] == 0xd1) ? 2
+                 : (p[0] == 0xce || p[0] == 0xd2) ? 4 : (p[0] == 0xcf || p[0] == 0xd3) ? 8 : 0;
+    if (width == 0 || n != width + 1 || (is_signed && (p[1] & 0x80)))
         return -1;
     uint64_t x = 0;
     for (size_t i = 1; i <= width; i++)

@@ -45,9 +45,20 @@ static void server_on_close(crpc_conn *c, int err)
         srv->cfg.on_conn_closed(srv->cfg.user, crpc_conn_id_make(c));
 }
 
+/* The client has half-closed, or sent a frame that cannot be parsed after good ones: what it
+ * sent before still runs, its replies are sent, then the connection closes (the janitor
+ * cuts it off after eof_drain_ms). */
+static void server_on_input_end(crpc_conn *c, int err)
+{
+    (void)err;
+    if (c->inflight == 0)
+        crpc_conn_close_when_flushed(c);
+}
+
 static const crpc_conn_ops server_conn_ops = {
     .on_frame = server_on_frame,
     .on_close = server_on_close,
+    .on_input_end = server_on_input_end,
     .flush_early = true,
 };
 
@@ -57,12 +68,16 @@ static void janitor(crpc_deadline_source *src, uint64_t now)
 {
     crpc_loop *l = (crpc_loop *)((char *)src - offsetof(crpc_loop, janitor));
     uint64_t limit = (uint64_t)l->server->cfg.frame_timeout_ms * 1000000u;
+    uint64_t drain = (uint64_t)l->server->cfg.eof_drain_ms * 1000000u;
     for (uint32_t i = 0; i < l->conn_cap; i++) {
         crpc_conn *c = l->conns[i];
+        if (!c || c->state != CONN_OPEN)
+            continue;
         /* A paused connection is not the client's doing: the server chose not to read. */
-        if (c && c->state == CONN_OPEN && !c->paused && c->partial_since_ns &&
-            now - c->partial_since_ns > limit)
+        if (!c->paused && c->partial_since_ns && now - c->partial_since_ns > limit)
             crpc_conn_close(c, -ETIMEDOUT);
+        else if (c->input_ended && now - c->input_ended_ns > drain)
+            crpc_conn_close(c, -ETIMEDOUT); /* its calls ran out of drain time */
     }
     if (l->accept_backoff && !l->accept_armed && !l->stopped && !l->accept_stopped) {
         l->accept_backoff = false;
@@ -125,10 +140,15 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
     crpc_request req;
     crpc_count(&c->loop->counters.frames_in, 1);
     int err = crpc_envelope_decode(c->loop->dec, body, len, &req.msg);
-    if (err == -EBADMSG || err == -ENOMEM) {
-        if (err == -EBADMSG)
-            crpc_count(&c->loop->counters.rejected, 1);
-        crpc_conn_close(c, err); /* no msgid to answer: the stream cannot be trusted */
+    if (err == -ENOMEM) {
+        crpc_conn_close(c, err);
+        return;
+    }
+    if (err == -EBADMSG) {
+        /* No msgid to answer: nothing after this frame can be trusted. What came before
+         * it is answered, then the connection closes. */
+        crpc_count(&c->loop->counters.rejected, 1);
+        crpc_conn_end_input(c, err);
         return;
     }
     if (err) {
@@ -183,11 +203,14 @@ typedef struct reply_task {
     uint8_t frame[];
 } reply_task;
 
-/* A request of `c` has its answer: one fewer in flight. */
+/* A request of `c` has its answer, already in the output: one fewer in flight. A client
+ * that has stopped sending is closed once the last of its replies is sent. */
 static void answered(crpc_conn *c)
 {
     if (c->inflight)
         c->inflight--;
+    if (c->input_ended && c->inflight == 0)
+        crpc_conn_close_when_flushed(c);
 }
 
 static void run_reply(crpc_loop *l, crpc_task *t)
@@ -195,12 +218,12 @@ static void run_reply(crpc_loop *l, crpc_task *t)
     reply_task *r = (reply_task *)t;
     crpc_conn *c = crpc_conn_lookup(l, r->slot, r->gen);
     if (c) {
-        answered(c);
         if (crpc_buf_append(crpc_conn_out(c), r->frame, r->len) == 0) {
             crpc_count(&l->counters.frames_out, 1);
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c);
         }
+        answered(c);
     }
     free(r);
 }
@@ -232,10 +255,10 @@ static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc
             return -ENOTCONN;
         int err = crpc_encode_response(crpc_conn_out(c), msgid, reply, max);
         if (!err) {
-            answered(c);
             crpc_count(&l->counters.frames_out, 1);
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c); /* replies from posted work count toward the cap too */
+            answered(c);
         }
         return err;
     }
@@ -302,6 +325,8 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         srv->cfg.max_output = CRPC_DEFAULT_MAX_OUTPUT;
     if (!srv->cfg.frame_timeout_ms)
         srv->cfg.frame_timeout_ms = CRPC_DEFAULT_FRAME_TIMEOUT_MS;
+    if (!srv->cfg.eof_drain_ms)
+        srv->cfg.eof_drain_ms = CRPC_DEFAULT_EOF_DRAIN_MS;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nloops = cfg->loops ? cfg->loops : (unsigned)(ncpu > 0 ? ncpu : 1);
     if (srv->nloops > 255)

@@ -44,7 +44,10 @@ public final class RPCServer: Sendable {
         public var maxDepth: Int = 32
         /// Metadata entries accepted per message (default 64).
         public var maxMetadataEntries: Int = 64
-        /// How long a graceful shutdown (`run()` as a `Service`) lets running calls finish.
+        /// How long a graceful shutdown (`run()` as a `Service`) lets running calls finish;
+        /// also how long the calls of a client that half-closed its connection (or sent a
+        /// frame that cannot be parsed after good ones) may still run before their replies
+        /// are cut off: such a client is read no more, but what it sent before is answered.
         public var drainTimeout: Duration
         /// Where lifecycle events go (start, shutdown); nothing is logged per call.
         public var logger: Logger
@@ -194,6 +197,7 @@ public final class RPCServer: Sendable {
                 c.max_connections = UInt32(clamping: max(configuration.maxConnections, 1))
                 c.max_output = UInt32(clamping: max(configuration.maxUnsentBytesPerConnection, 1))
                 c.frame_timeout_ms = UInt32(clamping: max(configuration.frameTimeout.milliseconds, 1))
+                c.eof_drain_ms = UInt32(clamping: max(configuration.drainTimeout.milliseconds, 1))
                 c.max_depth = UInt32(clamping: max(configuration.maxDepth, 2))
                 c.max_ext = UInt32(clamping: max(configuration.maxMetadataEntries, 1))
                 if let cpu = configuration.firstCPU {

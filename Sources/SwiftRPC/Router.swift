@@ -155,7 +155,17 @@ struct Router: Sendable {
             }
             return .written
         }
-        return .failed(RPCError(.unimplemented, "rpc: can't find method \(name)"))
+        return .failed(RPCError(.unimplemented, "rpc: can't find method \(Self.shown(name))"))
+    }
+
+    /// How much of an unknown method's name an error echoes back: enough to recognise a typo,
+    /// not the whole of an 80 KB name a hostile peer sent (cut on a character boundary).
+    static let shownNameBytes = 256
+
+    static func shown(_ name: String) -> String {
+        let count = name.utf8.count
+        guard count > shownNameBytes else { return name }
+        return "\(name.utf8Prefix(maxBytes: shownNameBytes))... (\(count) bytes)"
     }
 
     /// Runs a registered handler: inline to the end, or up to the job a task will run.

@@ -81,7 +81,6 @@ final class ServerCore: @unchecked Sendable {
     func handle(_ request: UnsafePointer<crpc_request>) {
         let conn = request.pointee.conn
         let msg = request.pointee.msg
-        let server = request.pointee.server
         if msg.type == UInt8(CRPC_MSG_CANCEL.rawValue) {
             running.cancel(RunningCalls.Key(conn: conn, msgid: msg.msgid))
             return
@@ -189,6 +188,9 @@ final class ServerCore: @unchecked Sendable {
 
     // MARK: Replies (any thread)
 
+    /// The longest error message sent; longer ones are cut (see `utf8Prefix`).
+    static let maxErrorMessageBytes = 64 * 1024
+
     private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
                       metadata: RPCMetadata = RPCMetadata()) {
         var reply = crpc_reply()
@@ -209,12 +211,13 @@ final class ServerCore: @unchecked Sendable {
 
     private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
                       metadata: RPCMetadata = RPCMetadata()) {
-        var utf8 = error.message
+        // A message is cut to 64 KiB on a character boundary: the peer's decoder gets valid UTF-8.
+        var utf8 = String(error.message.utf8Prefix(maxBytes: Self.maxErrorMessageBytes))
         utf8.withUTF8 { text in
             var reply = crpc_reply()
             reply.error_code = Int32(clamping: error.code.rawValue)
             reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
-            reply.error_msg_len = UInt32(min(text.count, 64 * 1024))
+            reply.error_msg_len = UInt32(text.count)
             _ = ExtEntries.with(metadata) { ext, count in
                 reply.ext = ext
                 reply.ext_count = count

@@ -87,6 +87,37 @@ final class RouterTests: XCTestCase {
         XCTAssertEqual(e.message, "rpc: can't find method No.Such")
     }
 
+    /// An 80 KB unknown name of 2- or 4-byte characters: the error echoes a short prefix cut
+    /// on a character boundary (it used to be cut at 65,536 bytes, mid-character).
+    func testAHugeUnknownNameIsEchoedShortAndWhole() throws {
+        for character in ["é", "😀", "a"] {
+            let name = String(repeating: character, count: 80_000 / character.utf8.count) + ".X"
+            let (outcome, _) = dispatch(try router(), name, [0x90])
+            guard case .failed(let e) = outcome else { return XCTFail("\(outcome)") }
+            XCTAssertEqual(e.code, .unimplemented)
+            XCTAssertLessThan(e.message.utf8.count, 400)
+            XCTAssertTrue(e.message.hasSuffix("... (\(name.utf8.count) bytes)"), e.message)
+            let shown = e.message.dropFirst("rpc: can't find method ".count).prefix { $0 != "." }
+            XCTAssertTrue(shown.allSatisfy { String($0) == character }, "\(shown.prefix(8))")
+            XCTAssertGreaterThan(shown.utf8.count, Router.shownNameBytes - 4)
+        }
+    }
+
+    /// Every cut of a text mixing 1- to 4-byte characters ends on a scalar boundary.
+    func testUTF8PrefixNeverSplitsACharacter() {
+        let text = "aé€😀b😀€éa"
+        for limit in 0...text.utf8.count + 1 {
+            let cut = text.utf8Prefix(maxBytes: limit)
+            XCTAssertLessThanOrEqual(cut.utf8.count, limit)
+            XCTAssertTrue(text.hasPrefix(cut))
+            XCTAssertNotNil(String(validating: Array(cut.utf8), as: UTF8.self), "limit \(limit)")
+            // The cut is the longest that fits: the next whole character would not.
+            if let next = text[cut.endIndex...].unicodeScalars.first {
+                XCTAssertGreaterThan(cut.utf8.count + String(next).utf8.count, limit, "limit \(limit)")
+            }
+        }
+    }
+
     func testHandlerErrorsKeepTheirStatus() throws {
         let (outcome, _) = dispatch(try router(), "Arith.Divide", [0x91, 0x82, 0xa1, 0x41, 0x01, 0xa1, 0x42, 0x00])
         guard case .failed(let e) = outcome else { return XCTFail("\(outcome)") }

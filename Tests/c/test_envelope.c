@@ -182,6 +182,51 @@ static void test_rejections(void)
 }
 
 /* Every truncation of a valid value is refused, and no byte past the end is read. */
+/* Every MessagePack encoding of a value in range is accepted wherever the envelope reads an
+ * unsigned integer (type, msgid, rpc-timeout-us): some libraries write small positive
+ * numbers as int8..64. Negative values stay refused. */
+static void test_signed_encodings_of_unsigned_values(void)
+{
+    /* msgid 5, 6, 7, 8 as int8, int16, int32, int64 */
+    expect(BODY(0x94, 0x00, 0xd0, 0x05, 0xa3, 'A', '.', 'B', 0x90), 0, 5);
+    expect(BODY(0x94, 0x00, 0xd1, 0x00, 0x06, 0xa3, 'A', '.', 'B', 0x90), 0, 6);
+    expect(BODY(0x94, 0x00, 0xd2, 0x00, 0x00, 0x00, 0x07, 0xa3, 'A', '.', 'B', 0x90), 0, 7);
+    expect(BODY(0x94, 0x00, 0xd3, 0, 0, 0, 0, 0, 0, 0, 0x08, 0xa3, 'A', '.', 'B', 0x90), 0, 8);
+    /* the largest msgid, 2^32 - 1, as int64; and 2^32 as int64 is still out of range */
+    expect(BODY(0x94, 0x00, 0xd3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xa3, 'A', '.', 'B', 0x90), 0, 0xffffffffu);
+    expect(BODY(0x94, 0x00, 0xd3, 0, 0, 0, 1, 0, 0, 0, 0, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0);
+    /* negative msgids in each width */
+    expect(BODY(0x94, 0x00, 0xd0, 0xff, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0);
+    expect(BODY(0x94, 0x00, 0xd1, 0x80, 0x00, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0);
+    expect(BODY(0x94, 0x00, 0xd2, 0xff, 0xff, 0xff, 0xfb, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0);
+    expect(BODY(0x94, 0x00, 0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0);
+    /* the type as int8 / uint8, a response and a cancel */
+    expect(BODY(0x94, 0xd0, 0x00, 0x09, 0xa3, 'A', '.', 'B', 0x90), 0, 9);
+    expect(BODY(0x94, 0xcc, 0x01, 0xd1, 0x00, 0x0a, 0xc0, 0xc0), 0, 10);
+    expect(BODY(0x92, 0xd2, 0x00, 0x00, 0x00, 0x03, 0xd0, 0x0b), 0, 11);
+    /* rpc-timeout-us as int8, int32 and int64; negative is refused with the msgid kept */
+    static const uint8_t key[] = {0xae, 'r', 'p', 'c', '-', 't', 'i', 'm', 'e', 'o', 'u', 't', '-', 'u', 's'};
+    const struct { uint8_t enc[9]; size_t n; int want; uint64_t us; } timeouts[] = {
+        {{0xd0, 0x7f}, 2, 0, 127},
+        {{0xd2, 0x00, 0x0f, 0x42, 0x40}, 5, 0, 1000000},
+        {{0xd3, 0, 0, 0, 0x1b, 0xf0, 0x8e, 0xb0, 0x00}, 9, 0, 120000000000ull},
+        {{0xd0, 0xf0}, 2, -EPROTO, 0},
+    };
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+        uint8_t body[64] = {0x95, 0x00, 0x0c, 0xa3, 'A', '.', 'B', 0x90, 0x81};
+        size_t n = 9;
+        memcpy(body + n, key, sizeof(key));
+        n += sizeof(key);
+        memcpy(body + n, timeouts[i].enc, timeouts[i].n);
+        n += timeouts[i].n;
+        crpc_message m;
+        CHECK_EQ(decode(body, n, &m), timeouts[i].want);
+        CHECK_EQ(m.msgid, 12u);
+        if (timeouts[i].want == 0)
+            CHECK_EQ(m.timeout_us, timeouts[i].us);
+    }
+}
+
 static void test_check_truncations(void)
 {
     const uint8_t value[] = {
@@ -224,6 +269,7 @@ int main(void)
     test_request_round_trip();
     test_other_kinds();
     test_rejections();
+    test_signed_encodings_of_unsigned_values();
     test_check_truncations();
     crpc_decoder_destroy(dec);
     printf("PASS test_envelope\n");

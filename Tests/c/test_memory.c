@@ -1,0 +1,129 @@
+/*
+ * test_memory.c — a closed connection keeps no memory, whatever state it closed in.
+ * 32 clients send echoes and never read, so each connection's output grows to the
+ * server's max_output (where it stops reading), then every client resets its connection.
+ * The heap must be back within 1 MiB of where it was before they connected; it used to
+ * keep every closed connection's output until a new connection reused the slot.
+ * Counted with the sanitizer allocator's own total (the C tests run under ASan), which,
+ * unlike RSS, sees exactly what is allocated and not yet freed.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "crpc.h"
+
+#ifdef __SANITIZE_ADDRESS__
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t heap_in_use(void) { return __sanitizer_get_current_allocated_bytes(); }
+#else
+#include <malloc.h>
+static size_t heap_in_use(void) { return mallinfo2().uordblks + mallinfo2().hblkhd; }
+#endif
+
+static void on_request(void *user, const crpc_request *req)
+{
+    (void)user;
+    const uint8_t *arg = NULL;
+    size_t arg_len = 0;
+    crpc_reply r = {0};
+    if (req->msg.type != CRPC_MSG_REQUEST)
+        return;
+    if (crpc_msgpack_array_elem(req->msg.body, req->msg.body_len, 0, &arg, &arg_len) == 0) {
+        r.result = arg;
+        r.result_len = (uint32_t)arg_len;
+    }
+    crpc_server_reply(req->server, req->conn, req->msg.msgid, &r);
+}
+
+/* A Test.Echo request frame with a 32 KiB bin argument. */
+static size_t echo_frame(uint8_t *out, uint32_t id)
+{
+    const uint32_t n = 32 * 1024;
+    uint8_t *p = out + 4;
+    *p++ = 0x94; *p++ = 0x00;
+    *p++ = 0xce; *p++ = (uint8_t)(id >> 24); *p++ = (uint8_t)(id >> 16); *p++ = (uint8_t)(id >> 8); *p++ = (uint8_t)id;
+    *p++ = 0xa9; memcpy(p, "Test.Echo", 9); p += 9;
+    *p++ = 0x91; *p++ = 0xc6; *p++ = 0; *p++ = 0; *p++ = (uint8_t)(n >> 8); *p++ = (uint8_t)n;
+    memset(p, 0x5a, n); p += n;
+    uint32_t len = (uint32_t)(p - out - 4);
+    out[0] = (uint8_t)(len >> 24); out[1] = (uint8_t)(len >> 16); out[2] = (uint8_t)(len >> 8); out[3] = (uint8_t)len;
+    return (size_t)(p - out);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IONBF, 0);
+    enum { CLIENTS = 32 };
+    const uint32_t max_output = 2u << 20;
+    crpc_server_config cfg = {.loops = 1, .on_request = on_request, .max_output = max_output};
+    crpc_server *srv;
+    int err = crpc_server_start(&cfg, &srv);
+    SKIP_IF_NO_URING(err);
+    CHECK_EQ(err, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(crpc_server_port(srv))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+    /* A first connection and its close warm up what the server keeps for good (its loop's
+     * buffers), so the baseline is the server's steady state. */
+    int warm = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK_EQ(connect(warm, (struct sockaddr *)&a, sizeof(a)), 0);
+    close(warm);
+    usleep(100000);
+    size_t baseline = heap_in_use();
+
+    int fds[CLIENTS];
+    static uint8_t frame[40 * 1024];
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        CHECK_EQ(connect(fds[i], (struct sockaddr *)&a, sizeof(a)), 0);
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    }
+    /* Each writes until 200 ms pass with no progress: the server has stopped reading it. */
+    for (int i = 0; i < CLIENTS; i++) {
+        size_t n = echo_frame(frame, 0), off = 0;
+        for (uint32_t k = 1, idle = 0; idle < 100;) {
+            ssize_t w = send(fds[i], frame + off, n - off, MSG_NOSIGNAL);
+            if (w > 0) {
+                off += (size_t)w;
+                idle = 0;
+                if (off == n) {
+                    n = echo_frame(frame, k++);
+                    off = 0;
+                }
+            } else {
+                CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
+                idle++;
+                usleep(2000);
+            }
+        }
+    }
+    size_t peak = heap_in_use();
+    printf("memory: %d clients that never read hold %zu MiB of server heap\n", CLIENTS,
+           (peak - baseline) >> 20);
+    CHECK(peak - baseline > (size_t)CLIENTS * max_output / 2); /* the scenario did fill them */
+
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    for (int i = 0; i < CLIENTS; i++) {
+        setsockopt(fds[i], SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+        close(fds[i]);
+    }
+    for (int i = 0; i < 5000 && crpc_server_connection_count(srv); i++)
+        usleep(1000);
+    CHECK_EQ(crpc_server_connection_count(srv), 0);
+    size_t after = heap_in_use();
+    long long kept = (long long)after - (long long)baseline;
+    printf("memory: after they reset, the server keeps %lld KiB more than before they came\n", kept / 1024);
+    CHECK(kept < 1 << 20);
+    crpc_server_destroy(srv);
+    printf("PASS test_memory\n");
+    return 0;
+}
