@@ -308,7 +308,27 @@ typedef struct crpc_server_config {
                                 sent before still run and are answered; its connection closes
                                 once their replies are sent, or after this long (the rest
                                 are cut off, with a reset); 0 = CRPC_DEFAULT_EOF_DRAIN_MS */
+    int fd_reserve;          /* file descriptors the server leaves free for the rest of the
+                                process (the Swift runtime's libdispatch aborts the process
+                                when an open() fails; the application opens files and
+                                sockets): a connection whose descriptor would fall in the
+                                reserve is closed and accepting pauses until one frees up;
+                                0 = the soft limit / 8, at least 32 and at most 1024;
+                                CRPC_FD_RESERVE_NONE = none (accept until EMFILE) */
+    int keep_fd_limit;       /* 1: leave RLIMIT_NOFILE alone; 0 (default): raise the soft
+                                limit to the hard limit at start, where allowed */
 } crpc_server_config;
+
+#define CRPC_FD_RESERVE_NONE (-1)
+
+/** What the descriptor limit lets a started server do (crpc_server_get_limits). */
+typedef struct crpc_server_limits {
+    uint64_t fd_limit;          /* the soft RLIMIT_NOFILE the server runs under */
+    uint64_t fd_limit_before;   /* the soft limit before start raised it (same if not) */
+    uint32_t fd_reserve;        /* descriptors left free for the rest of the process */
+    uint32_t max_connections;   /* the limit in force: max_connections, lowered to what the
+                                   descriptors left at start allow beside the reserve */
+} crpc_server_limits;
 
 /**
  * Creates a server, binds and listens (SO_REUSEPORT, one listening socket per loop) and
@@ -347,6 +367,18 @@ typedef struct crpc_reply {
 int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid,
                       const crpc_reply *reply);
 
+/**
+ * Hands the memory the allocator holds free back to the kernel (glibc's malloc_trim): after
+ * a burst of handlers or connections has ended, freed memory otherwise stays in the
+ * process (in the allocator's per-thread arenas) and shows as resident. Walks every arena
+ * with its lock held, so call it off the hot path, after a burst, not per request.
+ * Thread: any.
+ */
+void crpc_release_free_memory(void);
+
+/** Fills `out` with the limits the server started with. Thread: any. */
+void crpc_server_get_limits(const crpc_server *srv, crpc_server_limits *out);
+
 /** Connections currently open across all loops. Thread: any (a snapshot). */
 unsigned crpc_server_connection_count(const crpc_server *srv);
 
@@ -372,6 +404,8 @@ typedef struct crpc_server_stats {
     uint64_t rejected_frames;  /* refused: oversized or not a frame, or an envelope that does not
                                   decode (the connection closes), params or metadata past a limit
                                   (answered 3), past the calls-in-flight limit (answered 8) */
+    uint64_t rejected_connections; /* accepted and closed at once: past max_connections, while
+                                      stopping, or with a descriptor in the reserve */
 } crpc_server_stats;
 
 /**

@@ -118,7 +118,8 @@ static void on_acceptable(crpc_loop *l)
     for (int i = 0; i < ACCEPTS_PER_EVENT && l->accept_armed; i++) {
         int fd = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0) {
-            crpc_server_accepted(l, fd);
+            if (!crpc_server_accepted(l, fd))
+                unwatch_listener(l); /* descriptors are short: the janitor resumes */
             continue;
         }
         switch (errno) {

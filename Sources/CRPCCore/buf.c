@@ -1,11 +1,54 @@
 /*
  * buf.c — growable byte buffers (see buf.h for the lifecycle).
+ *
+ * A buffer of CRPC_BUF_MAPPED_BYTES or more is its own memory mapping (mmap, grown with
+ * mremap, unmapped when freed) rather than a malloc block: glibc raises its mmap threshold
+ * each time it frees a mapped block, after which blocks of that size come from its arenas
+ * and their memory stays in the process when freed. The output of 32 clients that never
+ * read (8 MiB each) stayed resident that way after they had gone (seen: +69 MiB on epoll).
  */
+#define _GNU_SOURCE
 #include "buf.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+
+#define CRPC_BUF_MAPPED_BYTES (1u << 20)
+
+static _Atomic size_t mapped_total; /* bytes of every mapped buffer, for crpc_buf_mapped_bytes */
+
+size_t crpc_buf_mapped_bytes(void) { return atomic_load_explicit(&mapped_total, memory_order_relaxed); }
+
+/* Moves the buffer's bytes into a block of `cap` bytes. Returns 0 or -ENOMEM. */
+static int resize(crpc_buf *b, size_t cap)
+{
+    uint8_t *p;
+    if (cap < CRPC_BUF_MAPPED_BYTES) {
+        p = realloc(b->data, cap); /* b->cap is below the threshold too: a malloc block */
+        if (!p)
+            return -ENOMEM;
+    } else if (b->cap >= CRPC_BUF_MAPPED_BYTES) {
+        p = mremap(b->data, b->cap, cap, MREMAP_MAYMOVE);
+        if (p == MAP_FAILED)
+            return -ENOMEM;
+        atomic_fetch_add_explicit(&mapped_total, cap - b->cap, memory_order_relaxed);
+    } else {
+        p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return -ENOMEM;
+        if (b->len)
+            memcpy(p, b->data, b->len);
+        free(b->data);
+        atomic_fetch_add_explicit(&mapped_total, cap, memory_order_relaxed);
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
 
 int crpc_buf_grow(crpc_buf *b, size_t extra)
 {
@@ -15,12 +58,7 @@ int crpc_buf_grow(crpc_buf *b, size_t extra)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
-    uint8_t *p = realloc(b->data, cap);
-    if (!p)
-        return -ENOMEM;
-    b->data = p;
-    b->cap = cap;
-    return 0;
+    return resize(b, cap);
 }
 
 void crpc_buf_consume(crpc_buf *b, size_t n)
@@ -35,7 +73,11 @@ void crpc_buf_consume(crpc_buf *b, size_t n)
 
 void crpc_buf_free(crpc_buf *b)
 {
-    free(b->data);
+    if (b->cap >= CRPC_BUF_MAPPED_BYTES) {
+        munmap(b->data, b->cap);
+        atomic_fetch_sub_explicit(&mapped_total, b->cap, memory_order_relaxed);
+    } else
+        free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
 }
@@ -72,3 +114,5 @@ crpc_buf *crpc_thread_scratch(void)
     scratch->len = 0;
     return scratch;
 }
+
+void crpc_release_free_memory(void) { malloc_trim(0); }

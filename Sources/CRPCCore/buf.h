@@ -48,6 +48,10 @@ void crpc_buf_free(crpc_buf *b);
 void crpc_buf_trim(crpc_buf *b, size_t keep);
 
 
+/* Bytes held by buffers large enough to be memory mappings of their own (see buf.c), in
+ * the whole process: what the allocator's own statistics do not see. */
+size_t crpc_buf_mapped_bytes(void);
+
 /* A per-thread scratch buffer for building a frame before handing it to another thread.
  * Empty on return; it keeps its capacity for the thread's lifetime and is freed when the
  * thread exits. NULL when out of memory. */

@@ -686,12 +686,21 @@ static void end_waiting_calls(crpc_client *c)
     crpc_pending_free(&t);
 }
 
+/* The user closes: the server is told which calls were given up, a cancel frame each (as
+ * for a timeout), so their handlers stop now. A server keeps running what a client sent
+ * before its end of input, for up to its drain time, since a half-close and a close look
+ * the same to it. The calls end here with -ESHUTDOWN (client_on_close). */
 static void close_here(crpc_client *c)
 {
-    if (c->conn)
-        crpc_conn_close(c->conn, -ESHUTDOWN);
-    else
+    if (!c->conn) {
         end_waiting_calls(c);
+        return;
+    }
+    crpc_buf *out = crpc_conn_out(c->conn);
+    for (uint32_t i = 0; c->pending.slots && i <= c->pending.mask; i++)
+        if (c->pending.slots[i].used && crpc_encode_cancel(out, c->pending.slots[i].msgid))
+            break; /* out of memory: the server's drain time ends those handlers */
+    crpc_conn_close(c->conn, -ESHUTDOWN);
 }
 
 static void run_close(crpc_loop *l, crpc_task *t)

@@ -141,6 +141,16 @@ void crpc_conn_close(crpc_conn *c, int err)
         return;
     c->state = CONN_CLOSING;
     c->ops->on_close(c, err);
+    crpc_buf *pending = crpc_conn_out(c);
+    if (!c->send_inflight && pending->len) {
+        /* Output collected and not yet handed over (a client's last cancel frames) goes now
+         * if the socket takes all of it without waiting. */
+        ssize_t n = send(c->fd, pending->data, pending->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n == (ssize_t)pending->len)
+            pending->len = 0;
+        else if (n > 0)
+            crpc_buf_consume(pending, (size_t)n); /* a frame is cut: the reset below */
+    }
     if (crpc_conn_unsent(c)) {
         /* Output would be cut short: linger 0 makes the close a reset, and only the read
          * side is shut (a FIN now would follow the half-sent frame like an orderly end).

@@ -184,7 +184,7 @@ bool crpc_conn_flush_early(crpc_conn *c);
  * relaxed load and store (no locked instruction on the hot path); any thread may read
  * them (crpc_server_get_stats sums a server's loops). */
 typedef struct crpc_loop_counters {
-    _Atomic uint64_t frames_in, frames_out, bytes_in, bytes_out, rejected;
+    _Atomic uint64_t frames_in, frames_out, bytes_in, bytes_out, rejected, rejected_connections;
 } crpc_loop_counters;
 
 static inline void crpc_count(_Atomic uint64_t *counter, uint64_t n)
@@ -239,8 +239,10 @@ struct crpc_loop {
 
 /* Server hooks called by the loop thread. */
 void crpc_server_arm_accept(crpc_loop *loop);
-/* The backend accepted fd (the server now owns it). */
-void crpc_server_accepted(crpc_loop *loop, int fd);
+/* The backend accepted fd (the server now owns it). Returns false when accepting must
+ * pause (the descriptor fell in the reserve): the backend stops accepting until the
+ * janitor re-arms it. */
+bool crpc_server_accepted(crpc_loop *loop, int fd);
 /* Accepting has stopped (accept_armed is clear): err -ECANCELED or 0 when we asked for it,
  * else the error (-EMFILE...), after which the janitor re-arms within a second. */
 void crpc_server_accept_ended(crpc_loop *loop, int err);

@@ -2,9 +2,18 @@
  * server.c — the RPC server: listening loops, request delivery and replies.
  *
  * Each loop owns one SO_REUSEPORT listening socket, accepted from by its backend
- * (io_uring: a multishot accept; epoll: accept4 until EAGAIN), so accepted connections are
- * spread over the loops by the kernel and never migrate. What to do with an accepted
- * socket, and how to back off when accepting fails, is decided here. Every frame is
+ * (io_uring: one accept at a time; epoll: accept4 until EAGAIN), so accepted connections
+ * are spread over the loops by the kernel and never migrate. What to do with an accepted
+ * socket, and how to back off when accepting fails, is decided here.
+ *
+ * Descriptors: the process must never reach its RLIMIT_NOFILE (libdispatch aborts the
+ * process when an open() fails). At start the soft limit is raised to the hard one, and a
+ * reserve is kept free: descriptors are handed out lowest first, so an accepted socket
+ * numbered at or past (limit - reserve) means the reserve is being eaten. After each accept
+ * the server looks at the lowest free number (F_DUPFD); when it is in the reserve,
+ * accepting pauses, clients wait in the listen backlog, and the janitor resumes once a
+ * descriptor below the reserve is free again. A socket that still lands in the reserve
+ * (another thread took the last one meanwhile) is closed at once. Every frame is
  * decoded on its loop thread and delivered to the user's callback; `rpc.ping` is
  * answered right there. crpc_server_reply may come from any thread: on the owning loop
  * it encodes straight into the connection's output, elsewhere it builds the frame on the
@@ -17,6 +26,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +46,8 @@ struct crpc_server {
     crpc_loop **loops;
     atomic_bool draining;   /* graceful shutdown: new requests get status 14 */
     atomic_long inflight;   /* requests delivered and not yet answered */
+    crpc_server_limits limits;
+    int fd_ceiling;         /* descriptors numbered from here on are the reserve; INT_MAX: none */
 };
 
 /* --------------------------------------------------------------- accepting */
@@ -62,6 +78,19 @@ static const crpc_conn_ops server_conn_ops = {
     .flush_early = true,
 };
 
+/* True when a descriptor below the reserve is free now: the lowest free number is what
+ * F_DUPFD hands out. */
+static bool descriptor_free(const crpc_server *srv, int any_fd)
+{
+    if (srv->fd_ceiling == INT_MAX)
+        return true;
+    int probe = fcntl(any_fd, F_DUPFD_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    close(probe);
+    return probe < srv->fd_ceiling;
+}
+
 /* Once a second: closes connections that have held a partial frame for longer than the
  * frame timeout (slowloris), so a trickle of bytes cannot pin a connection for ever. */
 static void janitor(crpc_deadline_source *src, uint64_t now)
@@ -79,7 +108,8 @@ static void janitor(crpc_deadline_source *src, uint64_t now)
         else if (c->input_ended && now - c->input_ended_ns > drain)
             crpc_conn_close(c, -ETIMEDOUT); /* its calls ran out of drain time */
     }
-    if (l->accept_backoff && !l->accept_armed && !l->stopped && !l->accept_stopped) {
+    if (l->accept_backoff && !l->accept_armed && !l->stopped && !l->accept_stopped &&
+        descriptor_free(l->server, l->listen_fd)) {
         l->accept_backoff = false;
         crpc_server_arm_accept(l);
     }
@@ -95,12 +125,20 @@ void crpc_server_arm_accept(crpc_loop *l)
     l->backend->accept_arm(l);
 }
 
-void crpc_server_accepted(crpc_loop *l, int fd)
+bool crpc_server_accepted(crpc_loop *l, int fd)
 {
     crpc_server *srv = l->server;
+    if (fd >= srv->fd_ceiling) {
+        /* The reserve is being eaten: refuse this one and wait for descriptors to free up. */
+        close(fd);
+        crpc_count(&l->counters.rejected_connections, 1);
+        l->accept_backoff = true;
+        return false;
+    }
     if (l->stopped || l->accept_stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
         close(fd); /* stopping, draining, or at the connection limit: refuse this one */
-        return;
+        crpc_count(&l->counters.rejected_connections, 1);
+        return true;
     }
     crpc_net_tune(fd);
     crpc_conn *c = crpc_conn_open(l, fd, &server_conn_ops, srv, srv->cfg.max_frame_size);
@@ -108,6 +146,11 @@ void crpc_server_accepted(crpc_loop *l, int fd)
         c->max_output = srv->cfg.max_output;
     else
         close(fd); /* out of memory or slots: refuse this one, keep serving */
+    if (!descriptor_free(srv, l->listen_fd)) {
+        l->accept_backoff = true; /* the next one would fall in the reserve: wait instead */
+        return false;
+    }
+    return true;
 }
 
 void crpc_server_accept_ended(crpc_loop *l, int err)
@@ -115,7 +158,7 @@ void crpc_server_accept_ended(crpc_loop *l, int err)
     if (err < 0 && err != -ECANCELED)
         l->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
                                      re-arms within a second */
-    else if (!l->stopped && !l->accept_stopped)
+    else if (!l->stopped && !l->accept_stopped && !l->accept_backoff)
         crpc_server_arm_accept(l);
 }
 
@@ -305,6 +348,71 @@ static void destroy_loops(crpc_server *srv)
     free(srv->loops);
 }
 
+/* Descriptors open in the process now and numbered below `below` (one numbered past the
+ * limit, inherited from a parent with a higher one, takes no number we could use). */
+static uint64_t open_descriptors(uint64_t below)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return 0;
+    int own = dirfd(d);
+    uint64_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        long fd = strtol(e->d_name, NULL, 10);
+        n += fd != own && (uint64_t)fd < below;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Raises the soft descriptor limit to the hard one (where allowed) and picks the reserve.
+ * Before the loops start, so their own descriptors come out of the raised limit. */
+static void apply_fd_limits(crpc_server *srv)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        srv->fd_ceiling = INT_MAX;
+        return;
+    }
+    srv->limits.fd_limit_before = rl.rlim_cur;
+    if (!srv->cfg.keep_fd_limit && rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = rl;
+        /* An unlimited hard limit still stops at fs.nr_open (1,048,576 by default). */
+        raised.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1u << 20 : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl = raised;
+    }
+    uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)INT_MAX : (uint64_t)rl.rlim_cur;
+    srv->limits.fd_limit = limit;
+    uint64_t reserve = 0;
+    if (srv->cfg.fd_reserve > 0)
+        reserve = (uint64_t)srv->cfg.fd_reserve;
+    else if (srv->cfg.fd_reserve == 0)
+        reserve = limit / 8 < 32 ? 32 : limit / 8 > 1024 ? 1024 : limit / 8;
+    srv->limits.fd_reserve = (uint32_t)reserve;
+    srv->fd_ceiling = srv->cfg.fd_reserve == CRPC_FD_RESERVE_NONE || limit > INT_MAX
+                          ? INT_MAX : (int)(limit > reserve ? limit - reserve : 0);
+}
+
+/* Lowers max_connections to what is left beside the reserve and what the process holds
+ * once the loops run. */
+static void limit_connections(crpc_server *srv)
+{
+    uint64_t limit = srv->limits.fd_limit, reserve = srv->limits.fd_reserve;
+    uint64_t ceiling = limit > reserve ? limit - reserve : 0;
+    uint64_t used = open_descriptors(ceiling) + 2u * srv->nloops;
+    uint64_t room = ceiling > used ? ceiling - used : 1;
+    if (!limit)
+        room = UINT32_MAX; /* the limit could not be read */
+    srv->limits.max_connections = srv->cfg.max_connections < room ? srv->cfg.max_connections : (uint32_t)room;
+    srv->cfg.max_connections = srv->limits.max_connections;
+}
+
+void crpc_server_get_limits(const crpc_server *srv, crpc_server_limits *out) { *out = srv->limits; }
+
 int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
 {
     if (!cfg || !cfg->on_request)
@@ -336,6 +444,7 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         free(srv);
         return -ENOMEM;
     }
+    apply_fd_limits(srv);
     int err = 0;
     uint16_t port = cfg->port;
     for (unsigned i = 0; i < srv->nloops && !err; i++) {
@@ -354,6 +463,10 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
             l->listen_fd = fd;
     }
     srv->port = port;
+    /* The loops read max_connections once they accept: set it before they start (the
+     * descriptors they will open are counted in: a listener, an eventfd and a ring or
+     * epoll set each, opened already or about to be). */
+    limit_connections(srv);
     for (unsigned i = 0; i < srv->nloops && !err; i++)
         err = crpc_loop_start(srv->loops[i]);
     if (err) {
@@ -414,6 +527,7 @@ void crpc_server_get_stats(const crpc_server *srv, crpc_server_stats *out)
         out->bytes_in += atomic_load_explicit(&k->bytes_in, memory_order_relaxed);
         out->bytes_out += atomic_load_explicit(&k->bytes_out, memory_order_relaxed);
         out->rejected_frames += atomic_load_explicit(&k->rejected, memory_order_relaxed);
+        out->rejected_connections += atomic_load_explicit(&k->rejected_connections, memory_order_relaxed);
     }
 }
 

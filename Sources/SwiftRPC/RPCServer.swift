@@ -32,8 +32,26 @@ public final class RPCServer: Sendable {
         /// `.resourceExhausted` at once (default 4096). Notifications to async handlers are
         /// held to the same limit per connection; beyond it they are dropped.
         public var maxCallsInFlightPerConnection: Int = 4096
-        /// Connections at once; beyond it new connections are closed (default 65,536).
+        /// Notification handlers (async) running at once across all connections; beyond it
+        /// notifications are dropped, as past the per-connection limit (default 16,384). A
+        /// connection's notification handlers are cancelled when it closes, so reconnecting
+        /// does not get round the per-connection limit, and this bounds what many
+        /// connections together can start.
+        public var maxRunningNotifications: Int = 16_384
+        /// Connections at once; beyond it new connections are closed (default 65,536). Lowered
+        /// at start to what the process's descriptor limit allows beside the reserve (see
+        /// ``RPCServer/limits``).
         public var maxConnections: Int = 65_536
+        /// File descriptors the server leaves free for the rest of the process: the Swift
+        /// runtime (libdispatch aborts the process when it cannot open a file) and the
+        /// application. When accepting would eat into them the server stops accepting, and
+        /// clients wait in the listen backlog until descriptors free up. `nil` (default): an
+        /// eighth of the limit, at least 32 and at most 1,024; 0: none (accept until the
+        /// kernel refuses, which a Swift process may not survive).
+        public var descriptorReserve: Int? = nil
+        /// Raise the process's soft descriptor limit to its hard limit at start (default
+        /// true): a server's connections each take one.
+        public var raiseDescriptorLimit: Bool = true
         /// Unsent reply bytes per connection before the server stops reading from it until
         /// they drain: a client that never reads cannot grow the server's memory (default
         /// 8 MiB).
@@ -186,7 +204,8 @@ public final class RPCServer: Sendable {
             let loops = configuration.loops > 0 ? configuration.loops : System.onlineCPUs
             let core = ServerCore(router: ServerPipeline.build(router, configuration: configuration, loops: loops),
                                   loops: loops,
-                                  maxCallsInFlightPerConnection: configuration.maxCallsInFlightPerConnection)
+                                  maxCallsInFlightPerConnection: configuration.maxCallsInFlightPerConnection,
+                                  maxRunningNotifications: configuration.maxRunningNotifications)
             let started: Result<Int, RPCError> = configuration.host.withCString { host in
                 var c = crpc_server_config()
                 c.host = host
@@ -198,6 +217,8 @@ public final class RPCServer: Sendable {
                 c.max_output = UInt32(clamping: max(configuration.maxUnsentBytesPerConnection, 1))
                 c.frame_timeout_ms = UInt32(clamping: max(configuration.frameTimeout.milliseconds, 1))
                 c.eof_drain_ms = UInt32(clamping: max(configuration.drainTimeout.milliseconds, 1))
+                c.fd_reserve = configuration.descriptorReserve.map { $0 > 0 ? Int32(clamping: $0) : CRPC_FD_RESERVE_NONE } ?? 0
+                c.keep_fd_limit = configuration.raiseDescriptorLimit ? 0 : 1
                 c.max_depth = UInt32(clamping: max(configuration.maxDepth, 2))
                 c.max_ext = UInt32(clamping: max(configuration.maxMetadataEntries, 1))
                 if let cpu = configuration.firstCPU {
@@ -212,8 +233,11 @@ public final class RPCServer: Sendable {
                 let poller = ServerMetricsPoller.start(core, factory: factory, options: configuration.metrics)
                 gaugePoller.withLock { $0 = poller }
             }
+            let limits = core.limits
             configuration.logger.info("listening", metadata: [
-                "address": "\(configuration.host):\(port)", "loops": "\(loops)", "backend": "\(core.backend)"])
+                "address": "\(configuration.host):\(port)", "loops": "\(loops)", "backend": "\(core.backend)",
+                "fd-limit": "\(limits.descriptorLimit)", "fd-limit-before": "\(limits.descriptorLimitBefore)",
+                "fd-reserve": "\(limits.descriptorReserve)", "max-connections": "\(limits.maxConnections)"])
             return port
         }
     }
@@ -223,6 +247,14 @@ public final class RPCServer: Sendable {
     public var backend: String? {
         state.withLock { state in
             if case .running(let core, _) = state { return core.backend }
+            return nil
+        }
+    }
+
+    /// What the descriptor limit lets the server do, while running; else `nil`.
+    public var limits: RPCServerLimits? {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.limits }
             return nil
         }
     }
@@ -243,10 +275,27 @@ public final class RPCServer: Sendable {
         }
     }
 
-    /// Async handlers running right now (a snapshot).
+    /// Async handlers running right now for calls (a snapshot).
     public var runningHandlerCount: Int {
         state.withLock { state in
             if case .running(let core, _) = state { return core.running.count }
+            return 0
+        }
+    }
+
+    /// Async handlers running right now for notifications (a snapshot).
+    public var runningNotificationCount: Int {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.running.notificationCount }
+            return 0
+        }
+    }
+
+    /// Call deadlines the server is watching now: one per running async call that has one
+    /// (for tests: a finished call must leave none behind).
+    var watchedDeadlineCount: Int {
+        state.withLock { state in
+            if case .running(let core, _) = state { return core.running.deadlineCount }
             return 0
         }
     }
@@ -303,6 +352,19 @@ public final class RPCServer: Sendable {
     deinit { stop() }
 }
 
+/// The descriptor limit a server runs under and what it allows.
+public struct RPCServerLimits: Sendable, Hashable {
+    /// The process's soft `RLIMIT_NOFILE` once the server started.
+    public var descriptorLimit: Int
+    /// The soft limit before the server raised it (the same when it did not).
+    public var descriptorLimitBefore: Int
+    /// Descriptors the server leaves free for the rest of the process.
+    public var descriptorReserve: Int
+    /// The connection limit in force: the configured one, lowered to what the descriptors
+    /// left at start allow beside the reserve.
+    public var maxConnections: Int
+}
+
 /// A server's traffic, from counters the core keeps per loop without locks.
 public struct RPCServerStatistics: Sendable, Hashable {
     /// Connections open now.
@@ -321,4 +383,7 @@ public struct RPCServerStatistics: Sendable, Hashable {
     /// limit (answered `.invalidArgument`) or past the calls-in-flight limit (answered
     /// `.resourceExhausted`).
     public var rejectedFrames = 0
+    /// Connections accepted and closed at once: past the connection limit, while stopping,
+    /// or when accepting would have eaten into the descriptor reserve.
+    public var rejectedConnections = 0
 }

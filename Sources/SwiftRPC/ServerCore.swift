@@ -16,17 +16,23 @@ final class ServerCore: @unchecked Sendable {
     /// `loopScratch` again, unretained (the array keeps them alive): a request borrows its
     /// loop's with no reference counting.
     private let borrowedScratch: [Unmanaged<LoopScratch>]
-    /// Async handlers still running, so cancel frames and deadlines can reach them.
-    let running = RunningCalls()
-    /// Async handlers running for notifications, held to the per-connection limit.
-    private let notifications: RunningNotifications
+    /// Async handlers still running (calls and notifications), so cancel frames, deadlines
+    /// and closed connections can reach them.
+    let running: RunningHandlers
     private var server: OpaquePointer?
 
-    init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int) {
+    init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int, maxRunningNotifications: Int) {
         self.router = router
-        self.notifications = RunningNotifications(limit: maxCallsInFlightPerConnection)
         self.loopScratch = (0..<max(loops, 1)).map { _ in LoopScratch() }
         self.borrowedScratch = loopScratch.map { Unmanaged.passUnretained($0) }
+        // A passed deadline answers 4; the handler's task has been cancelled by then.
+        self.running = RunningHandlers(
+            notificationsPerConnection: maxCallsInFlightPerConnection,
+            notificationsPerServer: maxRunningNotifications,
+            onDeadline: { expired in
+                ServerCore.send(expired.server, expired.key.conn, expired.key.msgid,
+                                error: RPCError(.deadlineExceeded, "deadline exceeded"))
+            })
     }
 
     /// Starts the C server; `config` has everything but the callback filled in.
@@ -68,7 +74,17 @@ final class ServerCore: @unchecked Sendable {
         return RPCServerStatistics(
             connections: connectionCount, requestsInFlight: inflightCount,
             framesIn: Int(s.frames_in), framesOut: Int(s.frames_out),
-            bytesIn: Int(s.bytes_in), bytesOut: Int(s.bytes_out), rejectedFrames: Int(s.rejected_frames))
+            bytesIn: Int(s.bytes_in), bytesOut: Int(s.bytes_out), rejectedFrames: Int(s.rejected_frames),
+            rejectedConnections: Int(s.rejected_connections))
+    }
+
+    /// The descriptor limits the server started with.
+    var limits: RPCServerLimits {
+        var l = crpc_server_limits()
+        if let server { crpc_server_get_limits(server, &l) }
+        return RPCServerLimits(
+            descriptorLimit: Int(clamping: l.fd_limit), descriptorLimitBefore: Int(clamping: l.fd_limit_before),
+            descriptorReserve: Int(l.fd_reserve), maxConnections: Int(l.max_connections))
     }
 
     deinit {
@@ -82,7 +98,7 @@ final class ServerCore: @unchecked Sendable {
         let conn = request.pointee.conn
         let msg = request.pointee.msg
         if msg.type == UInt8(CRPC_MSG_CANCEL.rawValue) {
-            running.cancel(RunningCalls.Key(conn: conn, msgid: msg.msgid))
+            running.cancel(RunningHandlers.Key(conn: conn, msgid: msg.msgid))
             return
         }
         guard msg.type == UInt8(CRPC_MSG_REQUEST.rawValue) || msg.type == UInt8(CRPC_MSG_NOTIFICATION.rawValue) else {
@@ -131,54 +147,48 @@ final class ServerCore: @unchecked Sendable {
         } ?? router.dispatch(builtin: inlineContext.method, writer: writer)
         switch outcome {
         case .written:
-            if wantsReply { writer.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
+            if wantsReply { writer.withUnsafeBytes { Self.send(server, conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
         case .echo(let range):
             if wantsReply {
-                send(server, conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range]),
+                Self.send(server, conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range]),
                      metadata: responseMetadata.metadata)
             }
         case .failed(let error):
-            if wantsReply { send(server, conn, msgid, error: error, metadata: responseMetadata.metadata) }
+            if wantsReply { Self.send(server, conn, msgid, error: error, metadata: responseMetadata.metadata) }
         case .later(let job):
             let context = RPCContext(method: inlineContext.method, metadata: inlineContext.metadata,
                                      timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
                                      connection: inlineContext.connection)
             guard wantsReply else {
-                // Past the limit the notification is dropped: it is oneway, nobody waits.
-                guard notifications.claim(conn) else { return }
-                Task {
-                    _ = try? await job(context)
-                    self.notifications.release(conn)
+                // Past the connection's or the server's limit the notification is dropped:
+                // it is oneway, nobody waits.
+                _ = running.startNotification(conn: conn) { ticket in
+                    Task {
+                        _ = try? await job(context)
+                        _ = self.running.finish(ticket)
+                    }
                 }
                 return
             }
-            let key = RunningCalls.Key(conn: conn, msgid: msgid)
-            let answer = Answer()
             let target = ReplyTarget(server: server)
-            running.start(key) {
+            // The deadline, if any, is watched by `running`: it answers 4 and cancels the
+            // task when it passes, and is gone the moment the handler answers first.
+            running.startCall(.init(conn: conn, msgid: msgid), timeout: context.timeout, server: server) { ticket in
                 Task {
                     let outcome: Result<[UInt8], RPCError>
                     do { outcome = .success(try await job(context)) } catch {
                         outcome = .failure(Task.isCancelled && !(error is RPCError)
                             ? RPCError(.cancelled, "the call was cancelled") : RPCError(handlerError: error))
                     }
-                    self.running.finished(key)
-                    if answer.claim() { self.send(target.server, conn, msgid, outcome, metadata: context.responseMetadata.metadata) }
-                }
-            }
-            if let timeout = context.timeout {
-                // The caller's deadline: answer 4 when it passes, and cancel the handler.
-                Task {
-                    try? await Task.sleep(for: timeout)
-                    guard answer.claim() else { return }
-                    self.running.cancel(key)
-                    self.send(target.server, conn, msgid, error: RPCError(.deadlineExceeded, "deadline exceeded after \(timeout)"))
+                    if self.running.finish(ticket) {
+                        Self.send(target.server, conn, msgid, outcome, metadata: context.responseMetadata.metadata)
+                    }
                 }
             }
         }
     }
 
-    private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>,
+    private static func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>,
                       metadata: RPCMetadata) {
         switch outcome {
         case .success(let bytes): bytes.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: metadata) }
@@ -191,7 +201,7 @@ final class ServerCore: @unchecked Sendable {
     /// The longest error message sent; longer ones are cut (see `utf8Prefix`).
     static let maxErrorMessageBytes = 64 * 1024
 
-    private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
+    private static func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
                       metadata: RPCMetadata = RPCMetadata()) {
         var reply = crpc_reply()
         reply.result = result.baseAddress?.assumingMemoryBound(to: UInt8.self)
@@ -209,7 +219,7 @@ final class ServerCore: @unchecked Sendable {
         // -ENOTCONN / -ESHUTDOWN: the caller has gone; nobody is left to tell.
     }
 
-    private func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
+    private static func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
                       metadata: RPCMetadata = RPCMetadata()) {
         // A message is cut to 64 KiB on a character boundary: the peer's decoder gets valid UTF-8.
         var utf8 = String(error.message.utf8Prefix(maxBytes: Self.maxErrorMessageBytes))
@@ -231,7 +241,7 @@ final class ServerCore: @unchecked Sendable {
 private let connectionClosedTrampoline: crpc_conn_closed_fn = { user, conn in
     guard let user else { return }
     let core = Unmanaged<ServerCore>.fromOpaque(user).takeUnretainedValue()
-    if core.running.count > 0 { core.running.cancelAll(conn: conn) }
+    core.running.cancelAll(conn: conn)
     // Interceptors that keep per-connection state (the rate limiter) forget it here.
     for observer in core.router.connectionObservers { observer.connectionClosed(RPCConnectionID(rawValue: conn)) }
 }

@@ -90,7 +90,14 @@ struct ServeCommand: AsyncParsableCommand {
                 service: register, instance: RPCServiceInstance(host: address, port: bound), etcd: client, ttl: ttl)
         }
         // Unbuffered, so a parent reading the pipe sees it at once.
-        FileHandle.standardOutput.write(Data("listening on \(host):\(bound)\nI/O backend: \(server.backend ?? "none")\n".utf8))
+        var lines = "listening on \(host):\(bound)\nI/O backend: \(server.backend ?? "none")\n"
+        if let limits = server.limits {
+            let raised = limits.descriptorLimitBefore != limits.descriptorLimit
+                ? " (raised from \(limits.descriptorLimitBefore))" : ""
+            lines += "descriptors: limit \(limits.descriptorLimit)\(raised), reserve \(limits.descriptorReserve), "
+                + "max connections \(limits.maxConnections)\n"
+        }
+        FileHandle.standardOutput.write(Data(lines.utf8))
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread { signals.wait(); done.resume() }
         }

@@ -1,5 +1,24 @@
+import Glibc
 import SwiftRPC
 import XCTest
+
+/// Bytes the process holds on the heap: the sanitizer allocator's own count of what is
+/// allocated and not freed when the tests run under ASan or TSan; else the resident set
+/// after `malloc_trim` has handed glibc's free memory back (Glibc's module map has neither
+/// `mallinfo2` nor `malloc_trim`, hence the look-ups).
+func heapInUse() -> Int {
+    typealias Counter = @convention(c) () -> Int
+    typealias Trim = @convention(c) (Int) -> Int32
+    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__sanitizer_get_current_allocated_bytes") {
+        return unsafeBitCast(symbol, to: Counter.self)()
+    }
+    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+        _ = unsafeBitCast(symbol, to: Trim.self)(0)
+    }
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8),
+          let pages = statm.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
 
 /// Skips the calling test, saying why, when no event loop can start here. Where io_uring is
 /// refused the core falls back to epoll, so that happens only when `SWIFTRPC_BACKEND=uring`

@@ -1,13 +1,18 @@
 /*
- * test_backoff.c — a server out of file descriptors. Its process may open only two more
+ * test_backoff.c — a server short of file descriptors. Its process may open only two more
  * sockets than it needs to run; six clients connect and each sends rpc.ping. Two are
- * answered at once; accepting the third fails with EMFILE, and the server must neither
- * spin on the failure (its CPU time is measured) nor stop for good: each time two clients
- * hang up, the next two are accepted (the janitor re-arms accepting within a second) and
- * answered. Runs on each backend (epoll's accept4 loop, io_uring's multishot accept).
+ * answered at once; the third waits, and the server must neither spin (its CPU time is
+ * measured) nor stop for good: each time two clients hang up, the next two are accepted
+ * (the janitor re-arms accepting within a second) and answered. Twice:
+ *   - with no reserve: accepting the third fails with EMFILE;
+ *   - with a reserve of 8 descriptors left for the rest of the process: the server stops
+ *     before it, and the process never holds more than its limit minus the reserve.
+ * Both limits are hard ones, so the server cannot raise them. Runs on each backend (epoll's
+ * accept4 loop, io_uring's accept).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -25,7 +30,8 @@
 #include "crpc.h"
 
 #define CLIENTS 6
-#define SPARE 2 /* descriptors the server has for connections */
+#define SPARE 2   /* descriptors the server has for connections */
+#define RESERVE 8 /* the second run's reserve */
 
 static crpc_server *srv;
 
@@ -37,22 +43,31 @@ static void on_request(void *user, const crpc_request *req)
 
 /* The server process: squeezes its descriptor limit so that, once the server holds its
  * own (listener, eventfd, ring or epoll set), exactly SPARE numbers are left. */
-static void serve(int ready_fd)
+static void serve(int ready_fd, int reserve)
 {
     const int own = 3;
     struct rlimit rl;
-    CHECK_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
     int limit = 0, free_fds = 0;
-    while (free_fds < own + SPARE) { /* the lowest numbers are handed out first */
+    while (free_fds < own + SPARE + reserve) { /* the lowest numbers are handed out first */
         if (fcntl(limit, F_GETFD) < 0 && errno == EBADF)
             free_fds++;
         limit++;
     }
-    rl.rlim_cur = (rlim_t)limit;
+    rl.rlim_cur = rl.rlim_max = (rlim_t)limit;
     CHECK_EQ(setrlimit(RLIMIT_NOFILE, &rl), 0);
-    crpc_server_config cfg = {.loops = 1, .on_request = on_request};
+    crpc_server_config cfg = {.loops = 1, .on_request = on_request,
+                              .fd_reserve = reserve ? reserve : CRPC_FD_RESERVE_NONE};
     int err = crpc_server_start(&cfg, &srv);
     uint16_t port = err ? 0 : crpc_server_port(srv);
+    if (!err) { /* the limits it reports are the ones it was given */
+        crpc_server_limits lim;
+        crpc_server_get_limits(srv, &lim);
+        if (lim.fd_limit != (uint64_t)limit || lim.fd_reserve != (uint32_t)reserve || lim.max_connections != SPARE) {
+            fprintf(stderr, "limits: fd_limit %llu (want %d), reserve %u, max_connections %u (want %d)\n",
+                    (unsigned long long)lim.fd_limit, limit, lim.fd_reserve, lim.max_connections, SPARE);
+            _exit(1); /* the parent's read of the port fails */
+        }
+    }
     if (write(ready_fd, &port, sizeof(port)) != sizeof(port))
         _exit(1);
     pause();
@@ -108,7 +123,23 @@ static long cpu_ms(pid_t pid)
     return (long)((utime + stime) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
 }
 
-int main(void)
+/* Descriptors the child holds now, numbered below `below` (the test's own process may have
+ * inherited some with higher numbers, which take none the server could use). */
+static int open_fds(pid_t pid, int below)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    CHECK(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.' && atoi(e->d_name) < below;
+    closedir(d);
+    return n;
+}
+
+static void run(int reserve)
 {
     int ready[2];
     CHECK_EQ(pipe(ready), 0);
@@ -118,7 +149,7 @@ int main(void)
     if (child == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed check in the parent ends us too */
         close(ready[0]);
-        serve(ready[1]);
+        serve(ready[1], reserve);
     }
     close(ready[1]);
     uint16_t port = 0;
@@ -127,8 +158,11 @@ int main(void)
         kill(child, SIGKILL);
         waitpid(child, NULL, 0);
         printf("SKIP: the server could not start (SWIFTRPC_BACKEND=uring where io_uring is refused?)\n");
-        return SKIP_EXIT;
+        exit(SKIP_EXIT);
     }
+    struct rlimit rl;
+    CHECK_EQ(prlimit(child, RLIMIT_NOFILE, NULL, &rl), 0);
+    int most = 0;
 
     int fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++)
@@ -137,9 +171,15 @@ int main(void)
     /* Accepted in order of arrival, SPARE at a time. */
     for (int wave = 0; wave < CLIENTS / SPARE; wave++) {
         for (int i = 0; i < SPARE; i++)
-            CHECK(answered(fds[wave * SPARE + i], 3000));
+            if (!answered(fds[wave * SPARE + i], 3000)) {
+                fprintf(stderr, "reserve %d: client %d of wave %d not answered (%d descriptors held)\n",
+                        reserve, i, wave, open_fds(child, (int)rl.rlim_cur));
+                exit(1);
+            }
         if (wave * SPARE + SPARE < CLIENTS)
             CHECK(!answered(fds[wave * SPARE + SPARE], 300)); /* out of descriptors */
+        int held = open_fds(child, (int)rl.rlim_cur);
+        most = held > most ? held : most;
         for (int i = 0; i < SPARE; i++)
             close(fds[wave * SPARE + i]); /* frees descriptors in the server */
     }
@@ -147,10 +187,21 @@ int main(void)
     /* Three waves took at least two janitor rounds (about 2 s); a loop spinning on EMFILE
      * would burn all of it. */
     CHECK(cpu < 500);
-    printf("backoff: out of descriptors, the server accepted %d clients %d at a time, "
-           "using %ld ms of CPU meanwhile\n", CLIENTS, SPARE, cpu);
+    if (reserve)
+        CHECK(most <= (int)rl.rlim_cur - reserve); /* the reserve was never touched */
+    printf("backoff (%s): the server accepted %d clients %d at a time, holding at most %d of "
+           "%d descriptors, using %ld ms of CPU meanwhile\n", reserve ? "reserve of 8" : "EMFILE",
+           CLIENTS, SPARE, most, (int)rl.rlim_cur, cpu);
+    for (int i = 0; i < CLIENTS; i++)
+        close(fds[i]);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
+}
+
+int main(void)
+{
+    run(0);
+    run(RESERVE);
     printf("PASS test_backoff\n");
     return 0;
 }
