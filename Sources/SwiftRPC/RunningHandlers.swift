@@ -86,22 +86,30 @@ final class RunningHandlers: @unchecked Sendable {
     /// - Parameters:
     ///   - notificationsPerConnection: notification handlers one connection may have running.
     ///   - notificationsPerServer: and all connections together.
-    ///   - onDeadline: answers a call whose deadline passed (called once per such call, on
-    ///     the timer's queue, after its task was cancelled).
-    init(notificationsPerConnection: Int, notificationsPerServer: Int,
-         onDeadline: @escaping @Sendable (Expired) -> Void) {
+    init(notificationsPerConnection: Int, notificationsPerServer: Int) {
         self.notificationsPerConnection = max(notificationsPerConnection, 1)
         self.notificationsPerServer = max(notificationsPerServer, 1)
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "SwiftRPC.deadlines"))
-        timer.setEventHandler { [unowned(unsafe) self] in
-            // unowned(unsafe): deinit cancels the timer, and a cancelled source runs no more
-            // handlers; a strong capture would keep self alive through the source for ever.
+    }
+
+    /// Starts watching deadlines: `onDeadline` answers each call whose deadline passed
+    /// (once per such call, on the timer's queue, after its task was cancelled). Once,
+    /// before the first call starts.
+    func watchDeadlines(_ onDeadline: @escaping @Sendable (Expired) -> Void) {
+        timer.setEventHandler { [weak self] in
+            // weak: the source must not keep its owner alive; deinit cancels it.
+            guard let self else { return }
             for expired in self.expire(now: DispatchTime.now().uptimeNanoseconds) { onDeadline(expired) }
         }
         timer.activate()
     }
 
-    deinit { timer.cancel() }
+    // activate: a source released while never activated traps in libdispatch (a no-op when
+    // watchDeadlines already did).
+    deinit {
+        timer.activate()
+        timer.cancel()
+    }
 
     // MARK: Calls
 

@@ -25,14 +25,19 @@ final class ServerCore: @unchecked Sendable {
         self.router = router
         self.loopScratch = (0..<max(loops, 1)).map { _ in LoopScratch() }
         self.borrowedScratch = loopScratch.map { Unmanaged.passUnretained($0) }
-        // A passed deadline answers 4; the handler's task has been cancelled by then.
         self.running = RunningHandlers(
             notificationsPerConnection: maxCallsInFlightPerConnection,
-            notificationsPerServer: maxRunningNotifications,
-            onDeadline: { expired in
-                ServerCore.send(expired.server, expired.key.conn, expired.key.msgid,
-                                error: RPCError(.deadlineExceeded, "deadline exceeded"))
-            })
+            notificationsPerServer: maxRunningNotifications)
+        // A passed deadline answers 4; the handler's task has been cancelled by then. The
+        // core is held while answering: the C server lives as long as it does, and the
+        // cancelled task, which held it too, may end meanwhile.
+        running.watchDeadlines { [weak self] expired in
+            guard let self else { return }
+            withExtendedLifetime(self) {
+                Self.send(expired.server, expired.key.conn, expired.key.msgid,
+                          error: RPCError(.deadlineExceeded, "deadline exceeded"))
+            }
+        }
     }
 
     /// Starts the C server; `config` has everything but the callback filled in.
