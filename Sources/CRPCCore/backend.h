@@ -8,8 +8,8 @@
  * per loop when the loop starts; nothing else looks at which one runs.
  *
  * Every entry runs on the loop's own thread. Backends report back through the shared
- * completion functions in core.h: crpc_conn_received / crpc_conn_sent / crpc_conn_close
- * for connections, crpc_server_accepted / crpc_server_accept_ended for the listener.
+ * completion functions in core.h: crpc_conn_received / crpc_conn_end_input / crpc_conn_sent
+ * / crpc_conn_close for connections, a listener's on_accept / on_end for a listener.
  *
  * Slot lifetime: a backend that gives the kernel a reference to a connection (an armed
  * SQE) or calls back into the shared code for it takes crpc_conn_hold first and drops it
@@ -22,6 +22,7 @@
 
 typedef struct crpc_loop crpc_loop;
 typedef struct crpc_conn crpc_conn;
+typedef struct crpc_listener crpc_listener;
 
 #define CRPC_WAIT_FOREVER UINT64_MAX
 
@@ -34,11 +35,11 @@ typedef struct crpc_backend {
     /* Releases loop->io (every connection is gone by then). */
     void (*teardown)(crpc_loop *loop);
 
-    /* Starts accepting on loop->listen_fd (sets loop->accept_armed). */
-    void (*accept_arm)(crpc_loop *loop);
-    /* Stops accepting for good and shuts the listening socket down; accept_armed is
-     * cleared now or when the kernel confirms. */
-    void (*accept_stop)(crpc_loop *loop);
+    /* Starts accepting on lst->fd (sets lst->armed), or reports the failure with on_end. */
+    void (*accept_arm)(crpc_loop *loop, crpc_listener *lst);
+    /* Stops accepting; lst->armed is cleared now or when the kernel confirms (on_end
+     * follows either way). The owner shuts the socket down when it stops for good. */
+    void (*accept_stop)(crpc_loop *loop, crpc_listener *lst);
 
     /* A connection was just opened: start reading. Returns 0 or a negated errno (the
      * connection then never existed for the backend). */

@@ -85,41 +85,46 @@ static int epoll_init(crpc_loop *l)
 
 /* --------------------------------------------------------------- accept */
 
-static void epoll_accept_arm(crpc_loop *l)
+static void epoll_accept_arm(crpc_loop *l, crpc_listener *lst)
 {
-    int flags = fcntl(l->listen_fd, F_GETFL);
+    int flags = fcntl(lst->fd, F_GETFL);
     int err = flags < 0 ? -errno : 0;
-    if (!err && !(flags & O_NONBLOCK) && fcntl(l->listen_fd, F_SETFL, flags | O_NONBLOCK) < 0)
+    if (!err && !(flags & O_NONBLOCK) && fcntl(lst->fd, F_SETFL, flags | O_NONBLOCK) < 0)
         err = -errno;
     if (!err)
-        err = ctl(l, EPOLL_CTL_ADD, l->listen_fd, EPOLLIN, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0));
+        err = ctl(l, EPOLL_CTL_ADD, lst->fd, EPOLLIN, crpc_ud_encode(CRPC_OP_ACCEPT, lst->index, 0));
     if (err) {
-        crpc_server_accept_ended(l, err); /* backs off; the janitor tries again */
+        lst->on_end(lst, err); /* the owner backs off and tries again */
         return;
     }
-    l->accept_armed = true;
+    lst->armed = true;
 }
 
-static void unwatch_listener(crpc_loop *l)
+static void unwatch_listener(crpc_loop *l, crpc_listener *lst)
 {
-    if (l->accept_armed)
-        ctl(l, EPOLL_CTL_DEL, l->listen_fd, 0, 0);
-    l->accept_armed = false;
+    if (lst->armed)
+        ctl(l, EPOLL_CTL_DEL, lst->fd, 0, 0);
+    lst->armed = false;
 }
 
-static void epoll_accept_stop(crpc_loop *l)
+static void epoll_accept_stop(crpc_loop *l, crpc_listener *lst)
 {
-    unwatch_listener(l);
-    shutdown(l->listen_fd, SHUT_RDWR);
+    bool was_armed = lst->armed;
+    unwatch_listener(l, lst);
+    if (was_armed)
+        lst->on_end(lst, -ECANCELED);
 }
 
-static void on_acceptable(crpc_loop *l)
+static void on_acceptable(crpc_loop *l, crpc_listener *lst)
 {
-    for (int i = 0; i < ACCEPTS_PER_EVENT && l->accept_armed; i++) {
-        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    for (int i = 0; i < ACCEPTS_PER_EVENT && lst->armed; i++) {
+        int fd = accept4(lst->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0) {
-            if (!crpc_server_accepted(l, fd))
-                unwatch_listener(l); /* descriptors are short: the janitor resumes */
+            if (!lst->on_accept(lst, fd)) { /* the owner pauses (descriptors are short) */
+                unwatch_listener(l, lst);
+                lst->on_end(lst, 0);
+                return;
+            }
             continue;
         }
         switch (errno) {
@@ -133,10 +138,10 @@ static void on_acceptable(crpc_loop *l)
         case EPROTO:
         case EPERM:        /* a firewall refused that one */
             continue;
-        default: {         /* -EMFILE and the like: stop, back off, let the janitor retry */
+        default: {         /* -EMFILE and the like: stop; the owner backs off and retries */
             int err = -errno;
-            unwatch_listener(l);
-            crpc_server_accept_ended(l, err);
+            unwatch_listener(l, lst);
+            lst->on_end(lst, err);
             return;
         }
         }
@@ -303,9 +308,12 @@ static void epoll_dispatch(crpc_loop *l)
             (void)n;
             break;
         }
-        case CRPC_OP_ACCEPT:
-            on_acceptable(l);
+        case CRPC_OP_ACCEPT: {
+            crpc_listener *lst = crpc_loop_listener(l, crpc_ud_slot(tag));
+            if (lst && lst->armed)
+                on_acceptable(l, lst);
             break;
+        }
         case CRPC_OP_CONN:
             on_conn_event(l, tag, io->events[i].events, i + 1 < io->nready);
             break;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "userdata.h"
 
@@ -189,28 +190,31 @@ static int uring_init(crpc_loop *l)
  * keeps (seen: 318 descriptors held against a limit of 118); one at a time lets the server
  * look at each descriptor before the next is taken. Connections are long-lived: the SQE
  * per accept does not show. */
-static void uring_accept_arm(crpc_loop *l)
+/* The armed accept holds the loop (it must not exit with the SQE in the kernel's hands). */
+static void uring_accept_arm(crpc_loop *l, crpc_listener *lst)
 {
     struct io_uring_sqe *sqe = get_sqe(l);
-    io_uring_prep_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0));
-    l->accept_armed = true;
+    io_uring_prep_accept(sqe, lst->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, crpc_ud_encode(CRPC_OP_ACCEPT, lst->index, 0));
+    lst->armed = true;
+    crpc_loop_hold(l);
 }
 
-/* accept_armed clears when the cancelled accept's last completion comes in. */
-static void uring_accept_stop(crpc_loop *l)
+/* armed clears when the cancelled accept's completion comes in. */
+static void uring_accept_stop(crpc_loop *l, crpc_listener *lst)
 {
-    cancel(l, crpc_ud_encode(CRPC_OP_ACCEPT, 0, 0));
-    shutdown(l->listen_fd, SHUT_RDWR);
+    if (lst->armed)
+        cancel(l, crpc_ud_encode(CRPC_OP_ACCEPT, lst->index, 0));
 }
 
-/* The accept has ended: the server re-arms it (crpc_server_accept_ended) unless it pauses. */
-static void on_accept(crpc_loop *l, const struct io_uring_cqe *cqe)
+/* The accept has ended: its owner re-arms it (on_end) unless it pauses. */
+static void on_accept(crpc_loop *l, crpc_listener *lst, const struct io_uring_cqe *cqe)
 {
-    l->accept_armed = false;
+    lst->armed = false;
+    crpc_loop_unhold(l);
     if (cqe->res >= 0)
-        crpc_server_accepted(l, cqe->res);
-    crpc_server_accept_ended(l, cqe->res < 0 ? cqe->res : 0);
+        lst->on_accept(lst, cqe->res);
+    lst->on_end(lst, cqe->res < 0 ? cqe->res : 0);
 }
 
 /* ---------------------------------------------------------- connections */
@@ -341,9 +345,14 @@ static void dispatch_one(crpc_loop *l, const struct io_uring_cqe *cqe)
     case CRPC_OP_WAKE:
         arm_wake(l);
         return;
-    case CRPC_OP_ACCEPT:
-        on_accept(l, cqe);
+    case CRPC_OP_ACCEPT: {
+        crpc_listener *lst = crpc_loop_listener(l, crpc_ud_slot(ud));
+        if (lst)
+            on_accept(l, lst, cqe);
+        else if (cqe->res >= 0)
+            close(cqe->res); /* cannot happen: listeners outlive their loop */
         return;
+    }
     case CRPC_OP_RECV:
     case CRPC_OP_SEND: {
         uint32_t slot = crpc_ud_slot(ud);

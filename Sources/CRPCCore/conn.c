@@ -106,6 +106,32 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     return c;
 }
 
+void crpc_conn_for_each_open(crpc_loop *l, void (*fn)(crpc_conn *c, void *ctx), void *ctx)
+{
+    for (uint32_t i = 0; i < l->conn_cap; i++)
+        if (l->conns[i] && l->conns[i]->state == CONN_OPEN)
+            fn(l->conns[i], ctx);
+}
+
+bool crpc_conn_any(const crpc_loop *l) { return l->nfree != l->conn_cap; }
+
+void crpc_conn_table_free(crpc_loop *l)
+{
+    for (uint32_t i = 0; i < l->conn_cap; i++) {
+        if (l->conns[i]) {
+            crpc_buf_free(&l->conns[i]->in);
+            crpc_buf_free(&l->conns[i]->out[0]);
+            crpc_buf_free(&l->conns[i]->out[1]);
+            free(l->conns[i]);
+        }
+    }
+    free(l->conns);
+    free(l->free_slots);
+    l->conns = NULL;
+    l->free_slots = NULL;
+    l->conn_cap = l->nfree = 0;
+}
+
 crpc_conn *crpc_conn_lookup(crpc_loop *l, uint32_t slot, uint32_t gen)
 {
     if (slot >= l->conn_cap)

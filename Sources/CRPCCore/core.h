@@ -55,6 +55,47 @@ void crpc_loop_unwatch_deadline(crpc_loop *loop, crpc_deadline_source *src);
 /* CLOCK_MONOTONIC now, in ns. */
 uint64_t crpc_monotonic_ns(void);
 
+/* What the loop's owner plugs in (redis ae's beforesleep, in spirit): the loop knows tasks,
+ * deadlines, wake-ups, its backend and these, and never who its owner is. Set before
+ * crpc_loop_start; both run on the loop thread. */
+typedef struct crpc_loop_hooks {
+    void *ctx;
+    void (*on_start)(crpc_loop *loop, void *ctx); /* before the first iteration */
+    void (*on_stop)(crpc_loop *loop, void *ctx);  /* stop requested: take no new work (before
+                                                     the loop closes its connections) */
+} crpc_loop_hooks;
+
+void crpc_loop_set_hooks(crpc_loop *loop, const crpc_loop_hooks *hooks);
+
+/* Keeps the loop from exiting after a stop while the kernel still holds something of its
+ * owner's (an armed accept), until the matching unhold. Loop thread only. */
+static inline void crpc_loop_hold(crpc_loop *loop);
+static inline void crpc_loop_unhold(crpc_loop *loop);
+
+/* ----------------------------------------------------------- listeners */
+
+/* A listening socket served by one loop. Its owner decides what an accepted socket
+ * becomes; the backend only arms, stops and reports. Loop thread only. */
+typedef struct crpc_listener {
+    int fd;
+    uint32_t index;         /* in its loop's listener table (names it in user_data) */
+    bool armed;             /* the backend is accepting on it */
+    /* A socket was accepted (the owner has it now). Returns false to pause: the backend
+     * stops accepting until the owner arms it again. */
+    bool (*on_accept)(struct crpc_listener *lst, int fd);
+    /* Accepting has stopped (armed is clear): err -ECANCELED or 0 when the owner asked for
+     * it, else the error (-EMFILE...). */
+    void (*on_end)(struct crpc_listener *lst, int err);
+} crpc_listener;
+
+#define CRPC_MAX_LISTENERS 4
+
+/* Adds `lst` to the loop's table (before crpc_loop_start). Returns 0 or -ENOSPC. */
+int crpc_loop_add_listener(crpc_loop *loop, crpc_listener *lst);
+
+/* The listener the backend's user_data names, or NULL. */
+crpc_listener *crpc_loop_listener(crpc_loop *loop, uint32_t index);
+
 /* Something on a loop with no connection to close that must still end its work when the
  * loop stops (a reconnecting client's waiting calls). Loop thread only. */
 typedef struct crpc_stop_hook {
@@ -143,6 +184,15 @@ void crpc_conn_mark_dirty(crpc_conn *c);
 /* The connection in `slot` if it is open and of generation `gen`, else NULL. */
 crpc_conn *crpc_conn_lookup(crpc_loop *loop, uint32_t slot, uint32_t gen);
 
+/* Calls fn for every open connection of the loop (fn may close it). */
+void crpc_conn_for_each_open(crpc_loop *loop, void (*fn)(crpc_conn *c, void *ctx), void *ctx);
+
+/* True while any slot is taken (open, or closing and awaiting its completions). */
+bool crpc_conn_any(const crpc_loop *loop);
+
+/* Frees the slot table and every connection's memory (the loop has exited). */
+void crpc_conn_table_free(crpc_loop *loop);
+
 /* What the backends report (see backend.h). */
 
 /* n bytes arrived for c (the bytes are valid only during the call): frames are handed on,
@@ -222,30 +272,20 @@ struct crpc_loop {
     crpc_deadline_source *deadlines; /* sources with pending deadlines */
     uint64_t deadlines_gen;          /* bumped when that list changes */
     crpc_decoder *dec;
-    /* server side: the listening socket served by this loop */
-    int listen_fd;
-    bool accept_armed;
-    bool accept_stopped;             /* graceful shutdown: no more accepts */
-    bool accept_backoff;             /* accept failed (EMFILE...): re-armed by the janitor */
+    crpc_loop_hooks hooks;           /* set before start */
+    crpc_listener *listeners[CRPC_MAX_LISTENERS]; /* set before start */
+    uint32_t nlisteners;
+    unsigned holds;                  /* crpc_loop_hold: the loop exits only at 0 */
     atomic_int helpers;              /* threads that may still push to this loop (client
                                         reconnects); destroy waits for them */
     struct crpc_stop_hook *stop_hooks; /* told when the loop stops (loop thread only) */
-    crpc_server *server;
     crpc_loop_counters counters;     /* this loop's traffic (crpc_server_get_stats) */
-    crpc_deadline_source janitor;    /* server loops: closes connections stuck mid-frame */
 };
 
-#define CRPC_QUEUE_CLOSED ((crpc_task *)1)
+static inline void crpc_loop_hold(crpc_loop *loop) { loop->holds++; }
+static inline void crpc_loop_unhold(crpc_loop *loop) { loop->holds--; }
 
-/* Server hooks called by the loop thread. */
-void crpc_server_arm_accept(crpc_loop *loop);
-/* The backend accepted fd (the server now owns it). Returns false when accepting must
- * pause (the descriptor fell in the reserve): the backend stops accepting until the
- * janitor re-arms it. */
-bool crpc_server_accepted(crpc_loop *loop, int fd);
-/* Accepting has stopped (accept_armed is clear): err -ECANCELED or 0 when we asked for it,
- * else the error (-EMFILE...), after which the janitor re-arms within a second. */
-void crpc_server_accept_ended(crpc_loop *loop, int err);
+#define CRPC_QUEUE_CLOSED ((crpc_task *)1)
 
 /* The loop the calling thread runs, or NULL. */
 crpc_loop *crpc_loop_current(void);

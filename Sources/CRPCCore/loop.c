@@ -10,6 +10,10 @@
  * One iteration: run queued tasks, end calls past their deadline, flush every dirty
  * connection with one send each, wait for events (not at all if work is queued; no later
  * than the earliest deadline), dispatch every event.
+ *
+ * The loop never names its users: a server or client plugs in through hooks (start, stop),
+ * deadline sources, stop hooks, tasks and listeners, and depends on the loop, not the
+ * other way round (server/client -> loop -> conn -> backend).
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -76,7 +80,6 @@ int crpc_loop_create(const crpc_loop_config *cfg, crpc_loop **out)
     if (!l->cfg.buf_size)
         l->cfg.buf_size = 32 * 1024;
     l->event_fd = -1;
-    l->listen_fd = -1;
     pthread_mutex_init(&l->start_mu, NULL);
     pthread_cond_init(&l->start_cv, NULL);
     *out = l;
@@ -262,19 +265,36 @@ void crpc_loop_remove_stop_hook(crpc_loop *l, crpc_stop_hook *h)
     h->linked = false;
 }
 
-static bool conns_in_use(const crpc_loop *l)
+/* ------------------------------------------------------ hooks, listeners */
+
+void crpc_loop_set_hooks(crpc_loop *l, const crpc_loop_hooks *hooks) { l->hooks = *hooks; }
+
+int crpc_loop_add_listener(crpc_loop *l, crpc_listener *lst)
 {
-    return l->nfree != l->conn_cap;
+    if (l->nlisteners == CRPC_MAX_LISTENERS)
+        return -ENOSPC;
+    lst->index = l->nlisteners;
+    l->listeners[l->nlisteners++] = lst;
+    return 0;
+}
+
+crpc_listener *crpc_loop_listener(crpc_loop *l, uint32_t index)
+{
+    return index < l->nlisteners ? l->listeners[index] : NULL;
+}
+
+static void close_conn(crpc_conn *c, void *ctx)
+{
+    (void)ctx;
+    crpc_conn_close(c, -ESHUTDOWN);
 }
 
 static void begin_stop(crpc_loop *l)
 {
     l->stopped = true;
-    if (l->listen_fd >= 0)
-        l->backend->accept_stop(l);
-    for (uint32_t i = 0; i < l->conn_cap; i++)
-        if (l->conns[i] && l->conns[i]->state == CONN_OPEN)
-            crpc_conn_close(l->conns[i], -ESHUTDOWN);
+    if (l->hooks.on_stop)
+        l->hooks.on_stop(l, l->hooks.ctx);
+    crpc_conn_for_each_open(l, close_conn, NULL);
     while (l->stop_hooks) { /* each hook removes itself */
         crpc_stop_hook *h = l->stop_hooks;
         crpc_loop_remove_stop_hook(l, h);
@@ -285,13 +305,13 @@ static void begin_stop(crpc_loop *l)
 static void run(crpc_loop *l)
 {
     atomic_store_explicit(&l->now_ns, crpc_monotonic_ns(), memory_order_relaxed);
-    if (l->listen_fd >= 0)
-        crpc_server_arm_accept(l);
+    if (l->hooks.on_start)
+        l->hooks.on_start(l, l->hooks.ctx);
     for (;;) {
         run_tasks(l, NULL);
         if (!l->stopped && atomic_load(&l->stop_requested))
             begin_stop(l);
-        if (l->stopped && !conns_in_use(l) && !l->accept_armed)
+        if (l->stopped && !crpc_conn_any(l) && l->holds == 0)
             break;
         /* Calls past their deadline end now, so their cancel frames go out with this flush. */
         uint64_t deadline = l->deadlines ? expire_due(l, crpc_monotonic_ns()) : 0;
@@ -314,10 +334,6 @@ static void run(crpc_loop *l)
         atomic_store(&l->sleeping, 0);
         atomic_store_explicit(&l->now_ns, crpc_monotonic_ns(), memory_order_relaxed);
         l->backend->dispatch(l);
-    }
-    if (l->listen_fd >= 0) {
-        close(l->listen_fd);
-        l->listen_fd = -1;
     }
     /* Close the queue for good; whatever is still in it fails its caller cleanly. */
     run_tasks(l, CRPC_QUEUE_CLOSED);
@@ -400,16 +416,7 @@ void crpc_loop_destroy(crpc_loop *l)
      * before touching the loop again and says when it is done. */
     while (atomic_load(&l->helpers) > 0)
         usleep(1000);
-    for (uint32_t i = 0; i < l->conn_cap; i++) {
-        if (l->conns[i]) {
-            crpc_buf_free(&l->conns[i]->in);
-            crpc_buf_free(&l->conns[i]->out[0]);
-            crpc_buf_free(&l->conns[i]->out[1]);
-            free(l->conns[i]);
-        }
-    }
-    free(l->conns);
-    free(l->free_slots);
+    crpc_conn_table_free(l);
     if (l->event_fd >= 0)
         close(l->event_fd);
     pthread_mutex_destroy(&l->start_mu);

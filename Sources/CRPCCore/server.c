@@ -39,11 +39,24 @@
 #include "net.h"
 #include "userdata.h"
 
+/* What the server keeps per loop: the listener the loop serves (one SO_REUSEPORT socket
+ * each) and the janitor. Loop thread only, but for `listener.fd` before start and after
+ * the loop has exited. */
+typedef struct server_loop {
+    crpc_server *srv;
+    crpc_loop *loop;
+    crpc_listener listener;
+    crpc_deadline_source janitor;  /* closes connections stuck mid-frame or past their drain */
+    bool accept_stopped;           /* graceful shutdown: no more accepts */
+    bool accept_backoff;           /* accepting paused (EMFILE, the reserve): the janitor resumes */
+} server_loop;
+
 struct crpc_server {
     crpc_server_config cfg;
     uint16_t port;
     unsigned nloops;
     crpc_loop **loops;
+    server_loop *shards;    /* nloops of them, loops[i]'s in shards[i] */
     atomic_bool draining;   /* graceful shutdown: new requests get status 14 */
     atomic_long inflight;   /* requests delivered and not yet answered */
     crpc_server_limits limits;
@@ -91,51 +104,70 @@ static bool descriptor_free(const crpc_server *srv, int any_fd)
     return probe < srv->fd_ceiling;
 }
 
+static void arm_accept(server_loop *sl)
+{
+    sl->loop->backend->accept_arm(sl->loop, &sl->listener);
+}
+
 /* Once a second: closes connections that have held a partial frame for longer than the
- * frame timeout (slowloris), so a trickle of bytes cannot pin a connection for ever. */
+ * frame timeout (slowloris), so a trickle of bytes cannot pin a connection for ever, and
+ * those whose client half-closed and whose calls outran the drain time; resumes accepting
+ * after a back-off. */
+static void expire_conn(crpc_conn *c, void *ctx)
+{
+    const server_loop *sl = ctx;
+    uint64_t now = crpc_loop_now_ns(c->loop);
+    uint64_t limit = (uint64_t)sl->srv->cfg.frame_timeout_ms * 1000000u;
+    uint64_t drain = (uint64_t)sl->srv->cfg.eof_drain_ms * 1000000u;
+    /* A paused connection is not the client's doing: the server chose not to read. */
+    if (!c->paused && c->partial_since_ns && now - c->partial_since_ns > limit)
+        crpc_conn_close(c, -ETIMEDOUT);
+    else if (c->input_ended && now - c->input_ended_ns > drain)
+        crpc_conn_close(c, -ETIMEDOUT); /* its calls ran out of drain time */
+}
+
 static void janitor(crpc_deadline_source *src, uint64_t now)
 {
-    crpc_loop *l = (crpc_loop *)((char *)src - offsetof(crpc_loop, janitor));
-    uint64_t limit = (uint64_t)l->server->cfg.frame_timeout_ms * 1000000u;
-    uint64_t drain = (uint64_t)l->server->cfg.eof_drain_ms * 1000000u;
-    for (uint32_t i = 0; i < l->conn_cap; i++) {
-        crpc_conn *c = l->conns[i];
-        if (!c || c->state != CONN_OPEN)
-            continue;
-        /* A paused connection is not the client's doing: the server chose not to read. */
-        if (!c->paused && c->partial_since_ns && now - c->partial_since_ns > limit)
-            crpc_conn_close(c, -ETIMEDOUT);
-        else if (c->input_ended && now - c->input_ended_ns > drain)
-            crpc_conn_close(c, -ETIMEDOUT); /* its calls ran out of drain time */
-    }
-    if (l->accept_backoff && !l->accept_armed && !l->stopped && !l->accept_stopped &&
-        descriptor_free(l->server, l->listen_fd)) {
-        l->accept_backoff = false;
-        crpc_server_arm_accept(l);
+    server_loop *sl = (server_loop *)((char *)src - offsetof(server_loop, janitor));
+    crpc_conn_for_each_open(sl->loop, expire_conn, sl);
+    if (sl->accept_backoff && !sl->listener.armed && !sl->loop->stopped && !sl->accept_stopped &&
+        descriptor_free(sl->srv, sl->listener.fd)) {
+        sl->accept_backoff = false;
+        arm_accept(sl);
     }
     src->next_deadline = now + 1000000000ull;
 }
 
-void crpc_server_arm_accept(crpc_loop *l)
+/* The loop's start hook: the janitor and the listener begin. */
+static void loop_started(crpc_loop *l, void *ctx)
 {
-    if (!l->janitor.expire) {
-        l->janitor.expire = janitor;
-        crpc_loop_watch_deadline(l, &l->janitor, crpc_monotonic_ns() + 1000000000ull);
-    }
-    l->backend->accept_arm(l);
+    server_loop *sl = ctx;
+    sl->janitor.expire = janitor;
+    crpc_loop_watch_deadline(l, &sl->janitor, crpc_monotonic_ns() + 1000000000ull);
+    arm_accept(sl);
 }
 
-bool crpc_server_accepted(crpc_loop *l, int fd)
+/* The loop's stop hook: no more accepts (its connections close next). */
+static void loop_stopping(crpc_loop *l, void *ctx)
 {
-    crpc_server *srv = l->server;
+    server_loop *sl = ctx;
+    l->backend->accept_stop(l, &sl->listener);
+    shutdown(sl->listener.fd, SHUT_RDWR);
+}
+
+static bool on_accept(crpc_listener *lst, int fd)
+{
+    server_loop *sl = (server_loop *)((char *)lst - offsetof(server_loop, listener));
+    crpc_server *srv = sl->srv;
+    crpc_loop *l = sl->loop;
     if (fd >= srv->fd_ceiling) {
         /* The reserve is being eaten: refuse this one and wait for descriptors to free up. */
         close(fd);
         crpc_count(&l->counters.rejected_connections, 1);
-        l->accept_backoff = true;
+        sl->accept_backoff = true;
         return false;
     }
-    if (l->stopped || l->accept_stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
+    if (l->stopped || sl->accept_stopped || crpc_server_connection_count(srv) >= srv->cfg.max_connections) {
         close(fd); /* stopping, draining, or at the connection limit: refuse this one */
         crpc_count(&l->counters.rejected_connections, 1);
         return true;
@@ -146,20 +178,21 @@ bool crpc_server_accepted(crpc_loop *l, int fd)
         c->max_output = srv->cfg.max_output;
     else
         close(fd); /* out of memory or slots: refuse this one, keep serving */
-    if (!descriptor_free(srv, l->listen_fd)) {
-        l->accept_backoff = true; /* the next one would fall in the reserve: wait instead */
+    if (!descriptor_free(srv, lst->fd)) {
+        sl->accept_backoff = true; /* the next one would fall in the reserve: wait instead */
         return false;
     }
     return true;
 }
 
-void crpc_server_accept_ended(crpc_loop *l, int err)
+static void on_accept_end(crpc_listener *lst, int err)
 {
+    server_loop *sl = (server_loop *)((char *)lst - offsetof(server_loop, listener));
     if (err < 0 && err != -ECANCELED)
-        l->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
-                                     re-arms within a second */
-    else if (!l->stopped && !l->accept_stopped && !l->accept_backoff)
-        crpc_server_arm_accept(l);
+        sl->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
+                                      re-arms within a second */
+    else if (!sl->loop->stopped && !sl->accept_stopped && !sl->accept_backoff)
+        arm_accept(sl);
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -333,9 +366,13 @@ static void stop_loops(crpc_server *srv)
 {
     for (unsigned i = 0; i < srv->nloops; i++) {
         crpc_loop *l = srv->loops[i];
-        if (l && crpc_loop_stop(l) == -EINVAL && l->listen_fd >= 0) {
-            close(l->listen_fd); /* never started: the fd is still ours */
-            l->listen_fd = -1;
+        if (l)
+            crpc_loop_stop(l);
+        /* The loop has exited (or never started): nothing can accept on it any more. */
+        server_loop *sl = &srv->shards[i];
+        if (sl->listener.fd >= 0) {
+            close(sl->listener.fd);
+            sl->listener.fd = -1;
         }
     }
 }
@@ -346,6 +383,7 @@ static void destroy_loops(crpc_server *srv)
     for (unsigned i = 0; i < srv->nloops; i++)
         crpc_loop_destroy(srv->loops[i]);
     free(srv->loops);
+    free(srv->shards);
 }
 
 /* Descriptors open in the process now and numbered below `below` (one numbered past the
@@ -440,10 +478,15 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
     if (srv->nloops > 255)
         srv->nloops = 255; /* the loop index has 8 bits in a connection id */
     srv->loops = calloc(srv->nloops, sizeof(*srv->loops));
-    if (!srv->loops) {
+    srv->shards = calloc(srv->nloops, sizeof(*srv->shards));
+    if (!srv->loops || !srv->shards) {
+        free(srv->loops);
+        free(srv->shards);
         free(srv);
         return -ENOMEM;
     }
+    for (unsigned i = 0; i < srv->nloops; i++)
+        srv->shards[i].listener.fd = -1;
     apply_fd_limits(srv);
     int err = 0;
     uint16_t port = cfg->port;
@@ -455,12 +498,19 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
             break;
         crpc_loop *l = srv->loops[i];
         l->index = (int)i;
-        l->server = srv;
+        server_loop *sl = &srv->shards[i];
+        sl->srv = srv;
+        sl->loop = l;
+        sl->listener.on_accept = on_accept;
+        sl->listener.on_end = on_accept_end;
+        crpc_loop_set_hooks(l, &(crpc_loop_hooks){.ctx = sl, .on_start = loop_started, .on_stop = loop_stopping});
         int fd = crpc_net_listen(srv->cfg.host, port, &port); /* later loops share the port */
         if (fd < 0)
             err = fd;
         else
-            l->listen_fd = fd;
+            sl->listener.fd = fd;
+        if (!err)
+            err = crpc_loop_add_listener(l, &sl->listener);
     }
     srv->port = port;
     /* The loops read max_connections once they accept: set it before they start (the
@@ -488,33 +538,35 @@ unsigned crpc_server_connection_count(const crpc_server *srv)
     return n;
 }
 
-static void run_stop_accepting(crpc_loop *l, crpc_task *t)
+/* Graceful shutdown, first step (on each loop): refuse new connections from now on. */
+static void stop_accepting(void *arg)
 {
-    free(t);
-    l->accept_stopped = true;
-    if (l->listen_fd >= 0 && !l->stopped)
-        l->backend->accept_stop(l); /* refuse new connections from now on */
+    server_loop *sl = arg;
+    sl->accept_stopped = true;
+    if (!sl->loop->stopped) {
+        sl->loop->backend->accept_stop(sl->loop, &sl->listener);
+        shutdown(sl->listener.fd, SHUT_RDWR);
+    }
+}
+
+static void close_once_flushed(crpc_conn *c, void *ctx)
+{
+    (void)ctx;
+    crpc_conn_close_when_flushed(c);
 }
 
 /* Graceful shutdown, last step: every connection closes once its replies are sent. */
-static void run_close_when_flushed(crpc_loop *l, crpc_task *t)
+static void close_when_flushed(void *arg)
 {
-    free(t);
-    for (uint32_t i = 0; i < l->conn_cap; i++)
-        if (l->conns[i] && l->conns[i]->state == CONN_OPEN)
-            crpc_conn_close_when_flushed(l->conns[i]);
+    server_loop *sl = arg;
+    crpc_conn_for_each_open(sl->loop, close_once_flushed, NULL);
 }
 
-static void post_to_loops(crpc_server *srv, void (*run)(crpc_loop *, crpc_task *))
+/* Runs fn on every loop (a loop that has exited runs nothing: its connections are gone). */
+static void post_to_loops(crpc_server *srv, void (*fn)(void *))
 {
-    for (unsigned i = 0; i < srv->nloops; i++) {
-        crpc_task *t = malloc(sizeof(*t));
-        if (!t)
-            continue;
-        t->run = run;
-        if (crpc_loop_push(srv->loops[i], t))
-            free(t);
-    }
+    for (unsigned i = 0; i < srv->nloops; i++)
+        crpc_loop_post(srv->loops[i], fn, &srv->shards[i]);
 }
 
 void crpc_server_get_stats(const crpc_server *srv, crpc_server_stats *out)
@@ -544,14 +596,14 @@ int crpc_server_shutdown(crpc_server *srv, uint32_t drain_ms)
         if (srv->loops[i] == cur)
             return -EDEADLK;
     atomic_store(&srv->draining, true);
-    post_to_loops(srv, run_stop_accepting);
+    post_to_loops(srv, stop_accepting);
     uint64_t deadline = crpc_monotonic_ns() + (uint64_t)drain_ms * 1000000u;
     struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
     int drained = 0;
     while (!(drained = crpc_server_inflight(srv) == 0) && crpc_monotonic_ns() < deadline)
         nanosleep(&pause, NULL);
     /* Every call is answered: let the last replies reach the wire before closing. */
-    post_to_loops(srv, run_close_when_flushed);
+    post_to_loops(srv, close_when_flushed);
     while (crpc_server_connection_count(srv) > 0 && crpc_monotonic_ns() < deadline)
         nanosleep(&pause, NULL);
     stop_loops(srv);

@@ -19,7 +19,7 @@
 
 enum crpc_op {
     CRPC_OP_IGNORE = 0, /* completions nobody waits for (cancel requests) */
-    CRPC_OP_ACCEPT = 1, /* multishot accept on the loop's listening socket */
+    CRPC_OP_ACCEPT = 1, /* an accept on a listener (slot: its index in the loop's table) */
     CRPC_OP_RECV = 2,   /* multishot recv into the provided buffer ring */
     CRPC_OP_SEND = 3,   /* one send of a connection's output buffer */
     CRPC_OP_WAKE = 4,   /* read of the loop's eventfd (epoll: the eventfd is readable) */
