@@ -29,6 +29,21 @@ typedef struct crpc_task {
     void (*run)(crpc_loop *loop, struct crpc_task *task);
 } crpc_task;
 
+/* A task that carries one frame, built on another thread, for the loop to append to a
+ * connection's output: how every reply, call and notification made off the loop thread
+ * reaches it. The owner's task struct starts with this; the frame's bytes follow the
+ * owner's struct in the same allocation. */
+typedef struct crpc_frame_task {
+    crpc_task task;
+    uint32_t len;
+    const uint8_t *frame;
+} crpc_frame_task;
+
+/* Allocates an owner's task of `size` bytes (zeroed, its crpc_frame_task first) with a copy
+ * of `frame` (NULL: none) after it, and `run` set. NULL when out of memory. The owner
+ * frees it with free() once run. */
+void *crpc_frame_task_new(size_t size, void (*run)(crpc_loop *, crpc_task *), const crpc_buf *frame);
+
 /* Pushes a task; wakes the loop only if it sleeps. Returns 0 or -ESHUTDOWN (the loop has
  * exited and will never run it: the caller still owns the task). */
 int crpc_loop_push(crpc_loop *loop, crpc_task *task);

@@ -23,6 +23,9 @@ int crpc_encode_request(crpc_buf *out, uint32_t msgid, const crpc_call *call,
 /* Patches the msgid of the request frame that starts at `frame`. */
 void crpc_patch_request_msgid(uint8_t *frame, uint32_t msgid);
 
+/* The msgid of a request frame made by crpc_encode_request (the one patched in). */
+uint32_t crpc_request_msgid(const uint8_t *frame);
+
 /* Appends a notification frame. Returns 0; -EMSGSIZE; -EINVAL; -ENOMEM. */
 int crpc_encode_notification(crpc_buf *out, const crpc_call *call, uint32_t max_frame_size);
 

@@ -131,6 +131,12 @@ void crpc_patch_request_msgid(uint8_t *frame, uint32_t msgid)
     p[3] = (uint8_t)msgid;
 }
 
+uint32_t crpc_request_msgid(const uint8_t *frame)
+{
+    const uint8_t *id = frame + CRPC_REQUEST_MSGID_OFFSET;
+    return (uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3];
+}
+
 int crpc_encode_notification(crpc_buf *out, const crpc_call *call, uint32_t max_frame_size)
 {
     if (!valid_call(call))

@@ -158,6 +158,22 @@ static void run_tasks(crpc_loop *l, crpc_task *replacement)
     }
 }
 
+void *crpc_frame_task_new(size_t size, void (*run)(crpc_loop *, crpc_task *), const crpc_buf *frame)
+{
+    size_t n = frame ? frame->len : 0;
+    uint8_t *p = malloc(size + n);
+    if (!p)
+        return NULL;
+    memset(p, 0, size);
+    crpc_frame_task *t = (crpc_frame_task *)p;
+    t->task.run = run;
+    t->len = (uint32_t)n;
+    t->frame = p + size;
+    if (n)
+        memcpy(p + size, frame->data, n);
+    return t;
+}
+
 typedef struct post_task {
     crpc_task task;
     void (*fn)(void *);

@@ -272,11 +272,10 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
 
 /* ----------------------------------------------------------------- replies */
 
+/* A reply made off the loop thread, handed over with its frame. */
 typedef struct reply_task {
-    crpc_task task;
+    crpc_frame_task handoff;
     uint32_t slot, gen;
-    uint32_t len;
-    uint8_t frame[];
 } reply_task;
 
 /* A request of `c` has its answer, already in the output: one fewer in flight. A client
@@ -294,7 +293,7 @@ static void run_reply(crpc_loop *l, crpc_task *t)
     reply_task *r = (reply_task *)t;
     crpc_conn *c = crpc_conn_lookup(l, r->slot, r->gen);
     if (c) {
-        if (crpc_buf_append(crpc_conn_out(c), r->frame, r->len) == 0) {
+        if (crpc_buf_append(crpc_conn_out(c), r->handoff.frame, r->handoff.len) == 0) {
             crpc_count(&l->counters.frames_out, 1);
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c);
@@ -344,15 +343,12 @@ static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc
     int err = crpc_encode_response(scratch, msgid, reply, max);
     if (err)
         return err;
-    reply_task *r = malloc(sizeof(*r) + scratch->len);
+    reply_task *r = crpc_frame_task_new(sizeof(*r), run_reply, scratch);
     if (!r)
         return -ENOMEM;
-    r->task.run = run_reply;
     r->slot = slot;
     r->gen = gen;
-    r->len = (uint32_t)scratch->len;
-    memcpy(r->frame, scratch->data, scratch->len);
-    err = crpc_loop_push(l, &r->task);
+    err = crpc_loop_push(l, &r->handoff.task);
     if (err)
         free(r);
     return err;
