@@ -279,6 +279,15 @@ typedef void (*crpc_request_fn)(void *user, const crpc_request *req);
  */
 typedef void (*crpc_conn_closed_fn)(void *user, crpc_conn_id conn);
 
+/**
+ * crpc_conn_closed_fn with why the connection ended: 0 when it was an orderly end (the
+ * client ended its input, by a half-close, a close or a frame that cannot be parsed, and
+ * every request it had sent was answered), so work it started that needs no reply (its
+ * notifications) may finish; else a negated errno (-ECONNRESET, -ETIMEDOUT: its drain time
+ * ran out, -ESHUTDOWN: the server is stopping...) and that work should stop.
+ */
+typedef void (*crpc_conn_ended_fn)(void *user, crpc_conn_id conn, int reason);
+
 /** Server settings; zero-initialise and set what you need. */
 typedef struct crpc_server_config {
     const char *host;        /* NULL = "127.0.0.1" */
@@ -317,6 +326,7 @@ typedef struct crpc_server_config {
                                 CRPC_FD_RESERVE_NONE = none (accept until EMFILE) */
     int keep_fd_limit;       /* 1: leave RLIMIT_NOFILE alone; 0 (default): raise the soft
                                 limit to the hard limit at start, where allowed */
+    crpc_conn_ended_fn on_conn_ended; /* optional; when set, called instead of on_conn_closed */
 } crpc_server_config;
 
 #define CRPC_FD_RESERVE_NONE (-1)

@@ -289,7 +289,7 @@ static void on_recv(crpc_loop *l, crpc_conn *c, const struct io_uring_cqe *cqe)
          * they are recycled by now) or a kernel-side stop, an open connection re-arms. */
         c->recv_armed = false;
         c->recv_cancelling = false;
-        bool rearm = c->state == CONN_OPEN && !c->paused && !c->input_ended;
+        bool rearm = c->state == CONN_OPEN && !c->paused && !c->peer_done;
         crpc_conn_unhold(c);
         if (rearm)
             arm_recv(c);

@@ -94,7 +94,7 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->recv_cancelling = false;
     c->io_events = 0;
     c->close_when_flushed = false;
-    c->input_ended = false;
+    c->input_ended = c->peer_done = c->lingering = c->reset_on_close = false;
     c->input_ended_ns = 0;
     if (l->backend->conn_open(c)) {
         c->state = CONN_FREE;
@@ -177,10 +177,10 @@ void crpc_conn_close(crpc_conn *c, int err)
         else if (n > 0)
             crpc_buf_consume(pending, (size_t)n); /* a frame is cut: the reset below */
     }
-    if (crpc_conn_unsent(c)) {
-        /* Output would be cut short: linger 0 makes the close a reset, and only the read
-         * side is shut (a FIN now would follow the half-sent frame like an orderly end).
-         * The backend cancels what it has armed. */
+    if (crpc_conn_unsent(c) || c->reset_on_close) {
+        /* Output (or work) would be cut short: linger 0 makes the close a reset, and only
+         * the read side is shut (a FIN now would follow the half-sent frame like an
+         * orderly end). The backend cancels what it has armed. */
         struct linger reset = {.l_onoff = 1, .l_linger = 0};
         setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
         shutdown(c->fd, SHUT_RD);
@@ -194,30 +194,56 @@ void crpc_conn_close(crpc_conn *c, int err)
         release(c);
 }
 
+/* Everything is sent: close, or linger for a peer that may still be sending. */
+static void finish(crpc_conn *c)
+{
+    if (!c->input_ended || c->peer_done) {
+        crpc_conn_close(c, -ESHUTDOWN);
+    } else if (!c->lingering) {
+        c->lingering = true;
+        shutdown(c->fd, SHUT_WR);
+    }
+}
+
 void crpc_conn_close_when_flushed(crpc_conn *c)
 {
     if (c->state != CONN_OPEN)
         return;
     if (crpc_conn_unsent(c) == 0 && !c->send_inflight)
-        crpc_conn_close(c, -ESHUTDOWN);
+        finish(c);
     else
         c->close_when_flushed = true;
 }
 
 void crpc_conn_end_input(crpc_conn *c, int err)
 {
-    if (c->state != CONN_OPEN || c->input_ended)
+    if (c->state != CONN_OPEN)
         return;
+    if (c->input_ended) {
+        if (err == 0 && !c->peer_done) { /* the EOF after a fatal frame */
+            c->peer_done = true;
+            if (c->recv_armed)
+                c->loop->backend->recv_pause(c);
+            if (c->lingering)
+                crpc_conn_close(c, -ESHUTDOWN); /* all was sent; now nothing is unread */
+        }
+        return;
+    }
     if (!c->ops->on_input_end) {
         crpc_conn_close(c, err);
         return;
     }
     c->input_ended = true;
     c->input_ended_ns = crpc_loop_now_ns(c->loop);
-    crpc_buf_free(&c->in); /* a partial frame can never be completed now */
     c->partial_since_ns = 0;
-    if (c->recv_armed)
-        c->loop->backend->recv_pause(c);
+    if (err == 0) {
+        /* EOF: nothing more can arrive. (A fatal frame's caller is still walking c->in and
+         * frees it itself; after one, reading goes on, discarding, until the EOF.) */
+        c->peer_done = true;
+        crpc_buf_free(&c->in);
+        if (c->recv_armed)
+            c->loop->backend->recv_pause(c);
+    }
     c->ops->on_input_end(c, err);
 }
 
@@ -247,7 +273,7 @@ static long deliver_frames(crpc_conn *c, const uint8_t *p, size_t n)
 void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
 {
     if (c->state != CONN_OPEN || c->input_ended)
-        return; /* bytes a multishot receive had in hand when reading stopped */
+        return; /* after a fatal frame (or what a receive had in hand at EOF): discarded */
     crpc_count(&c->loop->counters.bytes_in, n);
     c->last_rx_ns = crpc_loop_now_ns(c->loop);
     long r;
@@ -262,7 +288,7 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
             crpc_buf_consume(&c->in, (size_t)r);
     } else {
         r = deliver_frames(c, data, n);
-        if (r >= 0 && (size_t)r < n && c->state == CONN_OPEN &&
+        if (r >= 0 && (size_t)r < n && c->state == CONN_OPEN && !c->input_ended &&
             crpc_buf_append(&c->in, data + r, n - (size_t)r))
             r = -ENOMEM;
     }
@@ -275,10 +301,13 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
          * it were good and are answered. */
         crpc_count(&c->loop->counters.rejected, 1);
         crpc_conn_end_input(c, (int)r);
+    }
+    if (c->input_ended) {
+        /* A fatal frame (the owner's, or the framing's): a partial frame can never be
+         * completed now. */
+        crpc_buf_free(&c->in);
         return;
     }
-    if (c->input_ended)
-        return; /* a frame's owner ended the input (a fatal envelope) */
     /* Slowloris: remember since when the frame now pending has been half-sent. A frame
      * completed in this read means the one left over is a new one. */
     if (c->in.len == 0)
@@ -308,7 +337,7 @@ void crpc_conn_check_output(crpc_conn *c)
         c->paused = false;
         if (c->partial_since_ns) /* the frame timeout counts again from now */
             c->partial_since_ns = crpc_loop_now_ns(c->loop);
-        if (!c->input_ended)
+        if (!c->peer_done) /* after a fatal frame it reads on, discarding */
             c->loop->backend->recv_resume(c);
     }
 }
@@ -332,7 +361,7 @@ void crpc_conn_sent(crpc_conn *c, int err)
     if (c->paused)
         crpc_conn_check_output(c); /* drained enough to read again? */
     if (c->close_when_flushed && crpc_conn_unsent(c) == 0)
-        crpc_conn_close(c, -ESHUTDOWN);
+        finish(c);
 }
 
 void crpc_conn_mark_dirty(crpc_conn *c)

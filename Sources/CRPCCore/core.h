@@ -161,8 +161,12 @@ struct crpc_conn {
     bool recv_cancelling;   /* io_uring: we cancelled the armed receive to pause reading */
     uint32_t io_events;     /* epoll: the events registered for fd (0: not registered) */
     bool close_when_flushed; /* graceful shutdown: close once every reply has been sent */
-    bool input_ended;       /* EOF or a fatal frame: nothing more is read (on_input_end) */
-    uint64_t input_ended_ns; /* loop clock when it did */
+    bool input_ended;       /* EOF or a fatal frame: nothing more is parsed (on_input_end) */
+    bool peer_done;         /* EOF seen: nothing more will arrive, reading has stopped */
+    bool lingering;         /* after a fatal frame, all sent: our side is shut for writing
+                               and what still arrives is discarded until the peer's EOF */
+    bool reset_on_close;    /* a close now cuts work short: reset, not an orderly end */
+    uint64_t input_ended_ns; /* loop clock when the input ended */
     uint32_t max_frame_size;
     crpc_buf in;            /* a partial frame carried over between receives */
     crpc_buf out[2];        /* out[out_cur] collects; the other one is being sent */
@@ -187,7 +191,10 @@ void crpc_conn_close(crpc_conn *c, int err);
  * owners for a frame whose envelope cannot be trusted. */
 void crpc_conn_end_input(crpc_conn *c, int err);
 
-/* Closes once everything written for the connection has been sent (now, if nothing is). */
+/* Closes once everything written for the connection has been sent (now, if nothing is).
+ * After a fatal frame, whose peer may still be sending, the close lingers: the write side
+ * is shut and incoming bytes are discarded until the peer's EOF (closing with unread input
+ * would make the kernel reset the connection and drop the replies queued before it). */
 void crpc_conn_close_when_flushed(crpc_conn *c);
 
 /* The buffer to encode output into; call crpc_conn_mark_dirty after writing. */

@@ -68,10 +68,14 @@ struct crpc_server {
 static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len);
 static void server_on_close(crpc_conn *c, int err)
 {
-    (void)err;
     crpc_server *srv = c->owner;
-    if (srv->cfg.on_conn_closed)
+    if (srv->cfg.on_conn_ended) {
+        /* Closed once everything its client sent was answered: an orderly end. */
+        int reason = c->input_ended && err == -ESHUTDOWN ? 0 : err ? err : -ECONNRESET;
+        srv->cfg.on_conn_ended(srv->cfg.user, crpc_conn_id_make(c), reason);
+    } else if (srv->cfg.on_conn_closed) {
         srv->cfg.on_conn_closed(srv->cfg.user, crpc_conn_id_make(c));
+    }
 }
 
 /* The client has half-closed, or sent a frame that cannot be parsed after good ones: what it
@@ -122,8 +126,12 @@ static void expire_conn(crpc_conn *c, void *ctx)
     /* A paused connection is not the client's doing: the server chose not to read. */
     if (!c->paused && c->partial_since_ns && now - c->partial_since_ns > limit)
         crpc_conn_close(c, -ETIMEDOUT);
-    else if (c->input_ended && now - c->input_ended_ns > drain)
-        crpc_conn_close(c, -ETIMEDOUT); /* its calls ran out of drain time */
+    else if (c->input_ended && now - c->input_ended_ns > drain) {
+        /* Its calls ran out of drain time (or its peer never ended a lingering close):
+         * unanswered calls make it a reset, so nobody mistakes it for an orderly end. */
+        c->reset_on_close = c->inflight > 0;
+        crpc_conn_close(c, -ETIMEDOUT);
+    }
 }
 
 static void janitor(crpc_deadline_source *src, uint64_t now)
@@ -185,12 +193,21 @@ static bool on_accept(crpc_listener *lst, int fd)
     return true;
 }
 
+/* Errors after which accepting again at once would fail again at once: the process or the
+ * system is out of something, or the listener itself is unusable (-EINVAL). Any other (a
+ * connection aborted before it was taken, a firewall refusing one) concerns that
+ * connection only, and accepting goes on. */
+static bool must_back_off(int err)
+{
+    return err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM || err == -EINVAL;
+}
+
 static void on_accept_end(crpc_listener *lst, int err)
 {
     server_loop *sl = (server_loop *)((char *)lst - offsetof(server_loop, listener));
-    if (err < 0 && err != -ECANCELED)
-        sl->accept_backoff = true; /* e.g. -EMFILE: re-arming now would spin; the janitor
-                                      re-arms within a second */
+    if (must_back_off(err))
+        sl->accept_backoff = true; /* re-arming now would spin; the janitor re-arms within a
+                                      second */
     else if (!sl->loop->stopped && !sl->accept_stopped && !sl->accept_backoff)
         arm_accept(sl);
 }
@@ -414,9 +431,19 @@ static void apply_fd_limits(crpc_server *srv)
     srv->limits.fd_limit_before = rl.rlim_cur;
     if (!srv->cfg.keep_fd_limit && rl.rlim_cur < rl.rlim_max) {
         struct rlimit raised = rl;
-        /* An unlimited hard limit still stops at fs.nr_open (1,048,576 by default). */
-        raised.rlim_cur = rl.rlim_max == RLIM_INFINITY ? 1u << 20 : rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+        raised.rlim_cur = rl.rlim_max;
+        if (rl.rlim_max == RLIM_INFINITY) {
+            /* An unlimited hard limit still stops at fs.nr_open. */
+            unsigned long nr_open = 1u << 20;
+            FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+            if (f) {
+                if (fscanf(f, "%lu", &nr_open) != 1)
+                    nr_open = 1u << 20;
+                fclose(f);
+            }
+            raised.rlim_cur = nr_open > rl.rlim_cur ? nr_open : rl.rlim_cur;
+        }
+        if (raised.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) == 0)
             rl = raised;
     }
     uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)INT_MAX : (uint64_t)rl.rlim_cur;
@@ -426,6 +453,8 @@ static void apply_fd_limits(crpc_server *srv)
         reserve = (uint64_t)srv->cfg.fd_reserve;
     else if (srv->cfg.fd_reserve == 0)
         reserve = limit / 8 < 32 ? 32 : limit / 8 > 1024 ? 1024 : limit / 8;
+    if (reserve > limit / 2)
+        reserve = limit / 2; /* a reserve that leaves nothing would never accept */
     srv->limits.fd_reserve = (uint32_t)reserve;
     srv->fd_ceiling = srv->cfg.fd_reserve == CRPC_FD_RESERVE_NONE || limit > INT_MAX
                           ? INT_MAX : (int)(limit > reserve ? limit - reserve : 0);

@@ -205,7 +205,8 @@ public final class RPCServer: Sendable {
             let core = ServerCore(router: ServerPipeline.build(router, configuration: configuration, loops: loops),
                                   loops: loops,
                                   maxCallsInFlightPerConnection: configuration.maxCallsInFlightPerConnection,
-                                  maxRunningNotifications: configuration.maxRunningNotifications)
+                                  maxRunningNotifications: configuration.maxRunningNotifications,
+                                  drainTime: configuration.drainTimeout)
             let started: Result<Int, RPCError> = configuration.host.withCString { host in
                 var c = crpc_server_config()
                 c.host = host

@@ -17,8 +17,10 @@ import Dispatch
 ///   answers as usual.
 /// - A passed deadline takes the call out (so its handler's own answer is dropped), cancels
 ///   the task and hands the call to `onDeadline`, which answers 4.
-/// - A closed connection cancels every handler it still has, notifications included
-///   (``cancelAll(conn:)``), at the cost of that connection's handlers only.
+/// - A lost connection cancels every handler it still has, notifications included, at the
+///   cost of that connection's handlers only; after an orderly end (its client ended its
+///   input and every call was answered) its notifications may run on for a grace time
+///   (``connectionEnded(_:grace:)``).
 ///
 /// `@unchecked Sendable`: all state is behind `state`'s lock; `timer` is a dispatch source,
 /// whose `schedule` may be called from any thread (done under the lock, so the armed time
@@ -57,7 +59,12 @@ final class RunningHandlers: @unchecked Sendable {
     fileprivate struct Connection {
         var calls: [UInt32: Int] = [:]
         var notifications: Set<Int> = []
-        var isEmpty: Bool { calls.isEmpty && notifications.isEmpty }
+        /// Calls whose msgid a later request reused while they ran (a peer breaking the
+        /// protocol's uniqueness rule): no cancel frame can name them, but the
+        /// connection's end must still reach them.
+        var displaced: Set<Int> = []
+        var isEmpty: Bool { calls.isEmpty && notifications.isEmpty && displaced.isEmpty }
+        var all: [Int] { Array(calls.values) + Array(notifications) + Array(displaced) }
     }
 
     fileprivate struct State {
@@ -118,10 +125,12 @@ final class RunningHandlers: @unchecked Sendable {
     /// cannot run before it is recorded.
     func startCall(_ key: Key, timeout: Duration?, server: OpaquePointer?,
                    _ make: (Ticket) -> Task<Void, Never>) {
-        let deadline = timeout.map { DispatchTime.now().uptimeNanoseconds &+ UInt64(max($0.microseconds, 1)) &* 1000 } ?? 0
+        let deadline = timeout.map { Self.deadline(after: $0) } ?? 0
         state.withLock { s in
             let ticket = s.allocate(conn: key.conn, msgid: key.msgid, isCall: true)
-            s.connections[key.conn, default: Connection()].calls[key.msgid] = ticket.slot
+            if let earlier = s.connections[key.conn, default: Connection()].calls.updateValue(ticket.slot, forKey: key.msgid) {
+                s.connections[key.conn]!.displaced.insert(earlier)
+            }
             s.calls += 1
             s.slots[ticket.slot].server = server
             s.slots[ticket.slot].task = make(ticket)
@@ -137,7 +146,9 @@ final class RunningHandlers: @unchecked Sendable {
     /// deadline already did.
     func finish(_ ticket: Ticket) -> Bool {
         let (answer, trim) = state.withLock { s -> (Bool, Bool) in
-            guard s.slots[ticket.slot].id == ticket.id else { return (false, false) }
+            // A call whose deadline answered has no slot any more (the table may even have
+            // shrunk since): its handler's own answer is dropped.
+            guard ticket.slot < s.slots.count, s.slots[ticket.slot].id == ticket.id else { return (false, false) }
             let hadDeadline = s.slots[ticket.slot].heapIndex >= 0
             s.release(ticket.slot)
             if hadDeadline { rearm(&s) }
@@ -172,12 +183,27 @@ final class RunningHandlers: @unchecked Sendable {
 
     // MARK: Connections
 
-    /// Cancels every handler `conn` still has (it has closed: their replies have nowhere to
-    /// go). Each ends as usual and gives its place back.
-    func cancelAll(conn: UInt64) {
+    /// `conn` has closed: its calls' replies have nowhere to go, so their handlers are
+    /// cancelled now. Its notification handlers are too, unless `grace` is given (an
+    /// orderly end): then they may run that much longer. Each ends as usual and gives its
+    /// place back.
+    func connectionEnded(_ conn: UInt64, grace: Duration? = nil) {
+        let graceDeadline = grace.map { Self.deadline(after: $0) } ?? 0
         let tasks: [Task<Void, Never>] = state.withLock { s in
             guard let connection = s.connections[conn] else { return [] }
-            return (Array(connection.calls.values) + connection.notifications).compactMap { s.slots[$0].task }
+            var cancel: [Task<Void, Never>] = []
+            for index in connection.all {
+                if graceDeadline != 0 && !s.slots[index].isCall {
+                    if s.slots[index].heapIndex < 0 {
+                        s.slots[index].deadline = graceDeadline
+                        s.heapPush(index)
+                    }
+                } else if let task = s.slots[index].task {
+                    cancel.append(task)
+                }
+            }
+            rearm(&s)
+            return cancel
         }
         for task in tasks { task.cancel() }
     }
@@ -198,23 +224,33 @@ final class RunningHandlers: @unchecked Sendable {
     /// Takes out every call due by `now`, cancels their tasks, and sets the timer for the
     /// next deadline.
     private func expire(now: UInt64) -> [Expired] {
-        let (expired, tasks) = state.withLock { s -> ([Expired], [Task<Void, Never>]) in
+        let (expired, tasks, trim) = state.withLock { s -> ([Expired], [Task<Void, Never>], Bool) in
             var expired: [Expired] = []
             var tasks: [Task<Void, Never>] = []
             while let top = s.heap.first, s.slots[top].deadline <= now {
                 let slot = s.slots[top]
-                expired.append(Expired(key: Key(conn: slot.conn, msgid: slot.msgid), server: slot.server))
+                // A call is answered 4; a notification (past its grace) just stops.
+                if slot.isCall { expired.append(Expired(key: Key(conn: slot.conn, msgid: slot.msgid), server: slot.server)) }
                 if let task = slot.task { tasks.append(task) }
                 s.release(top)
             }
             s.armedFor = 0
             rearm(&s)
-            return (expired, tasks)
+            return (expired, tasks, s.burstEnded())
         }
         for task in tasks { task.cancel() }
+        if trim { FreeMemory.releaseSoon() }
         return expired
     }
 
+
+    /// The uptime `timeout` from now, saturating: a deadline past what dispatch can time
+    /// (about 146 years) is no deadline. 0 is never returned for a real deadline.
+    static func deadline(after timeout: Duration) -> UInt64 {
+        let (ns, overflow) = UInt64(max(timeout.microseconds, 1)).multipliedReportingOverflow(by: 1000)
+        let (at, late) = DispatchTime.now().uptimeNanoseconds.addingReportingOverflow(ns)
+        return overflow || late || at >= 1 << 62 ? 0 : at
+    }
 
     /// Sets the timer for the heap's earliest deadline, if it is not set for it already.
     /// Called with the lock held.
@@ -251,6 +287,12 @@ extension RunningHandlers.State {
         let running = calls + notifications
         guard peak >= RunningHandlers.burstSize, running <= peak / 8 else { return false }
         peak = running
+        if running == 0 { // what the burst grew goes too
+            slots = []
+            freeSlots = []
+            heap = []
+            connections = [:]
+        }
         return true
     }
 
@@ -259,7 +301,11 @@ extension RunningHandlers.State {
         let slot = slots[index]
         if slot.heapIndex >= 0 { heapRemove(at: slot.heapIndex) }
         if slot.isCall {
-            connections[slot.conn]?.calls[slot.msgid] = nil
+            if connections[slot.conn]?.calls[slot.msgid] == index {
+                connections[slot.conn]?.calls[slot.msgid] = nil
+            } else {
+                connections[slot.conn]?.displaced.remove(index)
+            }
             calls -= 1
         } else {
             connections[slot.conn]?.notifications.remove(index)
@@ -321,7 +367,8 @@ extension RunningHandlers.State {
 
 /// Hands the allocator's free memory back to the kernel (``crpc_release_free_memory``) on a
 /// utility queue, at most once a second for the whole process (the allocator is shared):
-/// requests made meanwhile are served by the one already pending.
+/// requests made meanwhile are served by the one already pending. It waits a little first:
+/// the tasks just cancelled free their memory as they wind down.
 enum FreeMemory {
     private static let queue = DispatchQueue(label: "SwiftRPC.release-memory", qos: .utility)
     private static let schedule = Locked((pending: false, last: UInt64(0)))
@@ -331,7 +378,8 @@ enum FreeMemory {
         let delay = schedule.withLock { s -> UInt64? in
             guard !s.pending else { return nil }
             s.pending = true
-            return s.last &+ 1_000_000_000 > now ? s.last &+ 1_000_000_000 &- now : 0
+            let windDown: UInt64 = 200_000_000
+            return max(s.last &+ 1_000_000_000 > now ? s.last &+ 1_000_000_000 &- now : 0, windDown)
         }
         guard let delay else { return }
         queue.asyncAfter(deadline: .now() + .nanoseconds(Int(delay))) {

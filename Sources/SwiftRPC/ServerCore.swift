@@ -21,8 +21,13 @@ final class ServerCore: @unchecked Sendable {
     let running: RunningHandlers
     private var server: OpaquePointer?
 
-    init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int, maxRunningNotifications: Int) {
+    /// How long a half-closed client's work may still run (the server's drain timeout).
+    let drainTime: Duration
+
+    init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int, maxRunningNotifications: Int,
+         drainTime: Duration) {
         self.router = router
+        self.drainTime = drainTime
         self.loopScratch = (0..<max(loops, 1)).map { _ in LoopScratch() }
         self.borrowedScratch = loopScratch.map { Unmanaged.passUnretained($0) }
         self.running = RunningHandlers(
@@ -44,7 +49,7 @@ final class ServerCore: @unchecked Sendable {
     func start(_ config: crpc_server_config) throws(RPCError) -> Int {
         var config = config
         config.on_request = serverRequestTrampoline
-        config.on_conn_closed = connectionClosedTrampoline
+        config.on_conn_ended = connectionEndedTrampoline
         config.user = Unmanaged.passUnretained(self).toOpaque()
         var handle: OpaquePointer?
         try CoreErrors.check(crpc_server_start(&config, &handle), "cannot start the server")
@@ -242,11 +247,12 @@ final class ServerCore: @unchecked Sendable {
     }
 }
 
-/// A connection closed: its handlers' replies have nowhere to go, so stop them.
-private let connectionClosedTrampoline: crpc_conn_closed_fn = { user, conn in
+/// A connection closed: its handlers' replies have nowhere to go, so stop them; after an
+/// orderly end (reason 0) its notifications may finish, within the drain time.
+private let connectionEndedTrampoline: crpc_conn_ended_fn = { user, conn, reason in
     guard let user else { return }
     let core = Unmanaged<ServerCore>.fromOpaque(user).takeUnretainedValue()
-    core.running.cancelAll(conn: conn)
+    core.running.connectionEnded(conn, grace: reason == 0 ? core.drainTime : nil)
     // Interceptors that keep per-connection state (the rate limiter) forget it here.
     for observer in core.router.connectionObservers { observer.connectionClosed(RPCConnectionID(rawValue: conn)) }
 }

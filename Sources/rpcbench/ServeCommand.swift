@@ -39,6 +39,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Largest frame accepted or sent, in bytes.")
     var maxFrameSize = 4 << 20
 
+    @Option(help: "Seconds a client that half-closed (or closed) may still have its calls and notifications run.")
+    var drainTimeout = 10.0
+
     @Option(help: "Register in etcd as a server of this service (needs --etcd).")
     var register: String?
 
@@ -58,6 +61,7 @@ struct ServeCommand: AsyncParsableCommand {
     var corruptEcho = false
 
     func validate() throws {
+        if drainTimeout <= 0 { throw ValidationError("--drain-timeout must be positive") }
         if (register == nil) != (etcd == nil) { throw ValidationError("--register and --etcd go together") }
         if ttl < 2 { throw ValidationError("--ttl must be at least 2") }
     }
@@ -67,6 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
         var configuration = RPCServer.Configuration(
             host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize)
         configuration.methodStatistics = methodStats
+        configuration.drainTimeout = .milliseconds(Int64(max(drainTimeout, 0.001) * 1000))
         let server = RPCServer(configuration: configuration)
         if corruptEcho {
             try server.register(ArithService())

@@ -80,11 +80,95 @@ final class HandlerLifetimeTests: XCTestCase {
         XCTAssertNil(try raw.readFrame(timeoutMilliseconds: 200))
     }
 
-    /// Notification handlers end with their connection (they used to outlive it, so closing
-    /// and reconnecting got round the per-connection limit).
-    func testNotificationHandlersAreCancelledWhenTheirConnectionCloses() async throws {
+    /// A peer that reuses a msgid still running (the protocol forbids it) cannot leave the
+    /// first handler where neither a cancel nor the connection's end reaches it.
+    func testAReusedMsgidStillEndsWithItsConnection() async throws {
         try requireEventLoop()
         let server = RPCServer(configuration: .init(loops: 1))
+        let cancelled = Locked(0)
+        try server.register(RPCMethod<Int, Int>("Test.Wait")) { ms, _ in
+            do { try await Task.sleep(for: .milliseconds(ms)) } catch { cancelled.withLock { $0 += 1 }; throw error }
+            return ms
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let raw = try RawConnection(port: port)
+        // [0, 7, "Test.Wait", [10000]] then [0, 7, "Test.Wait", [0]]
+        let wait = [0xa9] + Array("Test.Wait".utf8)
+        try raw.send(frame: [0x94, 0x00, 0x07] + wait + [0x91, 0xcd, 0x27, 0x10])
+        let first = await eventually { server.runningHandlerCount == 1 }
+        XCTAssertTrue(first)
+        try raw.send(frame: [0x94, 0x00, 0x07] + wait + [0x91, 0x00])
+        XCTAssertNotNil(try raw.readFrame(timeoutMilliseconds: 5000)) // the second's reply
+        XCTAssertEqual(server.runningHandlerCount, 1)
+        raw.reset()
+        let ended = await eventually { server.runningHandlerCount == 0 }
+        XCTAssertTrue(ended, "the first handler outlived its connection")
+        XCTAssertEqual(cancelled.withLock { $0 }, 1)
+    }
+
+    /// A deadline too far to represent is no deadline (it used to wrap round to "now" and
+    /// answer 4 at once for rpc-timeout-us = 2^64 - 1).
+    func testAHugeDeadlineIsNoDeadline() async throws {
+        try requireEventLoop()
+        let server = RPCServer(configuration: .init(loops: 1))
+        try server.register(RPCMethod<Int, Int>("Test.Wait")) { ms, _ in
+            try await Task.sleep(for: .milliseconds(ms))
+            return ms
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let raw = try RawConnection(port: port)
+        defer { raw.close() }
+        // [0, 1, "Test.Wait", [50], {"rpc-timeout-us": 2^64 - 1}]
+        try raw.send(frame: [0x95, 0x00, 0x01, 0xa9] + Array("Test.Wait".utf8) + [0x91, 0x32, 0x81, 0xae]
+                     + Array("rpc-timeout-us".utf8) + [0xcf] + [UInt8](repeating: 0xff, count: 8))
+        let reply = try XCTUnwrap(raw.readFrame(timeoutMilliseconds: 5000))
+        XCTAssertEqual(reply, [0x94, 0x01, 0x01, 0xc0, 0x32], "[1, 1, nil, 50]")
+        XCTAssertEqual(server.watchedDeadlineCount, 0)
+    }
+
+    /// After an orderly end (the client half-closed once its calls were answered) the
+    /// notifications it sent run to their end, within the drain time; after a reset they
+    /// are cancelled at once.
+    func testNotificationsOfAnOrderlyEndFinishAndOfAResetStop() async throws {
+        try requireEventLoop()
+        let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .seconds(5)))
+        let tally = Locked((finished: 0, cancelled: 0))
+        try server.register(RPCMethod<Int, Bool>("Test.Note")) { ms, _ in
+            do { try await Task.sleep(for: .milliseconds(ms)) } catch { tally.withLock { $0.cancelled += 1 }; throw error }
+            tally.withLock { $0.finished += 1 }
+            return true
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let note = [0x93, 0x02, 0xa9] + Array("Test.Note".utf8) + [0x91, 0xcc, 200] // [2, "Test.Note", [200]]
+        let polite = try RawConnection(port: port)
+        for _ in 0..<3 { try polite.send(frame: note) }
+        let running = await eventually { server.runningNotificationCount == 3 }
+        XCTAssertTrue(running)
+        polite.shutdownWrite()
+        let finished = await eventually { tally.withLock { $0.finished } == 3 }
+        XCTAssertTrue(finished, "\(tally.withLock { $0 })")
+        XCTAssertNil(try polite.readFrame(timeoutMilliseconds: 2000)) // then the server closes
+        polite.close()
+
+        let rude = try RawConnection(port: port)
+        for _ in 0..<3 { try rude.send(frame: [0x93, 0x02, 0xa9] + Array("Test.Note".utf8) + [0x91, 0xcd, 0x27, 0x10]) }
+        let rudeRunning = await eventually { server.runningNotificationCount == 3 }
+        XCTAssertTrue(rudeRunning)
+        rude.reset()
+        let stopped = await eventually { tally.withLock { $0.cancelled } == 3 }
+        XCTAssertTrue(stopped, "\(tally.withLock { $0 })")
+        XCTAssertEqual(server.runningNotificationCount, 0)
+    }
+
+    /// Notification handlers end with their connection, within the drain time of its
+    /// orderly end (they used to outlive it for good, so closing and reconnecting got round
+    /// the per-connection limit).
+    func testNotificationHandlersAreCancelledWhenTheirConnectionCloses() async throws {
+        try requireEventLoop()
+        let server = RPCServer(configuration: .init(loops: 1, drainTimeout: .milliseconds(300)))
         let tally = Locked((started: 0, cancelled: 0))
         try server.register(RPCMethod<Int, Bool>("Test.Sleepy")) { _, _ in
             tally.withLock { $0.started += 1 }
@@ -110,7 +194,7 @@ final class HandlerLifetimeTests: XCTestCase {
     /// Many connections together run no more notification handlers than the server allows.
     func testNotificationHandlersAreBoundedPerServer() async throws {
         try requireEventLoop()
-        var configuration = RPCServer.Configuration(loops: 1)
+        var configuration = RPCServer.Configuration(loops: 1, drainTimeout: .milliseconds(300))
         configuration.maxRunningNotifications = 6
         let server = RPCServer(configuration: configuration)
         let started = Locked(0)
@@ -184,4 +268,14 @@ final class RawConnection {
     }
 
     func close() { Glibc.close(fd) }
+
+    /// Ends our sending side (the server sees end of input).
+    func shutdownWrite() { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+    /// Closes with a reset (SO_LINGER 0): the server sees the connection lost.
+    func reset() {
+        var off = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, socklen_t(MemoryLayout<linger>.size))
+        Glibc.close(fd)
+    }
 }

@@ -7,8 +7,12 @@
  *   4. good requests followed, in the same write, by a frame that cannot be trusted
  *      (msgid 2^32, length 0, length 0xFFFFFFFF, not an array): the good ones are
  *      answered, then the connection closes;
- *   5. a request never answered, then SHUT_WR: the connection is closed once eof_drain_ms
- *      has passed.
+ *   4b. good requests, a fatal frame, then 4 MiB more that the peer writes before it reads
+ *      anything: the server reads on (discarding) so the writer is not stuck, the replies
+ *      arrive whole, then an orderly end (closing with unread input would have reset the
+ *      connection and dropped them);
+ *   5. a request never answered, then SHUT_WR: the connection is reset once eof_drain_ms
+ *      has passed (a call cut off must not look like an orderly end).
  * Raw sockets on the client side, so nothing but the server's behaviour is measured.
  */
 #define _GNU_SOURCE
@@ -245,6 +249,26 @@ static void test_fatal_frame_after_good_ones(uint16_t port)
     printf("halfclose: 1 and 50 good requests before each of 4 fatal frames: all answered, then closed\n");
 }
 
+static void test_writes_after_a_fatal_frame(uint16_t port)
+{
+    static uint8_t batch[5 << 20];
+    size_t n = 0;
+    for (uint32_t i = 0; i < 50; i++)
+        n += request_frame(batch + n, "Test.Echo", i, 16);
+    memcpy(batch + n, "\0\0\0\1\x2a", 5); /* not an array */
+    n += 5;
+    memset(batch + n, 0x77, 4 << 20); /* anything: it is never parsed */
+    n += 4 << 20;
+    int fd = raw_connect(port);
+    write_all(fd, batch, n); /* blocks unless the server keeps reading */
+    uint32_t replies;
+    enum ending e = read_replies(fd, 50, &replies);
+    close(fd);
+    CHECK_EQ(replies, 50);
+    CHECK(e == ENDED_EOF);
+    printf("halfclose: 50 requests, a fatal frame, then 4 MiB more: all answered, then EOF\n");
+}
+
 static void test_drain_time_runs_out(uint16_t port)
 {
     int fd = raw_connect(port);
@@ -258,7 +282,7 @@ static void test_drain_time_runs_out(uint16_t port)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     CHECK_EQ(replies, 1);
-    CHECK(e == ENDED_EOF);  /* the held call had no partial reply: nothing was cut */
+    CHECK(e == ENDED_RESET); /* the held call was cut off */
     CHECK(waited >= 0.3 && waited < 5.0);
     close(fd);
     printf("halfclose: a call never answered: closed after the drain time (%.1f s)\n", waited);
@@ -277,6 +301,7 @@ int main(void)
     test_bulk_then_halfclose(port);
     test_cycles(port);
     test_fatal_frame_after_good_ones(port);
+    test_writes_after_a_fatal_frame(port);
     test_drain_time_runs_out(port);
     for (int i = 0; i < 2000 && crpc_server_connection_count(srv); i++)
         usleep(1000);

@@ -196,9 +196,12 @@ def test_finished_calls_with_long_deadlines_hold_no_memory(server):
 
 # -- 3. notifications ------------------------------------------------------------
 
-def test_notification_handlers_end_with_their_connection(server):
+def test_notification_handlers_end_with_their_connection():
     """40 connections x 4,096 sleeping notifications, each connection then closed: the
-    handlers used to live on (+512 MB), and reconnecting got round the per-connection cap."""
+    handlers used to live on (+512 MB), and reconnecting got round the per-connection cap.
+    Now they end with the connection's drain time (1 s here), and the server runs at most
+    16,384 at once."""
+    server = Server(args=("--drain-timeout", "1"))
     with Client(*server.address) as c:
         assert c.call("rpc.ping") is None
     before = server.settle()
@@ -208,6 +211,7 @@ def test_notification_handlers_end_with_their_connection(server):
             c._send([frame([2, "Bench.Sleep", [60000]])] * 4096)
             assert c.call("rpc.ping") is None  # every notification before it was taken
         peak = max(peak, server.rss())
+    time.sleep(1.5)  # the last connection's drain time
     after = server.settle()
     print(f"40 x 4096 notifications, connections closed: RSS {before / MiB:.1f} -> peak "
           f"{peak / MiB:.1f} -> {after / MiB:.1f} MiB")
@@ -216,6 +220,8 @@ def test_notification_handlers_end_with_their_connection(server):
     assert after - before < 32 * MiB, f"+{(after - before) / MiB:.1f} MiB"
     with Client(*server.address) as c:  # still serving
         assert c.call("Bench.Sleep", 0) == 0
+    assert server.alive()
+    server.stop()
 
 
 # -- 4. output of closed connections ---------------------------------------------
