@@ -205,8 +205,19 @@ final class RunningHandlers: @unchecked Sendable {
             rearm(&s)
             return cancel
         }
-        for task in tasks { task.cancel() }
+        // Cancelling runs each task's cancellation handlers right here, on the loop thread
+        // that saw the close: thousands at once stalled that loop's other connections
+        // (measured: a fresh call waited 77-142 ms while 5 connections with 4,000 running
+        // calls each were reset). Many go to a background queue instead.
+        if tasks.count <= Self.cancelInline {
+            for task in tasks { task.cancel() }
+        } else {
+            DispatchQueue.global(qos: .utility).async { for task in tasks { task.cancel() } }
+        }
     }
+
+    /// Up to this many handlers of a closed connection are cancelled on the spot.
+    static let cancelInline = 64
 
     // MARK: Counts
 

@@ -202,6 +202,13 @@ def test_notification_handlers_end_with_their_connection():
     Now they end with the connection's drain time (1 s here), and the server runs at most
     16,384 at once."""
     server = Server(args=("--drain-timeout", "1"))
+    try:
+        _notifications_end_with_their_connection(server)
+    finally:
+        server.stop()
+
+
+def _notifications_end_with_their_connection(server):
     with Client(*server.address) as c:
         assert c.call("rpc.ping") is None
     before = server.settle()
@@ -221,7 +228,6 @@ def test_notification_handlers_end_with_their_connection():
     with Client(*server.address) as c:  # still serving
         assert c.call("Bench.Sleep", 0) == 0
     assert server.alive()
-    server.stop()
 
 
 # -- 4. output of closed connections ---------------------------------------------
