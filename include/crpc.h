@@ -386,6 +386,12 @@ int crpc_server_reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid,
  */
 void crpc_release_free_memory(void);
 
+/**
+ * 1 when the calling thread runs the server's loop `index` (a connection id's top 8 bits
+ * name its loop), else 0: for confinement checks. Thread: any.
+ */
+int crpc_server_on_loop(const crpc_server *srv, unsigned index);
+
 /** Fills `out` with the limits the server started with. Thread: any. */
 void crpc_server_get_limits(const crpc_server *srv, crpc_server_limits *out);
 

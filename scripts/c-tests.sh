@@ -27,7 +27,8 @@ done
 out=.build/ctests
 mkdir -p "$out"
 CC=${CC:-gcc}
-CFLAGS="-std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -Wall -Wextra -Werror"
+# CRPC_DEBUG: the loop-confinement checks of debug builds (core.h) run in every test.
+CFLAGS="-std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -Wall -Wextra -Werror -DCRPC_DEBUG"
 built=() build_fail=0
 for src in "${tests[@]}"; do
   name=$(basename "$src" .c)

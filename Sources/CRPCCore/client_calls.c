@@ -68,6 +68,7 @@ int client_enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *c
                         const crpc_call *call, const uint8_t *frame, uint32_t len,
                         uint64_t deadline)
 {
+    CRPC_ASSERT_ON_LOOP(c->loop);
     /* While reconnecting, the frame waits in the backlog (see reattach). */
     crpc_buf *out = c->conn ? crpc_conn_out(c->conn) : &c->backlog;
     size_t start = out->len;

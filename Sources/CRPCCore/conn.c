@@ -61,6 +61,7 @@ static int grow_slots(crpc_loop *l)
 crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *owner,
                           uint32_t max_frame_size)
 {
+    CRPC_ASSERT_ON_LOOP(l);
     if (l->nfree == 0 && grow_slots(l))
         return NULL;
     uint32_t slot = l->free_slots[l->nfree - 1];
@@ -163,6 +164,7 @@ static void release(crpc_conn *c)
 
 void crpc_conn_close(crpc_conn *c, int err)
 {
+    CRPC_ASSERT_ON_LOOP(c->loop);
     if (c->state != CONN_OPEN)
         return;
     c->state = CONN_CLOSING;
@@ -217,6 +219,7 @@ void crpc_conn_close_when_flushed(crpc_conn *c)
 
 void crpc_conn_end_input(crpc_conn *c, int err)
 {
+    CRPC_ASSERT_ON_LOOP(c->loop);
     if (c->state != CONN_OPEN)
         return;
     if (c->input_ended) {
@@ -272,6 +275,7 @@ static long deliver_frames(crpc_conn *c, const uint8_t *p, size_t n)
 
 void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
 {
+    CRPC_ASSERT_ON_LOOP(c->loop);
     if (c->state != CONN_OPEN || c->input_ended)
         return; /* after a fatal frame (or what a receive had in hand at EOF): discarded */
     crpc_count(&c->loop->counters.bytes_in, n);
@@ -366,6 +370,7 @@ void crpc_conn_sent(crpc_conn *c, int err)
 
 void crpc_conn_mark_dirty(crpc_conn *c)
 {
+    CRPC_ASSERT_ON_LOOP(c->loop);
     if (c->dirty)
         return;
     c->dirty = true;
@@ -387,6 +392,7 @@ static bool start_send(crpc_conn *c)
 
 void crpc_loop_flush(crpc_loop *l)
 {
+    CRPC_ASSERT_ON_LOOP(l);
     crpc_conn *c = l->dirty_head;
     l->dirty_head = NULL;
     while (c) {

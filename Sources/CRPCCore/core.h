@@ -19,6 +19,17 @@
 
 typedef struct crpc_conn crpc_conn;
 
+/* Confinement, checked in debug builds (SwiftPM's debug configuration defines DEBUG; the C
+ * tests define CRPC_DEBUG) and compiled away in release ones: a loop-thread-only function
+ * run on another thread while the loop's thread runs aborts, naming itself. Before the
+ * loop starts and after it exits its owner is the one thread touching it: no check. */
+#if defined(DEBUG) || defined(CRPC_DEBUG)
+void crpc_loop_assert_current(const crpc_loop *loop, const char *where);
+#define CRPC_ASSERT_ON_LOOP(loop) crpc_loop_assert_current((loop), __func__)
+#else
+#define CRPC_ASSERT_ON_LOOP(loop) ((void)0)
+#endif
+
 /* ------------------------------------------------------------------ tasks */
 
 /* Work handed to a loop from any thread. `run` executes on the loop thread, owns the

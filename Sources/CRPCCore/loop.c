@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <dirent.h>
+#include <stdio.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,16 @@ int crpc_pin_process(int cpu)
 }
 
 int crpc_loop_is_current(const crpc_loop *loop) { return loop && current_loop == loop; }
+
+#if defined(DEBUG) || defined(CRPC_DEBUG)
+void crpc_loop_assert_current(const crpc_loop *loop, const char *where)
+{
+    if (current_loop != loop && atomic_load(&loop->state) == 1) {
+        fprintf(stderr, "crpc: %s ran off its loop's thread (the loop's state is its thread's alone)\n", where);
+        abort();
+    }
+}
+#endif
 
 uint64_t crpc_monotonic_ns(void)
 {
@@ -206,6 +217,7 @@ int crpc_loop_post(crpc_loop *l, void (*fn)(void *), void *arg)
 
 void crpc_loop_watch_deadline(crpc_loop *l, crpc_deadline_source *src, uint64_t deadline)
 {
+    CRPC_ASSERT_ON_LOOP(l);
     if (!src->linked) {
         src->prev = NULL;
         src->next = l->deadlines;
@@ -222,6 +234,7 @@ void crpc_loop_watch_deadline(crpc_loop *l, crpc_deadline_source *src, uint64_t 
 
 void crpc_loop_unwatch_deadline(crpc_loop *l, crpc_deadline_source *src)
 {
+    CRPC_ASSERT_ON_LOOP(l);
     if (!src->linked)
         return;
     if (src->prev)
@@ -258,6 +271,7 @@ restart:;
 
 void crpc_loop_add_stop_hook(crpc_loop *l, crpc_stop_hook *h)
 {
+    CRPC_ASSERT_ON_LOOP(l);
     if (h->linked)
         return;
     h->prev = NULL;
@@ -270,6 +284,7 @@ void crpc_loop_add_stop_hook(crpc_loop *l, crpc_stop_hook *h)
 
 void crpc_loop_remove_stop_hook(crpc_loop *l, crpc_stop_hook *h)
 {
+    CRPC_ASSERT_ON_LOOP(l);
     if (!h->linked)
         return;
     if (h->prev)

@@ -476,6 +476,11 @@ static void limit_connections(crpc_server *srv)
 
 void crpc_server_get_limits(const crpc_server *srv, crpc_server_limits *out) { *out = srv->limits; }
 
+int crpc_server_on_loop(const crpc_server *srv, unsigned index)
+{
+    return index < srv->nloops && crpc_loop_is_current(srv->loops[index]);
+}
+
 int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
 {
     if (!cfg || !cfg->on_request)

@@ -34,6 +34,7 @@ extension RPCEventLoop: TaskExecutor {
 
     /// Runs every job queued so far. Loop thread only.
     fileprivate func drainJobs() {
+        assert(isCurrent, "the loop's jobs ran off its thread") // debug builds only
         var batch: [UnownedJob] = []
         jobs.queue.withLock { swap(&batch, &$0) }
         let executor = asUnownedTaskExecutor()

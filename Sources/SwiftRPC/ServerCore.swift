@@ -107,6 +107,9 @@ final class ServerCore: @unchecked Sendable {
     func handle(_ request: UnsafePointer<crpc_request>) {
         let conn = request.pointee.conn
         let msg = request.pointee.msg
+        // Confinement (debug builds): the loop's scratch and inline handlers are its thread's.
+        assert(crpc_server_on_loop(request.pointee.server, UInt32(conn >> 56)) != 0,
+               "a request was dispatched off the thread of the loop that read it")
         if msg.type == UInt8(CRPC_MSG_CANCEL.rawValue) {
             running.cancel(RunningHandlers.Key(conn: conn, msgid: msg.msgid))
             return
