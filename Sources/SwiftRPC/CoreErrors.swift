@@ -29,6 +29,20 @@ enum CoreErrors {
         }
     }
 
+    /// The `RPCError` a call ends with when the core ends it without a reply (its
+    /// completion's negative status).
+    static func callFailure(_ status: Int32) -> RPCError {
+        switch -status {
+        case ECANCELED: return RPCError(.cancelled, "the call was cancelled")
+        case ETIMEDOUT: return RPCError(.deadlineExceeded, "the call timed out")
+        case ECONNRESET: return RPCError(.unavailable, "connection lost before the reply")
+        case ESHUTDOWN: return RPCError(.unavailable, "the client was closed")
+        // Only the loop's own check reports this, before the request is encoded.
+        case ENOTCONN: return RPCError(.unavailable, "not connected").neverSent()
+        default: return error(status, "call failed")
+        }
+    }
+
     static func describe(_ rc: Int32) -> String {
         String(cString: crpc_strerror(rc))
     }

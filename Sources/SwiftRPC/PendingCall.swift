@@ -1,6 +1,5 @@
 internal import CMsgPack
 internal import CRPCCore
-internal import Glibc
 import Synchronization
 
 /// The Swift side of one call in flight: retained while the C core holds it as the call's
@@ -20,17 +19,7 @@ class PendingCall: @unchecked Sendable {
 
     /// The failure a core result stands for, or nil when a reply with a result arrived.
     static func failure(of r: crpc_result) -> RPCError? {
-        if r.status < 0 {
-            switch -r.status {
-            case ECANCELED: return RPCError(.cancelled, "the call was cancelled")
-            case ETIMEDOUT: return RPCError(.deadlineExceeded, "the call timed out")
-            case ECONNRESET: return RPCError(.unavailable, "connection lost before the reply")
-            case ESHUTDOWN: return RPCError(.unavailable, "the client was closed")
-            // Only the loop's own check reports this, before the request is encoded.
-            case ENOTCONN: return RPCError(.unavailable, "not connected").neverSent()
-            default: return CoreErrors.error(r.status, "call failed")
-            }
-        }
+        if r.status < 0 { return CoreErrors.callFailure(r.status) }
         if r.error_code != 0 {
             let text = UnsafeRawBufferPointer(start: r.error_msg, count: Int(r.error_msg_len))
             return RPCError(.init(rawValue: Int(r.error_code)), String(decoding: text, as: UTF8.self))
