@@ -29,6 +29,7 @@
 
 #include "check.h"
 #include "crpc.h"
+#include "wire.h"
 
 static crpc_server *srv;
 
@@ -95,22 +96,6 @@ static void write_all(int fd, const uint8_t *p, size_t n)
     }
 }
 
-/* A request frame for `method` with one bin argument of n bytes, msgid id. */
-static size_t request_frame(uint8_t *out, const char *method, uint32_t id, uint32_t n)
-{
-    size_t mlen = strlen(method);
-    uint8_t *p = out + 4;
-    *p++ = 0x94; *p++ = 0x00;
-    *p++ = 0xce; *p++ = (uint8_t)(id >> 24); *p++ = (uint8_t)(id >> 16); *p++ = (uint8_t)(id >> 8); *p++ = (uint8_t)id;
-    *p++ = (uint8_t)(0xa0 | mlen); memcpy(p, method, mlen); p += mlen;
-    *p++ = 0x91; *p++ = 0xc6;
-    *p++ = (uint8_t)(n >> 24); *p++ = (uint8_t)(n >> 16); *p++ = (uint8_t)(n >> 8); *p++ = (uint8_t)n;
-    memset(p, (int)(id & 0xff), n); p += n;
-    uint32_t len = (uint32_t)(p - out - 4);
-    out[0] = (uint8_t)(len >> 24); out[1] = (uint8_t)(len >> 16); out[2] = (uint8_t)(len >> 8); out[3] = (uint8_t)len;
-    return (size_t)(p - out);
-}
-
 /* How the reading side ended. */
 enum ending { ENDED_EOF, ENDED_RESET, ENDED_TIMEOUT };
 
@@ -157,9 +142,9 @@ static void test_late_and_quick_replies(uint16_t port)
     int fd = raw_connect(port);
     uint32_t id = 0;
     for (int i = 0; i < 10; i++, id++)
-        write_all(fd, frame, request_frame(frame, "Test.Later", id, 8));
+        write_all(fd, frame, wire_request(frame, "Test.Later", id, 8, (uint8_t)id));
     for (int i = 0; i < 20; i++, id++)
-        write_all(fd, frame, request_frame(frame, "Test.Echo", id, 8));
+        write_all(fd, frame, wire_request(frame, "Test.Echo", id, 8, (uint8_t)id));
     CHECK_EQ(shutdown(fd, SHUT_WR), 0);
     uint32_t replies;
     CHECK_EQ(read_replies(fd, id, &replies), ENDED_EOF);
@@ -180,7 +165,7 @@ static void *write_bulk(void *arg)
     bulk_writer *w = arg;
     static uint8_t f[8192];
     for (uint32_t i = 0; i < w->count; i++)
-        write_all(w->fd, f, request_frame(f, "Test.Echo", i, 4096));
+        write_all(w->fd, f, wire_request(f, "Test.Echo", i, 4096, (uint8_t)i));
     CHECK_EQ(shutdown(w->fd, SHUT_WR), 0);
     return NULL;
 }
@@ -203,7 +188,7 @@ static void test_cycles(uint16_t port)
 {
     for (int i = 0; i < 300; i++) {
         int fd = raw_connect(port);
-        write_all(fd, frame, request_frame(frame, "Test.Echo", 7, 16));
+        write_all(fd, frame, wire_request(frame, "Test.Echo", 7, 16, (uint8_t)7));
         CHECK_EQ(shutdown(fd, SHUT_WR), 0);
         uint32_t replies;
         CHECK_EQ(read_replies(fd, 8, &replies), ENDED_EOF);
@@ -231,7 +216,7 @@ static void test_fatal_frame_after_good_ones(uint16_t port)
         for (uint32_t good = 1; good <= 50; good += 49) {
             size_t n = 0;
             for (uint32_t i = 0; i < good; i++)
-                n += request_frame(batch + n, "Test.Echo", i, 16);
+                n += wire_request(batch + n, "Test.Echo", i, 16, (uint8_t)i);
             memcpy(batch + n, fatal[k].bytes, fatal[k].n);
             n += fatal[k].n;
             int fd = raw_connect(port);
@@ -254,7 +239,7 @@ static void test_writes_after_a_fatal_frame(uint16_t port)
     static uint8_t batch[5 << 20];
     size_t n = 0;
     for (uint32_t i = 0; i < 50; i++)
-        n += request_frame(batch + n, "Test.Echo", i, 16);
+        n += wire_request(batch + n, "Test.Echo", i, 16, (uint8_t)i);
     memcpy(batch + n, "\0\0\0\1\x2a", 5); /* not an array */
     n += 5;
     memset(batch + n, 0x77, 4 << 20); /* anything: it is never parsed */
@@ -272,8 +257,8 @@ static void test_writes_after_a_fatal_frame(uint16_t port)
 static void test_drain_time_runs_out(uint16_t port)
 {
     int fd = raw_connect(port);
-    write_all(fd, frame, request_frame(frame, "Test.Echo", 0, 8));
-    write_all(fd, frame, request_frame(frame, "Test.Hold", 1, 8));
+    write_all(fd, frame, wire_request(frame, "Test.Echo", 0, 8, (uint8_t)0));
+    write_all(fd, frame, wire_request(frame, "Test.Hold", 1, 8, (uint8_t)1));
     CHECK_EQ(shutdown(fd, SHUT_WR), 0);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

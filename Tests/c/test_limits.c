@@ -23,6 +23,7 @@
 
 #include "check.h"
 #include "crpc.h"
+#include "wire.h"
 
 static crpc_server *srv;
 
@@ -76,21 +77,6 @@ static void on_end(void *ctx, const crpc_result *res)
         atomic_fetch_add(&other, 1);
 }
 
-/* A request frame for Bench.Echo of a bin payload of n bytes, msgid id. */
-static size_t echo_frame(uint8_t *out, uint32_t id, uint32_t n)
-{
-    uint8_t *p = out + 4;
-    *p++ = 0x94; *p++ = 0x00;
-    *p++ = 0xce; *p++ = (uint8_t)(id >> 24); *p++ = (uint8_t)(id >> 16); *p++ = (uint8_t)(id >> 8); *p++ = (uint8_t)id;
-    *p++ = 0xaa; memcpy(p, "Bench.Echo", 10); p += 10;
-    *p++ = 0x91; *p++ = 0xc6;
-    *p++ = (uint8_t)(n >> 24); *p++ = (uint8_t)(n >> 16); *p++ = (uint8_t)(n >> 8); *p++ = (uint8_t)n;
-    memset(p, 0x5a, n); p += n;
-    uint32_t len = (uint32_t)(p - out - 4);
-    out[0] = (uint8_t)(len >> 24); out[1] = (uint8_t)(len >> 16); out[2] = (uint8_t)(len >> 8); out[3] = (uint8_t)len;
-    return (size_t)(p - out);
-}
-
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* a closed connection shows up as a failed check, not a kill */
@@ -135,7 +121,7 @@ int main(void)
     int fd = a;
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     static uint8_t frame[64 * 1024];
-    size_t total = 0, n = echo_frame(frame, 0, 32 * 1024), off = 0;
+    size_t total = 0, n = wire_request(frame, "Bench.Echo", 0, 32 * 1024, 0x5a), off = 0;
     uint32_t sent_frames = 0;
     for (int idle = 0; idle < 100;) { /* write until 200 ms pass without progress */
         ssize_t w = send(fd, frame + off, n - off, MSG_NOSIGNAL);
@@ -145,7 +131,7 @@ int main(void)
             idle = 0;
             if (off == n) {
                 sent_frames++;
-                n = echo_frame(frame, sent_frames, 32 * 1024);
+                n = wire_request(frame, "Bench.Echo", sent_frames, 32 * 1024, 0x5a);
                 off = 0;
             }
         } else {
@@ -195,7 +181,7 @@ int main(void)
     CHECK_EQ(crpc_server_connection_count(srv), 1);
     int rude = raw_connect(port);
     fcntl(rude, F_SETFL, fcntl(rude, F_GETFL) | O_NONBLOCK);
-    n = echo_frame(frame, 0, 32 * 1024);
+    n = wire_request(frame, "Bench.Echo", 0, 32 * 1024, 0x5a);
     off = 0;
     for (int idle = 0, k = 1; idle < 100;) {
         ssize_t w = send(rude, frame + off, n - off, MSG_NOSIGNAL);
@@ -203,7 +189,7 @@ int main(void)
             off += (size_t)w;
             idle = 0;
             if (off == n) {
-                n = echo_frame(frame, (uint32_t)k++, 32 * 1024);
+                n = wire_request(frame, "Bench.Echo", (uint32_t)k++, 32 * 1024, 0x5a);
                 off = 0;
             }
         } else {

@@ -21,6 +21,7 @@
 #include "buf.h"
 #include "check.h"
 #include "crpc.h"
+#include "wire.h"
 
 #ifdef __SANITIZE_ADDRESS__
 size_t __sanitizer_get_current_allocated_bytes(void);
@@ -43,21 +44,6 @@ static void on_request(void *user, const crpc_request *req)
         r.result_len = (uint32_t)arg_len;
     }
     crpc_server_reply(req->server, req->conn, req->msg.msgid, &r);
-}
-
-/* A Test.Echo request frame with a 32 KiB bin argument. */
-static size_t echo_frame(uint8_t *out, uint32_t id)
-{
-    const uint32_t n = 32 * 1024;
-    uint8_t *p = out + 4;
-    *p++ = 0x94; *p++ = 0x00;
-    *p++ = 0xce; *p++ = (uint8_t)(id >> 24); *p++ = (uint8_t)(id >> 16); *p++ = (uint8_t)(id >> 8); *p++ = (uint8_t)id;
-    *p++ = 0xa9; memcpy(p, "Test.Echo", 9); p += 9;
-    *p++ = 0x91; *p++ = 0xc6; *p++ = 0; *p++ = 0; *p++ = (uint8_t)(n >> 8); *p++ = (uint8_t)n;
-    memset(p, 0x5a, n); p += n;
-    uint32_t len = (uint32_t)(p - out - 4);
-    out[0] = (uint8_t)(len >> 24); out[1] = (uint8_t)(len >> 16); out[2] = (uint8_t)(len >> 8); out[3] = (uint8_t)len;
-    return (size_t)(p - out);
 }
 
 int main(void)
@@ -91,14 +77,14 @@ int main(void)
     }
     /* Each writes until 200 ms pass with no progress: the server has stopped reading it. */
     for (int i = 0; i < CLIENTS; i++) {
-        size_t n = echo_frame(frame, 0), off = 0;
+        size_t n = wire_request(frame, "Test.Echo", 0, 32 * 1024, 0x5a), off = 0;
         for (uint32_t k = 1, idle = 0; idle < 100;) {
             ssize_t w = send(fds[i], frame + off, n - off, MSG_NOSIGNAL);
             if (w > 0) {
                 off += (size_t)w;
                 idle = 0;
                 if (off == n) {
-                    n = echo_frame(frame, k++);
+                    n = wire_request(frame, "Test.Echo", k++, 32 * 1024, 0x5a);
                     off = 0;
                 }
             } else {
