@@ -65,22 +65,13 @@ static void on_request(void *user, const crpc_request *req)
         pthread_detach(t);
         return;
     }
-    const uint8_t *arg = NULL;
-    size_t arg_len = 0;
-    crpc_reply r = {0};
-    if (crpc_msgpack_array_elem(req->msg.body, req->msg.body_len, 0, &arg, &arg_len) == 0) {
-        r.result = arg;
-        r.result_len = (uint32_t)arg_len;
-    }
-    crpc_server_reply(req->server, req->conn, req->msg.msgid, &r);
+    wire_echo_first_arg(req);
 }
 
+/* A connection whose reads give up after 10 s (a server that never ends it fails the test). */
 static int raw_connect(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    int fd = wire_connect(port);
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;

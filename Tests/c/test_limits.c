@@ -34,23 +34,7 @@ static void on_request(void *user, const crpc_request *req)
         return;
     if (req->msg.method_len == 9 && memcmp(req->msg.method, "Test.Hold", 9) == 0)
         return; /* never answered */
-    const uint8_t *arg;
-    size_t arg_len;
-    crpc_reply r = {0};
-    if (crpc_msgpack_array_elem(req->msg.body, req->msg.body_len, 0, &arg, &arg_len) == 0) {
-        r.result = arg;
-        r.result_len = (uint32_t)arg_len;
-    }
-    crpc_server_reply(srv, req->conn, req->msg.msgid, &r);
-}
-
-static int raw_connect(uint16_t port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    return fd;
+    wire_echo_first_arg(req);
 }
 
 /* 1 when the server has closed `fd` within `ms` (a read returns EOF or a reset). */
@@ -108,7 +92,7 @@ int main(void)
     printf("limits: 4 calls in flight allowed, 6 refused with status 8\n");
 
     /* 2. Connection 1 is the client above; two more fit, the fourth is closed at once. */
-    int a = raw_connect(port), b = raw_connect(port), extra = raw_connect(port);
+    int a = wire_connect(port), b = wire_connect(port), extra = wire_connect(port);
     CHECK(closed_within(extra, 2000));
     CHECK(!closed_within(a, 100));
     close(extra);
@@ -179,7 +163,7 @@ int main(void)
     for (int i = 0; i < 1000 && crpc_server_connection_count(srv) != 1; i++)
         usleep(1000);
     CHECK_EQ(crpc_server_connection_count(srv), 1);
-    int rude = raw_connect(port);
+    int rude = wire_connect(port);
     fcntl(rude, F_SETFL, fcntl(rude, F_GETFL) | O_NONBLOCK);
     n = wire_request(frame, "Bench.Echo", 0, 32 * 1024, 0x5a);
     off = 0;
@@ -208,7 +192,7 @@ int main(void)
 
     /* 4. Slowloris: 3 bytes of a header, then nothing. */
     usleep(50000);
-    int slow = raw_connect(port);
+    int slow = wire_connect(port);
     CHECK_EQ(write(slow, "\0\0\0", 3), 3);
     uint64_t t0 = (uint64_t)time(NULL);
     CHECK(closed_within(slow, 3000));

@@ -34,16 +34,8 @@ static size_t heap_in_use(void) { return mallinfo2().uordblks + mallinfo2().hblk
 static void on_request(void *user, const crpc_request *req)
 {
     (void)user;
-    const uint8_t *arg = NULL;
-    size_t arg_len = 0;
-    crpc_reply r = {0};
-    if (req->msg.type != CRPC_MSG_REQUEST)
-        return;
-    if (crpc_msgpack_array_elem(req->msg.body, req->msg.body_len, 0, &arg, &arg_len) == 0) {
-        r.result = arg;
-        r.result_len = (uint32_t)arg_len;
-    }
-    crpc_server_reply(req->server, req->conn, req->msg.msgid, &r);
+    if (req->msg.type == CRPC_MSG_REQUEST)
+        wire_echo_first_arg(req);
 }
 
 int main(void)

@@ -1,12 +1,42 @@
 /*
- * wire.h — request frames built by hand for the C tests that talk to a server over raw
- * sockets (the client would never send some of what they send next to them).
+ * wire.h — what the C tests that talk to a server over raw sockets share: a loopback
+ * connect, request frames built by hand (the client would never send some of what they
+ * send next to them), and the echo their servers answer with.
  */
 #ifndef CRPC_TEST_WIRE_H
 #define CRPC_TEST_WIRE_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
+
+#include "check.h"
+#include "crpc.h"
+
+/* A blocking TCP connection to 127.0.0.1:port. */
+static inline int wire_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* Answers a request with its first argument (nil when it has none). */
+static inline void wire_echo_first_arg(const crpc_request *req)
+{
+    const uint8_t *arg = NULL;
+    size_t arg_len = 0;
+    crpc_reply r = {0};
+    if (crpc_msgpack_array_elem(req->msg.body, req->msg.body_len, 0, &arg, &arg_len) == 0) {
+        r.result = arg;
+        r.result_len = (uint32_t)arg_len;
+    }
+    crpc_server_reply(req->server, req->conn, req->msg.msgid, &r);
+}
 
 /* Writes [0, id, method, [bin of n bytes of `fill`]] as a frame at out (method shorter
  * than 32 bytes); returns the frame's length. */
