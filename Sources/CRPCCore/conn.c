@@ -175,9 +175,7 @@ void crpc_conn_close(crpc_conn *c, int err)
          * if the socket takes all of it without waiting. */
         ssize_t n = send(c->fd, pending->data, pending->len, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n == (ssize_t)pending->len)
-            pending->len = 0;
-        else if (n > 0)
-            crpc_buf_consume(pending, (size_t)n); /* a frame is cut: the reset below */
+            pending->len = 0; /* else a frame is cut, or none went: the reset below */
     }
     if (crpc_conn_unsent(c) || c->reset_on_close) {
         /* Output (or work) would be cut short: linger 0 makes the close a reset, and only

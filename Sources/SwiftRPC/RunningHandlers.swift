@@ -64,6 +64,18 @@ final class RunningHandlers: @unchecked Sendable {
         /// connection's end must still reach them.
         var displaced: Set<Int> = []
         var isEmpty: Bool { calls.isEmpty && notifications.isEmpty && displaced.isEmpty }
+
+        /// Takes slot `index` out; true when the connection has no handler left.
+        mutating func remove(_ index: Int, msgid: UInt32, isCall: Bool) -> Bool {
+            if !isCall {
+                notifications.remove(index)
+            } else if calls[msgid] == index {
+                calls[msgid] = nil
+            } else {
+                displaced.remove(index)
+            }
+            return isEmpty
+        }
         var all: [Int] { Array(calls.values) + Array(notifications) + Array(displaced) }
     }
 
@@ -311,18 +323,11 @@ extension RunningHandlers.State {
     fileprivate mutating func release(_ index: Int) {
         let slot = slots[index]
         if slot.heapIndex >= 0 { heapRemove(at: slot.heapIndex) }
-        if slot.isCall {
-            if connections[slot.conn]?.calls[slot.msgid] == index {
-                connections[slot.conn]?.calls[slot.msgid] = nil
-            } else {
-                connections[slot.conn]?.displaced.remove(index)
-            }
-            calls -= 1
-        } else {
-            connections[slot.conn]?.notifications.remove(index)
-            notifications -= 1
+        if slot.isCall { calls -= 1 } else { notifications -= 1 }
+        // One look-up on the way (a second only when the connection has nothing left).
+        if connections[slot.conn]?.remove(index, msgid: slot.msgid, isCall: slot.isCall) == true {
+            connections[slot.conn] = nil
         }
-        if connections[slot.conn]?.isEmpty == true { connections[slot.conn] = nil }
         slots[index] = .init()
         freeSlots.append(index)
     }

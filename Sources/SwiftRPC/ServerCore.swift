@@ -34,8 +34,9 @@ final class ServerCore: @unchecked Sendable {
             notificationsPerConnection: maxCallsInFlightPerConnection,
             notificationsPerServer: maxRunningNotifications)
         // A passed deadline answers 4; the handler's task has been cancelled by then. The
-        // core is held while answering: the C server lives as long as it does, and the
-        // cancelled task, which held it too, may end meanwhile.
+        // core (and so the C server) is held while answering, explicitly: `send` does not
+        // use self, so a bare `guard let self` could be released before it; the cancelled
+        // task, which held the core too, may end meanwhile.
         running.watchDeadlines { [weak self] expired in
             guard let self else { return }
             withExtendedLifetime(self) {
