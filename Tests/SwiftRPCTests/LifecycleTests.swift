@@ -67,23 +67,8 @@ final class LifecycleTests: XCTestCase {
     }
 
     func testHeartbeatDeclaresASilentPeerDead() async throws {
-        // A listening socket nobody accepts from: the kernel completes the handshake and
-        // buffers what we send, but no byte ever comes back.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                XCTAssertEqual(bind(fd, sa, len), 0)
-                XCTAssertEqual(listen(fd, 4), 0)
-                XCTAssertEqual(getsockname(fd, sa, &len), 0)
-            }
-        }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
-        let client = try await RPCClient.connect(host: "127.0.0.1", port: port, configuration: .init(
+        let peer = try SilentPeer()
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: peer.port, configuration: .init(
             heartbeatInterval: .milliseconds(50), deadAfter: .milliseconds(200)))
         let start = ContinuousClock.now
         do {

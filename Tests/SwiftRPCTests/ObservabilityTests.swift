@@ -193,13 +193,16 @@ final class ObservabilityTests: XCTestCase {
     }
 
     func testClientMetricsPollTheCoreCounters() async throws {
+        // A peer that never answers: the call can end only by the client's own timeout. (A
+        // real server also honours the call's deadline and may answer deadlineExceeded first,
+        // which the client counts as a reply, not a timeout.)
+        let peer = try SilentPeer()
         let metrics = TestMetrics()
-        let port = try serve(.init(loops: 1))
         var options = RPCMetricsOptions.factory(metrics)
         options.pollInterval = .milliseconds(10)
         var configuration = RPCClient.Configuration()
         configuration.metrics = options
-        let client = try await connect(port, configuration)
+        let client = try await connect(peer.port, configuration)
         await expectRPCError(.deadlineExceeded) { _ = try await client.call(Self.hold, 1, timeout: .milliseconds(20)) }
         let counted = await eventually {
             metrics.counterTotal(label: "rpc_client_timeouts_total") == 1

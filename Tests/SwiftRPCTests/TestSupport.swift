@@ -40,3 +40,32 @@ func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async -> Bool {
     }
     return condition()
 }
+
+/// A listening socket nobody accepts from: the kernel completes the handshake and buffers
+/// what a client sends, but no byte ever comes back. A call to it can end only on the
+/// client's side (its timeout, its heartbeat, its close), never by a server's reply.
+final class SilentPeer {
+    private let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = in_addr_t(UInt32(0x7f00_0001).bigEndian)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                bind(fd, sa, len) == 0 && listen(fd, 4) == 0 && getsockname(fd, sa, &len) == 0
+            }
+        }
+        guard listening else {
+            close(fd)
+            throw RPCError(.unavailable, "silent peer: cannot listen (errno \(errno))")
+        }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    deinit { close(fd) }
+}
