@@ -1,7 +1,12 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.2
 // SwiftRPC: a high-performance RPC framework for Swift on Linux.
 // Layers, each depending only on the one below: CRPCCore (C) -> SwiftRPC -> rpcbench.
 import PackageDescription
+
+// Every target of ours builds without warnings: a new one fails the build (and so CI),
+// in debug and release alike. Dependencies' warnings are theirs and stay warnings.
+let noWarnings: [SwiftSetting] = [.treatAllWarnings(as: .error)]
+let cNoWarnings: [CSetting] = [.unsafeFlags(["-Wall", "-Wextra"]), .treatAllWarnings(as: .error)]
 
 let package = Package(
     name: "SwiftRPC",
@@ -33,7 +38,7 @@ let package = Package(
             name: "CRPCCore",
             path: "Sources/CRPCCore",
             publicHeadersPath: "include",
-            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])],
+            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])] + cNoWarnings,
             linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("msgpackc"), .linkedLibrary("pthread")]
         ),
         // msgpack-c for the Swift Codable coder.
@@ -51,7 +56,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-            ]
+            ],
+            swiftSettings: noWarnings
         ),
         // Beyond one server: discovery (etcd or a static list), selectors, fail modes,
         // broadcast and pooling. The HTTP client stays out of the core SwiftRPC target.
@@ -63,12 +69,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            swiftSettings: noWarnings
         ),
         // The reference services (Bench.Echo, Arith.*), served by `rpcbench serve`.
         .target(
             name: "RPCExamples",
-            dependencies: ["SwiftRPC"]
+            dependencies: ["SwiftRPC"],
+            swiftSettings: noWarnings
         ),
         .executableTarget(
             name: "rpcbench",
@@ -81,14 +89,14 @@ let package = Package(
             // confined to the client loop's thread. Dynamic exclusivity checks on it cost ~2%
             // of the client's CPU on W2: they measured the harness, not SwiftRPC, which keeps
             // them on like any user's code.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])] + noWarnings
         ),
         // The C-level load generator and server: measures the core alone through crpc.h.
         .executableTarget(
             name: "crpc-cbench",
             dependencies: ["CRPCCore"],
             path: "Sources/crpc-cbench",
-            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])],
+            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])] + cNoWarnings,
             linkerSettings: [.linkedLibrary("m")]
         ),
         .testTarget(
@@ -100,11 +108,13 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
-            resources: [.copy("Fixtures")]
+            resources: [.copy("Fixtures")],
+            swiftSettings: noWarnings
         ),
         .testTarget(
             name: "SwiftRPCDiscoveryTests",
-            dependencies: ["SwiftRPC", "SwiftRPCDiscovery", "RPCExamples"]
+            dependencies: ["SwiftRPC", "SwiftRPCDiscovery", "RPCExamples"],
+            swiftSettings: noWarnings
         ),
     ],
     swiftLanguageModes: [.v6]
