@@ -1,4 +1,3 @@
-internal import CRPCCore
 import Dispatch
 
 /// The async handlers a server is running — calls by connection and msgid, notifications by
@@ -39,9 +38,9 @@ final class RunningHandlers: @unchecked Sendable {
     }
 
     /// A call whose deadline passed before its handler answered.
-    struct Expired: @unchecked Sendable {  // `server` is only handed back to crpc_server_reply
+    struct Expired: Sendable {
         let key: Key
-        let server: OpaquePointer?
+        let replies: ReplySink
     }
 
     fileprivate struct Slot {
@@ -50,7 +49,7 @@ final class RunningHandlers: @unchecked Sendable {
         var msgid: UInt32 = 0
         var isCall = false
         var task: Task<Void, Never>?
-        var server: OpaquePointer?
+        var replies: ReplySink?
         var deadline: UInt64 = 0         // DispatchTime uptime ns; 0: none
         var heapIndex = -1               // where it sits in `heap`, -1: not there
     }
@@ -135,7 +134,7 @@ final class RunningHandlers: @unchecked Sendable {
     /// Records the task `make` starts as the handler of `key`, with the caller's deadline if
     /// it has one. The lock is held while the task is made, so the task's own ``finish(_:)``
     /// cannot run before it is recorded.
-    func startCall(_ key: Key, timeout: Duration?, server: OpaquePointer?,
+    func startCall(_ key: Key, timeout: Duration?, replies: ReplySink,
                    _ make: (Ticket) -> Task<Void, Never>) {
         let deadline = timeout.map { Self.deadline(after: $0) } ?? 0
         state.withLock { s in
@@ -144,7 +143,7 @@ final class RunningHandlers: @unchecked Sendable {
                 s.connections[key.conn]!.displaced.insert(earlier)
             }
             s.calls += 1
-            s.slots[ticket.slot].server = server
+            s.slots[ticket.slot].replies = replies
             s.slots[ticket.slot].task = make(ticket)
             if deadline != 0 {
                 s.slots[ticket.slot].deadline = deadline
@@ -253,7 +252,9 @@ final class RunningHandlers: @unchecked Sendable {
             while let top = s.heap.first, s.slots[top].deadline <= now {
                 let slot = s.slots[top]
                 // A call is answered 4; a notification (past its grace) just stops.
-                if slot.isCall { expired.append(Expired(key: Key(conn: slot.conn, msgid: slot.msgid), server: slot.server)) }
+                if slot.isCall, let replies = slot.replies {
+                    expired.append(Expired(key: Key(conn: slot.conn, msgid: slot.msgid), replies: replies))
+                }
                 if let task = slot.task { tasks.append(task) }
                 s.release(top)
             }
@@ -377,30 +378,6 @@ extension RunningHandlers.State {
             if least == i { return }
             swapAt(i, least)
             i = least
-        }
-    }
-}
-
-/// Hands the allocator's free memory back to the kernel (``crpc_release_free_memory``) on a
-/// utility queue, at most once a second for the whole process (the allocator is shared):
-/// requests made meanwhile are served by the one already pending. It waits a little first:
-/// the tasks just cancelled free their memory as they wind down.
-enum FreeMemory {
-    private static let queue = DispatchQueue(label: "SwiftRPC.release-memory", qos: .utility)
-    private static let schedule = Locked((pending: false, last: UInt64(0)))
-
-    static func releaseSoon() {
-        let now = DispatchTime.now().uptimeNanoseconds
-        let delay = schedule.withLock { s -> UInt64? in
-            guard !s.pending else { return nil }
-            s.pending = true
-            let windDown: UInt64 = 200_000_000
-            return max(s.last &+ 1_000_000_000 > now ? s.last &+ 1_000_000_000 &- now : 0, windDown)
-        }
-        guard let delay else { return }
-        queue.asyncAfter(deadline: .now() + .nanoseconds(Int(delay))) {
-            crpc_release_free_memory()
-            schedule.withLock { $0 = (pending: false, last: DispatchTime.now().uptimeNanoseconds) }
         }
     }
 }

@@ -1,6 +1,5 @@
 internal import CMsgPack
 internal import CRPCCore
-internal import Glibc
 
 /// The running half of an `RPCServer`: owns the C server and dispatches its requests.
 ///
@@ -40,8 +39,8 @@ final class ServerCore: @unchecked Sendable {
         running.watchDeadlines { [weak self] expired in
             guard let self else { return }
             withExtendedLifetime(self) {
-                Self.send(expired.server, expired.key.conn, expired.key.msgid,
-                          error: RPCError(.deadlineExceeded, "deadline exceeded"))
+                expired.replies.send(expired.key.conn, expired.key.msgid,
+                                     .error(RPCError(.deadlineExceeded, "deadline exceeded")))
             }
         }
     }
@@ -103,8 +102,10 @@ final class ServerCore: @unchecked Sendable {
         if let server { crpc_server_destroy(server) }
     }
 
-    // MARK: Dispatch (loop thread)
+    // MARK: Receive (loop thread)
 
+    /// A request, a notification or a cancel off the wire: finds the handler, unpacks the
+    /// params if it decodes them, and dispatches (RequestDispatch.swift).
     func handle(_ request: UnsafePointer<crpc_request>) {
         let conn = request.pointee.conn
         let msg = request.pointee.msg
@@ -121,133 +122,25 @@ final class ServerCore: @unchecked Sendable {
         let wireName = UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len))
         // The handler and the loop's scratch are borrowed for the request's dispatch.
         let handler = router.borrowedHandler(forWireName: wireName)
-        borrowedScratch[Int(conn >> 56)]._withUnsafeGuaranteedRef { scratch in
-            dispatch(request, handler: handler, scratch: scratch)
-        }
-    }
-
-    /// `handler` is unretained: the router, which this core holds, keeps it alive.
-    private func dispatch(_ request: UnsafePointer<crpc_request>, handler: Unmanaged<RegisteredHandler>?,
-                          scratch: LoopScratch) {
-        let conn = request.pointee.conn
-        let msg = request.pointee.msg
-        let server = request.pointee.server
-        let wantsReply = msg.type == UInt8(CRPC_MSG_REQUEST.rawValue)
-        let msgid = msg.msgid
-        // A registered method's name is already a String; only the others need one made.
-        // Read from the context from here on: the context takes this copy over, so a name
-        // too long to be stored inline is retained once per request, not twice.
-        let name = handler?._withUnsafeGuaranteedRef { $0.name }
-            ?? String(decoding: UnsafeRawBufferPointer(start: msg.method, count: Int(msg.method_len)), as: UTF8.self)
+        let decodes = handler?._withUnsafeGuaranteedRef { $0.decodesParams } ?? false
         let params = RequestParams(
-            message: (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
-                .assumingMemoryBound(to: crpc_message.self),
-            bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)))
-        // Inline handlers share their loop's metadata box (they finish before the next
-        // request); an async handler gets its own below.
-        let responseMetadata = scratch.responseMetadata
-        responseMetadata.reset()
-        let inlineContext = RPCContext(
-            method: name, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)),
+            bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)),
+            tree: decodes ? Self.unpackParams(request) : nil)
+        let incoming = ServerRequest(
+            conn: conn, msgid: msg.msgid, wantsReply: msg.type == UInt8(CRPC_MSG_REQUEST.rawValue),
+            wireName: wireName, params: params, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)),
             timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)),
-            responseMetadata: responseMetadata, connection: RPCConnectionID(rawValue: conn))
-        let writer = scratch.writer
-        writer.reset()
-
-        let outcome = handler.map { handler in
-            handler._withUnsafeGuaranteedRef {
-                router.dispatch(registered: $0, params: params, context: inlineContext, writer: writer)
-            }
-        } ?? router.dispatch(builtin: inlineContext.method, writer: writer)
-        switch outcome {
-        case .written:
-            if wantsReply { writer.withUnsafeBytes { Self.send(server, conn, msgid, result: $0, metadata: responseMetadata.metadata) } }
-        case .echo(let range):
-            if wantsReply {
-                Self.send(server, conn, msgid, result: UnsafeRawBufferPointer(rebasing: params.bytes[range]),
-                     metadata: responseMetadata.metadata)
-            }
-        case .failed(let error):
-            if wantsReply { Self.send(server, conn, msgid, error: error, metadata: responseMetadata.metadata) }
-        case .later(let job):
-            let context = RPCContext(method: inlineContext.method, metadata: inlineContext.metadata,
-                                     timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
-                                     connection: inlineContext.connection)
-            guard wantsReply else {
-                // Past the connection's or the server's limit the notification is dropped:
-                // it is oneway, nobody waits.
-                _ = running.startNotification(conn: conn) { ticket in
-                    Task {
-                        _ = try? await job(context)
-                        _ = self.running.finish(ticket)
-                    }
-                }
-                return
-            }
-            let target = ReplyTarget(server: server)
-            // The deadline, if any, is watched by `running`: it answers 4 and cancels the
-            // task when it passes, and is gone the moment the handler answers first.
-            running.startCall(.init(conn: conn, msgid: msgid), timeout: context.timeout, server: server) { ticket in
-                Task {
-                    let outcome: Result<[UInt8], RPCError>
-                    do { outcome = .success(try await job(context)) } catch {
-                        outcome = .failure(Task.isCancelled && !(error is RPCError)
-                            ? RPCError(.cancelled, "the call was cancelled") : RPCError(handlerError: error))
-                    }
-                    if self.running.finish(ticket) {
-                        Self.send(target.server, conn, msgid, outcome, metadata: context.responseMetadata.metadata)
-                    }
-                }
-            }
+            replies: ReplySink(request.pointee.server))
+        borrowedScratch[Int(conn >> 56)]._withUnsafeGuaranteedRef { scratch in
+            dispatch(incoming, handler: handler, scratch: scratch)
         }
     }
 
-    private static func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, _ outcome: Result<[UInt8], RPCError>,
-                      metadata: RPCMetadata) {
-        switch outcome {
-        case .success(let bytes): bytes.withUnsafeBytes { send(server, conn, msgid, result: $0, metadata: metadata) }
-        case .failure(let error): send(server, conn, msgid, error: error, metadata: metadata)
-        }
-    }
-
-    // MARK: Replies (any thread)
-
-    /// The longest error message sent; longer ones are cut (see `utf8Prefix`).
-    static let maxErrorMessageBytes = 64 * 1024
-
-    private static func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, result: UnsafeRawBufferPointer,
-                      metadata: RPCMetadata = RPCMetadata()) {
-        var reply = crpc_reply()
-        reply.result = result.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        reply.result_len = UInt32(result.count)
-        let rc = ExtEntries.with(metadata) { ext, count in
-            reply.ext = ext
-            reply.ext_count = count
-            return crpc_server_reply(server, conn, msgid, &reply)
-        }
-        if rc == -EMSGSIZE {
-            send(server, conn, msgid, error: RPCError(.resourceExhausted, "reply larger than the maximum frame size"))
-        } else if rc == -EINVAL {
-            send(server, conn, msgid, error: RPCError(.internal, "handler returned bytes that are not one MessagePack value"))
-        }
-        // -ENOTCONN / -ESHUTDOWN: the caller has gone; nobody is left to tell.
-    }
-
-    private static func send(_ server: OpaquePointer?, _ conn: crpc_conn_id, _ msgid: UInt32, error: RPCError,
-                      metadata: RPCMetadata = RPCMetadata()) {
-        // A message is cut to 64 KiB on a character boundary: the peer's decoder gets valid UTF-8.
-        var utf8 = String(error.message.utf8Prefix(maxBytes: Self.maxErrorMessageBytes))
-        utf8.withUTF8 { text in
-            var reply = crpc_reply()
-            reply.error_code = Int32(clamping: error.code.rawValue)
-            reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
-            reply.error_msg_len = UInt32(text.count)
-            _ = ExtEntries.with(metadata) { ext, count in
-                reply.ext = ext
-                reply.ext_count = count
-                return crpc_server_reply(server, conn, msgid, &reply)
-            }
-        }
+    /// The params tree the core unpacks from the request's frame (nil: out of memory).
+    private static func unpackParams(_ request: UnsafePointer<crpc_request>) -> UnsafePointer<msgpack_object>? {
+        let message = (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
+            .assumingMemoryBound(to: crpc_message.self)
+        return crpc_message_value(message).map { UnsafeRawPointer($0).assumingMemoryBound(to: msgpack_object.self) }
     }
 }
 
@@ -266,14 +159,6 @@ private let connectionEndedTrampoline: crpc_conn_ended_fn = { user, conn, reason
 final class LoopScratch: @unchecked Sendable {
     let writer = MessagePackWriter(initialCapacity: 4096)
     let responseMetadata = RPCResponseMetadata()
-}
-
-/// The C server a request came through, carried into the task that answers it.
-/// `@unchecked Sendable`: crpc_server_reply may be called from any thread (crpc.h), and the
-/// server outlives every task that can still reply (they hold the ServerCore, whose deinit
-/// destroys it).
-private struct ReplyTarget: @unchecked Sendable {
-    let server: OpaquePointer?
 }
 
 /// The C callback: recovers the ServerCore (kept alive by its RPCServer while the C

@@ -18,7 +18,7 @@ final class RouterTests: XCTestCase {
     }
 
     /// Dispatches `name` with `params` (encoded with Python-compatible MessagePack).
-    private func dispatch(_ router: Router, _ name: String, _ params: [UInt8]) -> (Router.Dispatch, [UInt8]) {
+    private func dispatch(_ router: Router, _ name: String, _ params: [UInt8]) -> (HandlerOutcome, [UInt8]) {
         var zone = msgpack_zone()
         XCTAssertTrue(msgpack_zone_init(&zone, 4096))
         defer { msgpack_zone_destroy(&zone) }
@@ -29,7 +29,7 @@ final class RouterTests: XCTestCase {
             XCTAssertEqual(rc, MSGPACK_UNPACK_SUCCESS)
             return withUnsafePointer(to: &object) { tree in
                 let writer = MessagePackWriter(initialCapacity: 64)
-                let outcome = router.dispatch(name, params: RequestParams(tree: tree, bytes: raw),
+                let outcome = router.run(name, params: RequestParams(bytes: raw, tree: tree),
                                               context: RPCContext(method: name), writer: writer)
                 switch outcome {
                 case .echo(let range): return (outcome, Array(raw[range]))

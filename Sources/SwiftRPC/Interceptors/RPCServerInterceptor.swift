@@ -56,7 +56,7 @@ enum ServerInterceptorChain {
     /// `handler` run as a task behind `interceptors`, the first outermost.
     static func wrap(_ handler: RegisteredHandler, in interceptors: [any RPCServerInterceptor]) -> RegisteredHandler {
         let prepare = handler.asTask
-        return RegisteredHandler(name: handler.name, body: .async { params in
+        return RegisteredHandler(name: handler.name, decodesParams: handler.decodesParams, body: .async { params in
             let job = try prepare(params)
             return { context in try await run(interceptors[...], context, job) }
         })

@@ -41,7 +41,7 @@ enum CallRecording {
         case .inline(let run) where metrics == nil:
             // Statistics alone (the default): the least work an inline call can do to be counted.
             guard let counters else { return handler }
-            return RegisteredHandler(name: handler.name, body: .inline { params, context, writer in
+            return RegisteredHandler(name: handler.name, decodesParams: handler.decodesParams, body: .inline { params, context, writer in
                 counters.inlineCall(loop: context.connection.loop)
                 do { return try run(params, context, writer) } catch {
                     counters.error(RPCError(handlerError: error).code)
@@ -49,7 +49,7 @@ enum CallRecording {
                 }
             }, asTask: handler.asTask)
         case .inline(let run):
-            return RegisteredHandler(name: handler.name, body: .inline { params, context, writer in
+            return RegisteredHandler(name: handler.name, decodesParams: handler.decodesParams, body: .inline { params, context, writer in
                 counters?.inlineCall(loop: context.connection.loop)
                 let started = metrics?.begin()
                 do {
@@ -64,7 +64,7 @@ enum CallRecording {
                 }
             }, asTask: handler.asTask)
         case .async(let prepare):
-            return RegisteredHandler(name: handler.name, body: .async { params in
+            return RegisteredHandler(name: handler.name, decodesParams: handler.decodesParams, body: .async { params in
                 counters?.taskCall()
                 let job: @Sendable (RPCContext) async throws -> [UInt8]
                 do { job = try prepare(params) } catch {
@@ -103,7 +103,7 @@ enum ServerTracing {
     private static func wrap<T: Tracer>(_ handler: RegisteredHandler, opened tracer: T) -> RegisteredHandler {
         switch handler.body {
         case .inline(let run):
-            return RegisteredHandler(name: handler.name, body: .inline { params, context, writer in
+            return RegisteredHandler(name: handler.name, decodesParams: handler.decodesParams, body: .inline { params, context, writer in
                 try tracer.withSpan(context.method, context: parent(tracer, context), ofKind: .server) { span in
                     annotate(span, context)
                     do { return try run(params, context, writer) } catch {
@@ -113,7 +113,7 @@ enum ServerTracing {
                 }
             }, asTask: handler.asTask)
         case .async(let prepare):
-            return RegisteredHandler(name: handler.name, body: .async { params in
+            return RegisteredHandler(name: handler.name, decodesParams: handler.decodesParams, body: .async { params in
                 let job = try prepare(params)
                 return { context in
                     try await tracer.withSpan(context.method, context: parent(tracer, context), ofKind: .server) { span in
