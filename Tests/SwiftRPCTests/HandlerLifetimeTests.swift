@@ -243,6 +243,9 @@ final class RawConnection {
     private let fd: Int32
     private var buffered: [UInt8] = []
 
+    /// A connection accepted elsewhere (the peer's side of a client's connection).
+    init(descriptor: Int32) { fd = descriptor }
+
     init(port: Int) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()

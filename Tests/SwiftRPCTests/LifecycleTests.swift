@@ -68,9 +68,10 @@ final class LifecycleTests: XCTestCase {
 
     func testHeartbeatDeclaresASilentPeerDead() async throws {
         let peer = try SilentPeer()
+        // The dead time runs from the connect: time it from before the connect returns.
+        let start = ContinuousClock.now
         let client = try await RPCClient.connect(host: "127.0.0.1", port: peer.port, configuration: .init(
             heartbeatInterval: .milliseconds(50), deadAfter: .milliseconds(200)))
-        let start = ContinuousClock.now
         do {
             _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 1)) // no timeout of its own
             XCTFail("a silent peer answered")
@@ -86,9 +87,12 @@ final class LifecycleTests: XCTestCase {
     func testHeartbeatsKeepALiveIdleConnection() async throws {
         let (server, port) = try startServer()
         defer { server.stop() }
+        // Idle three times as long as a silent peer may stay silent: without heartbeats the
+        // connection would be declared dead. The margin (a 500 ms dead time, pings every
+        // 50 ms) takes a loop stall of several hundred ms on a loaded, sanitized machine.
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port, configuration: .init(
-            heartbeatInterval: .milliseconds(30), deadAfter: .milliseconds(100)))
-        try await Task.sleep(for: .milliseconds(400))
+            heartbeatInterval: .milliseconds(50), deadAfter: .milliseconds(500)))
+        try await Task.sleep(for: .milliseconds(1500))
         XCTAssertTrue(client.isConnected)
         let product = try await client.call(Arith.multiply, ArithArgs(A: 3, B: 4))
         XCTAssertEqual(product, 12)

@@ -204,8 +204,11 @@ final class ObservabilityTests: XCTestCase {
         configuration.metrics = options
         let client = try await connect(peer.port, configuration)
         await expectRPCError(.deadlineExceeded) { _ = try await client.call(Self.hold, 1, timeout: .milliseconds(20)) }
+        // One poll may see the timeout counted before the pending count falls (the core
+        // stores them one after the other): wait for both.
         let counted = await eventually {
             metrics.counterTotal(label: "rpc_client_timeouts_total") == 1
+                && (try? metrics.expectGauge("rpc_client_pending_calls").lastValue) == 0
         }
         XCTAssertTrue(counted, "timeouts: \(metrics.counterTotal(label: "rpc_client_timeouts_total"))")
         let pending = try metrics.expectGauge("rpc_client_pending_calls")

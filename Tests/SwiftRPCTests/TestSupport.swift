@@ -43,7 +43,8 @@ func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async -> Bool {
 
 /// A listening socket nobody accepts from: the kernel completes the handshake and buffers
 /// what a client sends, but no byte ever comes back. A call to it can end only on the
-/// client's side (its timeout, its heartbeat, its close), never by a server's reply.
+/// client's side (its timeout, its heartbeat, its close), never by a server's reply —
+/// unless the test accepts the connection and answers by hand (`accept`).
 final class SilentPeer {
     private let fd: Int32
     let port: Int
@@ -65,6 +66,15 @@ final class SilentPeer {
         }
         self.fd = fd
         port = Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// The next connection a client opened, as a raw connection the test reads and writes
+    /// frames on; nil when none comes within the timeout.
+    func accept(timeoutMilliseconds: Int32) -> RawConnection? {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, timeoutMilliseconds) == 1 else { return nil }
+        let conn = Glibc.accept(fd, nil, nil)
+        return conn >= 0 ? RawConnection(descriptor: conn) : nil
     }
 
     deinit { close(fd) }
