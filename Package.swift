@@ -48,10 +48,17 @@ let package = Package(
             pkgConfig: "msgpack",
             providers: [.apt(["libmsgpack-dev"])]
         ),
+        // The MessagePack Codable coder: the only Swift target besides SwiftRPC's Core/ that
+        // touches a C module (msgpack-c), and nothing of the RPC layer.
+        .target(
+            name: "SwiftRPCMessagePack",
+            dependencies: ["CMsgPack"],
+            swiftSettings: noWarnings
+        ),
         .target(
             name: "SwiftRPC",
             dependencies: [
-                "CRPCCore", "CMsgPack",
+                "CRPCCore", "SwiftRPCMessagePack",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -102,7 +109,7 @@ let package = Package(
         .testTarget(
             name: "SwiftRPCTests",
             dependencies: [
-                "SwiftRPC", "RPCExamples", "CMsgPack",
+                "SwiftRPC", "SwiftRPCMessagePack", "RPCExamples", "CMsgPack",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

@@ -21,9 +21,9 @@ core="Sources/CRPCCore/frame.c Sources/CRPCCore/msgpack_check.c Sources/CRPCCore
       Sources/CRPCCore/envelope_encode.c Sources/CRPCCore/buf.c Sources/CRPCCore/errors.c"
 for t in "${targets[@]}"; do
   if [ "$t" = codable ]; then
-    swiftc -parse-as-library -O -sanitize=fuzzer,address -module-name FuzzCodable \
+    swiftc -parse-as-library -O -sanitize=fuzzer,address -module-name FuzzCodable -package-name SwiftRPC \
       -Xcc -fmodule-map-file=Sources/CMsgPack/module.modulemap -ISources/CMsgPack \
-      Sources/SwiftRPC/MessagePack/*.swift Tests/fuzz/fuzz_codable.swift -lmsgpackc -o "$out/fuzz_$t"
+      Sources/SwiftRPCMessagePack/*.swift Tests/fuzz/fuzz_codable.swift -lmsgpackc -o "$out/fuzz_$t"
   else
     $CC -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -Iinclude -ISources/CRPCCore \
       $core "Tests/fuzz/fuzz_$t.c" -lmsgpackc -o "$out/fuzz_$t"

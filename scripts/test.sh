@@ -14,6 +14,9 @@ stage() { echo "== $1"; shift; "$@" 2>&1 | tee -a "$log"; }
 # Every stage that does I/O runs once per backend: first as the core picks it (io_uring
 # where the kernel allows it), then forced to epoll, the fallback where io_uring is refused.
 # SWIFTRPC_TEST_BACKENDS="auto" (or "epoll") runs one pass only.
+# Structure first: which folders may import a C module, and file sizes (docs/ARCHITECTURE.md).
+stage "Layer rules" ./scripts/check-layers.sh
+
 for backend in ${SWIFTRPC_TEST_BACKENDS:-auto epoll}; do
   if [ "$backend" = auto ]; then unset SWIFTRPC_BACKEND; else export SWIFTRPC_BACKEND=$backend; fi
   on="(backend: $backend)"
@@ -37,6 +40,7 @@ passed += sum(int(n) for n in re.findall(r"^rpcbench-tests: (\d+) passed", text,
 passed += sum(int(n) for n in re.findall(r"^(\d+) passed in [\d.]+s", text, re.M))          # pytest
 # XCTest prints its total last, after the per-suite lines: one total per `swift test` run.
 passed += sum(int(n) for n in re.findall(r"Test Suite 'All tests' passed.*\n\s+Executed (\d+) tests", text))
+passed += len(re.findall(r"^check-layers: 1 passed", text, re.M))
 passed += len(re.findall(r"^fuzz: no crash", text, re.M)) + len(re.findall(r"^soak: ", text, re.M))
 print(f"all tests: {passed} passed, 0 failed")
 PY

@@ -1,4 +1,4 @@
-// Tests for the MessagePack Codable coder (Sources/SwiftRPC/MessagePack).
+// Tests for the MessagePack Codable coder (Sources/SwiftRPCMessagePack).
 //
 // - Fixtures: Fixtures/msgpack_cases.json holds bytes made by Python's msgpack
 //   (scripts/gen_msgpack_fixtures.py). For each case name, `fixtureValues` below has the
@@ -13,6 +13,7 @@ import Foundation
 import XCTest
 
 @testable import SwiftRPC
+@testable import SwiftRPCMessagePack
 
 // MARK: - Types used by the tests
 

@@ -3,6 +3,7 @@ import RPCExamples
 import XCTest
 
 @testable import SwiftRPC
+@testable import SwiftRPCMessagePack
 
 /// The router through its transport seam: requests made in memory, no sockets, no io_uring.
 final class RouterTests: XCTestCase {
@@ -29,7 +30,7 @@ final class RouterTests: XCTestCase {
             XCTAssertEqual(rc, MSGPACK_UNPACK_SUCCESS)
             return withUnsafePointer(to: &object) { tree in
                 let writer = MessagePackWriter(initialCapacity: 64)
-                let outcome = router.run(name, params: RequestParams(bytes: raw, tree: tree),
+                let outcome = router.run(name, params: RequestParams(bytes: raw, tree: MessagePackTree(root: tree)),
                                               context: RPCContext(method: name), writer: writer)
                 switch outcome {
                 case .echo(let range): return (outcome, Array(raw[range]))

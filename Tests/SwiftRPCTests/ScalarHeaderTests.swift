@@ -1,5 +1,5 @@
 // Scalar replies are read from their raw bytes without msgpack-c's unpacker
-// (Sources/SwiftRPC/MessagePack/MessagePackScalarHeader.swift). Whatever that reader accepts
+// (Sources/SwiftRPCMessagePack/MessagePackScalarHeader.swift). Whatever that reader accepts
 // must be exactly the object msgpack_unpack builds from the same bytes; everything else
 // (other encodings, truncated or trailing bytes) it must leave to the tree path.
 
@@ -7,6 +7,7 @@ import CMsgPack
 import XCTest
 
 @testable import SwiftRPC
+@testable import SwiftRPCMessagePack
 
 final class ScalarHeaderTests: XCTestCase {
     /// Every kind a scalar reply can have.

@@ -1,5 +1,3 @@
-internal import CMsgPack
-internal import CRPCCore
 import Logging
 import Synchronization
 
@@ -96,22 +94,7 @@ public final class RPCClient: Sendable {
     public init(host: String, port: Int, configuration: Configuration = Configuration()) throws(RPCError) {
         let loop: RPCEventLoop
         if let chosen = configuration.eventLoop { loop = chosen } else { loop = try RPCEventLoop.shared() }
-        var config = crpc_client_config()
-        config.connect_timeout_ms = UInt32(clamping: max(configuration.connectTimeout.milliseconds, 1))
-        config.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
-        config.heartbeat_ms = UInt32(clamping: configuration.heartbeatInterval.map { max($0.milliseconds, 1) } ?? 0)
-        config.dead_after_ms = UInt32(clamping: configuration.deadAfter.map { max($0.milliseconds, 1) } ?? 0)
-        if let backoff = configuration.reconnect {
-            config.reconnect = 1
-            config.reconnect_min_ms = UInt32(clamping: max(backoff.initial.milliseconds, 1))
-            config.reconnect_max_ms = UInt32(clamping: max(backoff.maximum.milliseconds, backoff.initial.milliseconds, 1))
-            config.fail_fast = configuration.failFast ? 1 : 0
-        }
-        var client: OpaquePointer?
-        try CoreErrors.check(
-            crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
-            "cannot connect to \(host):\(port)")
-        let handle = ClientHandle(pointer: client!, loop: loop)
+        let handle = try ClientHandle.connect(loop: loop, host: host, port: port, configuration: configuration)
         self.handle = handle
         defaultTimeout = configuration.defaultTimeout
         logger = configuration.logger
@@ -145,18 +128,13 @@ public final class RPCClient: Sendable {
     public var eventLoop: RPCEventLoop { handle.loop }
 
     /// True while the connection is open.
-    public var isConnected: Bool { crpc_client_is_connected(handle.pointer) != 0 }
+    public var isConnected: Bool { handle.isConnected }
 
     /// Calls sent and not yet ended (a snapshot).
-    public var pendingCount: Int { Int(crpc_client_pending_count(handle.pointer)) }
+    public var pendingCount: Int { handle.pendingCount }
 
     /// The client's counters, as of now.
-    public var statistics: RPCClientStatistics {
-        var stats = crpc_client_stats()
-        crpc_client_get_stats(handle.pointer, &stats)
-        return RPCClientStatistics(pending: Int(stats.pending), lateReplies: Int(stats.late_replies),
-                                   timeouts: Int(stats.timeouts), reconnects: Int(stats.reconnects))
-    }
+    public var statistics: RPCClientStatistics { handle.statistics }
 
     // MARK: Calls
 
@@ -249,21 +227,7 @@ public final class RPCClient: Sendable {
         do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
             throw RPCError(.invalidArgument, "cannot encode params for \(name): \(error)")
         }
-        let rc = writer.withUnsafeBytes { params in
-            ExtEntries.with(metadata) { ext, extCount in
-                name.utf8CString.withUnsafeBufferPointer { cname in
-                    var c = crpc_call()
-                    c.method = cname.baseAddress
-                    c.method_len = UInt32(cname.count - 1)
-                    c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
-                    c.params_len = UInt32(params.count)
-                    c.ext = ext
-                    c.ext_count = extCount
-                    return crpc_client_notify(handle.pointer, &c)
-                }
-            }
-        }
-        try CoreErrors.check(rc, "cannot notify \(name)")
+        try writer.withUnsafeBytes { (params) throws(RPCError) in try handle.notify(name, params: params, metadata: metadata) }
     }
 
     /// Closes the connection; calls still pending end with `.unavailable`. Idempotent.
@@ -332,40 +296,10 @@ public final class RPCClient: Sendable {
         _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: Unmanaged<PendingCall>,
         _ writer: MessagePackWriter
     ) -> UInt64? {
-        var id: UInt64 = 0
-        let ctx = pending.toOpaque()
-        var c = crpc_call()
-        c.timeout_us = (timeout ?? defaultTimeout).map { UInt64(clamping: max($0.microseconds, 1)) } ?? 0
-        let rc: Int32 = writer.withUnsafeBytes { params in
-            c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
-            c.params_len = UInt32(params.count)
-            return Self.withUTF8(name) { method in
-                c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
-                c.method_len = UInt32(method.count)
-                if metadata.isEmpty {
-                    return crpc_client_call(handle.pointer, &c, callCompletionTrampoline, ctx, &id)
-                }
-                return ExtEntries.with(metadata) { ext, extCount in
-                    c.ext = ext
-                    c.ext_count = extCount
-                    return crpc_client_call(handle.pointer, &c, callCompletionTrampoline, ctx, &id)
-                }
-            }
+        let timeoutMicroseconds = (timeout ?? defaultTimeout).map { UInt64(clamping: max($0.microseconds, 1)) } ?? 0
+        return writer.withUnsafeBytes { params in
+            handle.call(name, params: params, metadata: metadata, timeoutMicroseconds: timeoutMicroseconds, pending: pending)
         }
-        if rc < 0 { // the core refused it: take back the reference it was to hold
-            Unmanaged<PendingCall>.fromOpaque(ctx).takeRetainedValue()
-                .fail(CoreErrors.error(rc, "cannot call \(name)").neverSent())
-            return nil
-        }
-        return id
-    }
-
-    /// A string's UTF-8 bytes in place when it has them contiguous (native strings do), so a
-    /// method name is not copied on every call; a copy otherwise.
-    private static func withUTF8<R>(_ string: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
-        if let result = string.utf8.withContiguousStorageIfAvailable(body) { return result }
-        var copy = string
-        return copy.withUTF8(body)
     }
 }
 
@@ -417,45 +351,7 @@ public struct RPCCall: Sendable {
         if id >= InterceptedCalls.firstID {
             handle.interceptedCalls.cancel(id)
         } else {
-            _ = crpc_client_cancel(handle.pointer, id)
+            handle.cancel(id)
         }
-    }
-}
-
-/// Owns a `crpc_client`. `@unchecked Sendable`: every crpc_client function is
-/// thread-safe (crpc.h); the handle stays valid after `close` (calls then fail at once)
-/// and is released only in `deinit`, when no call can be using it.
-@usableFromInline
-final class ClientHandle: @unchecked Sendable {
-    let pointer: OpaquePointer
-    let loop: RPCEventLoop
-    private let closed = Atomic<Bool>(false)
-    /// Tasks running intercepted `go` calls, so that `RPCCall.cancel` reaches them.
-    let interceptedCalls = InterceptedCalls()
-
-    init(pointer: OpaquePointer, loop: RPCEventLoop) {
-        self.pointer = pointer
-        self.loop = loop
-    }
-
-    /// Closes once; true for the call that did.
-    @discardableResult
-    func close() -> Bool {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return false }
-        crpc_client_close(pointer)
-        return true
-    }
-
-    deinit { crpc_client_destroy(pointer) }
-}
-
-extension Duration {
-    /// Whole milliseconds, rounded down, never negative.
-    var milliseconds: Int64 { microseconds / 1000 }
-
-    /// Whole microseconds, rounded down, never negative.
-    var microseconds: Int64 {
-        let c = components
-        return max(c.seconds &* 1_000_000 &+ c.attoseconds / 1_000_000_000_000, 0)
     }
 }

@@ -1,4 +1,3 @@
-internal import CMsgPack
 internal import CRPCCore
 import Synchronization
 
@@ -53,23 +52,18 @@ class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sen
             fail(error)
             return
         }
-        // A scalar reply (bytes, a string, a number) is read from its raw bytes: no tree.
-        if let kind = MessagePackScalar(Reply.self), let raw = r.result,
-           var object = MessagePackScalarHeader.object(UnsafeRawBufferPointer(start: raw, count: Int(r.result_len)), for: kind) {
-            withUnsafePointer(to: &object) { decode(from: $0) }
-            return
-        }
-        guard let message = r.message, let value = crpc_message_value(message) else {
-            fail(RPCError(.resourceExhausted, "out of memory unpacking the reply"))
-            return
-        }
-        decode(from: UnsafeRawPointer(value).assumingMemoryBound(to: msgpack_object.self))
-    }
-
-    /// Decodes the reply at `root` and hands it on, or fails the call.
-    private func decode(from root: UnsafePointer<msgpack_object>) {
         do {
-            deliver(success: try MessagePackDecoder().decode(Reply.self, fromTree: root))
+            // A scalar reply (bytes, a string, a number) is read from its raw bytes: no tree.
+            if let raw = r.result, let reply = try MessagePackDecoder().decodeScalar(
+                Reply.self, fromBytes: UnsafeRawBufferPointer(start: raw, count: Int(r.result_len))) {
+                deliver(success: reply)
+                return
+            }
+            guard let message = r.message, let value = crpc_message_value(message) else {
+                fail(RPCError(.resourceExhausted, "out of memory unpacking the reply"))
+                return
+            }
+            deliver(success: try MessagePackDecoder().decode(Reply.self, fromTree: MessagePackTree(unsafeRoot: UnsafeRawPointer(value))))
         } catch {
             fail(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)"))
         }
@@ -169,14 +163,14 @@ final class AsyncPendingCall<Reply: Decodable & Sendable>: TypedPendingCall<Repl
     @usableFromInline
     func sent(_ id: UInt64) {
         let (exchanged, _) = state.compareExchange(expected: 0, desired: id &+ 2, ordering: .acquiringAndReleasing)
-        if !exchanged { _ = crpc_client_cancel(handle.pointer, id) }
+        if !exchanged { handle.cancel(id) }
     }
 
     /// The awaiting task was cancelled.
     @usableFromInline
     func cancel() {
         let (exchanged, seen) = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
-        if !exchanged && seen >= 2 { _ = crpc_client_cancel(handle.pointer, seen &- 2) }
+        if !exchanged && seen >= 2 { handle.cancel(seen &- 2) }
     }
 }
 

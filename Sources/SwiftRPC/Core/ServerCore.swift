@@ -1,4 +1,3 @@
-internal import CMsgPack
 internal import CRPCCore
 
 /// The running half of an `RPCServer`: owns the C server and dispatches its requests.
@@ -45,8 +44,34 @@ final class ServerCore: @unchecked Sendable {
         }
     }
 
-    /// Starts the C server; `config` has everything but the callback filled in.
-    func start(_ config: crpc_server_config) throws(RPCError) -> Int {
+    /// Starts the C server as `configuration` says, with `loops` loops; returns the port.
+    func start(_ configuration: RPCServer.Configuration, loops: Int) throws(RPCError) -> Int {
+        let started: Result<Int, RPCError> = configuration.host.withCString { host in
+            var c = crpc_server_config()
+            c.host = host
+            c.port = UInt16(clamping: configuration.port)
+            c.loops = UInt32(loops)
+            c.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
+            c.max_inflight = UInt32(clamping: max(configuration.maxCallsInFlightPerConnection, 1))
+            c.max_connections = UInt32(clamping: max(configuration.maxConnections, 1))
+            c.max_output = UInt32(clamping: max(configuration.maxUnsentBytesPerConnection, 1))
+            c.frame_timeout_ms = UInt32(clamping: max(configuration.frameTimeout.milliseconds, 1))
+            c.eof_drain_ms = UInt32(clamping: max(configuration.drainTimeout.milliseconds, 1))
+            c.fd_reserve = configuration.descriptorReserve.map { $0 > 0 ? Int32(clamping: $0) : CRPC_FD_RESERVE_NONE } ?? 0
+            c.keep_fd_limit = configuration.raiseDescriptorLimit ? 0 : 1
+            c.max_depth = UInt32(clamping: max(configuration.maxDepth, 2))
+            c.max_ext = UInt32(clamping: max(configuration.maxMetadataEntries, 1))
+            if let cpu = configuration.firstCPU {
+                c.pin_loops = 1
+                c.first_cpu = Int32(cpu)
+            }
+            return Result { () throws(RPCError) in try start(c) }
+        }
+        return try started.get()
+    }
+
+    /// Starts the C server; `config` has everything but the callbacks filled in.
+    private func start(_ config: crpc_server_config) throws(RPCError) -> Int {
         var config = config
         config.on_request = serverRequestTrampoline
         config.on_conn_ended = connectionEndedTrampoline
@@ -137,10 +162,10 @@ final class ServerCore: @unchecked Sendable {
     }
 
     /// The params tree the core unpacks from the request's frame (nil: out of memory).
-    private static func unpackParams(_ request: UnsafePointer<crpc_request>) -> UnsafePointer<msgpack_object>? {
+    private static func unpackParams(_ request: UnsafePointer<crpc_request>) -> MessagePackTree? {
         let message = (UnsafeRawPointer(request) + MemoryLayout<crpc_request>.offset(of: \.msg)!)
             .assumingMemoryBound(to: crpc_message.self)
-        return crpc_message_value(message).map { UnsafeRawPointer($0).assumingMemoryBound(to: msgpack_object.self) }
+        return crpc_message_value(message).map { MessagePackTree(unsafeRoot: UnsafeRawPointer($0)) }
     }
 }
 

@@ -1,4 +1,3 @@
-internal import CRPCCore
 import CoreMetrics
 
 /// Records a client's counters, which the core keeps anyway, every poll interval instead
@@ -17,13 +16,13 @@ enum ClientMetricsPoller {
         let reconnects = Counter(label: "\(prefix)_client_reconnects_total", factory: factory)
         // Weak: the poller must not keep a dropped client alive; it ends when the handle goes.
         return Task.detached { [weak handle] in
-            var last = crpc_client_stats()
+            var last = RPCClientStatistics(pending: 0, lateReplies: 0, timeouts: 0)
             while !Task.isCancelled {
-                guard let now = handle.map(Self.read) else { return }
+                guard let now = handle?.statistics else { return }
                 pending.record(Int64(now.pending))
                 if now.timeouts > last.timeouts { timeouts.increment(by: Int64(now.timeouts - last.timeouts)) }
-                if now.late_replies > last.late_replies {
-                    late.increment(by: Int64(now.late_replies - last.late_replies))
+                if now.lateReplies > last.lateReplies {
+                    late.increment(by: Int64(now.lateReplies - last.lateReplies))
                 }
                 if now.reconnects > last.reconnects {
                     reconnects.increment(by: Int64(now.reconnects - last.reconnects))
@@ -32,11 +31,5 @@ enum ClientMetricsPoller {
                 try? await Task.sleep(for: interval)
             }
         }
-    }
-
-    private static func read(_ handle: ClientHandle) -> crpc_client_stats {
-        var stats = crpc_client_stats()
-        crpc_client_get_stats(handle.pointer, &stats)
-        return stats
     }
 }

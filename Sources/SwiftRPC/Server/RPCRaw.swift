@@ -1,5 +1,3 @@
-internal import CRPCCore
-
 /// A request as a raw handler sees it. The params bytes are valid only while the handler
 /// runs.
 ///
@@ -19,13 +17,7 @@ public struct RPCRawRequest {
 
     /// The byte range within ``params`` of argument `index`, or `nil` when there is none.
     public func argument(_ index: Int) -> Range<Int>? {
-        guard let base = params.baseAddress?.assumingMemoryBound(to: UInt8.self), index >= 0 else { return nil }
-        var element: UnsafePointer<UInt8>?
-        var length = 0
-        guard crpc_msgpack_array_elem(base, params.count, UInt32(clamping: index), &element, &length) == 0,
-              let element else { return nil }
-        let start = element - base
-        return start..<(start + length)
+        CoreMessagePack.arrayElement(index, of: params)
     }
 }
 

@@ -1,4 +1,3 @@
-internal import CRPCCore
 import Logging
 
 /// An RPC server: handlers registered by `"Service.Method"`, served over io_uring (epoll
@@ -207,28 +206,7 @@ public final class RPCServer: Sendable {
                                   maxCallsInFlightPerConnection: configuration.maxCallsInFlightPerConnection,
                                   maxRunningNotifications: configuration.maxRunningNotifications,
                                   drainTime: configuration.drainTimeout)
-            let started: Result<Int, RPCError> = configuration.host.withCString { host in
-                var c = crpc_server_config()
-                c.host = host
-                c.port = UInt16(clamping: configuration.port)
-                c.loops = UInt32(loops)
-                c.max_frame_size = UInt32(clamping: configuration.maxFrameSize)
-                c.max_inflight = UInt32(clamping: max(configuration.maxCallsInFlightPerConnection, 1))
-                c.max_connections = UInt32(clamping: max(configuration.maxConnections, 1))
-                c.max_output = UInt32(clamping: max(configuration.maxUnsentBytesPerConnection, 1))
-                c.frame_timeout_ms = UInt32(clamping: max(configuration.frameTimeout.milliseconds, 1))
-                c.eof_drain_ms = UInt32(clamping: max(configuration.drainTimeout.milliseconds, 1))
-                c.fd_reserve = configuration.descriptorReserve.map { $0 > 0 ? Int32(clamping: $0) : CRPC_FD_RESERVE_NONE } ?? 0
-                c.keep_fd_limit = configuration.raiseDescriptorLimit ? 0 : 1
-                c.max_depth = UInt32(clamping: max(configuration.maxDepth, 2))
-                c.max_ext = UInt32(clamping: max(configuration.maxMetadataEntries, 1))
-                if let cpu = configuration.firstCPU {
-                    c.pin_loops = 1
-                    c.first_cpu = Int32(cpu)
-                }
-                return Result { () throws(RPCError) in try core.start(c) }
-            }
-            let port = try started.get()
+            let port = try core.start(configuration, loops: loops)
             state = .running(core, port: port)
             if let factory = configuration.metrics.resolve() {
                 let poller = ServerMetricsPoller.start(core, factory: factory, options: configuration.metrics)

@@ -1,23 +1,21 @@
 // The server's handlers: what a registration turns into (HandlerFactory), and the one
 // place a request is decoded, run and its reply encoded (RegisteredHandler.run).
 
-internal import CMsgPack
-
 /// A request's params as they arrived: their raw bytes (the params array) and, for a
 /// handler that decodes them, the tree the core unpacked before dispatch (so decoding never
 /// calls back into the core). Valid only while the request is dispatched.
 struct RequestParams {
     let bytes: UnsafeRawBufferPointer
     /// nil when the handler takes raw bytes, or when the core ran out of memory unpacking.
-    private let unpacked: UnsafePointer<msgpack_object>?
+    private let unpacked: MessagePackTree?
 
-    init(bytes: UnsafeRawBufferPointer, tree: UnsafePointer<msgpack_object>?) {
+    init(bytes: UnsafeRawBufferPointer, tree: MessagePackTree?) {
         self.bytes = bytes
         self.unpacked = tree
     }
 
     /// The params tree.
-    func tree() throws -> UnsafePointer<msgpack_object> {
+    func tree() throws -> MessagePackTree {
         guard let unpacked else { throw RPCError(.resourceExhausted, "out of memory unpacking params") }
         return unpacked
     }

@@ -5,7 +5,7 @@ internal import Glibc
 ///
 /// `@unchecked Sendable`: each instance is reachable only through its own thread's
 /// thread-local slot, so only that thread ever touches it.
-final class ThreadScratch: @unchecked Sendable {
+package final class ThreadScratch: @unchecked Sendable {
     private let writer = MessagePackWriter(initialCapacity: 1024)
     private var writerBusy = false
     private let decoderState = MessagePackDecoderState()
@@ -21,7 +21,7 @@ final class ThreadScratch: @unchecked Sendable {
     /// Runs `body` with the calling thread's scratch (made on first use), borrowed: the
     /// thread-local slot keeps it alive for the whole call, so this takes no reference.
     @inline(__always)
-    static func withCurrent<R>(_ body: (ThreadScratch) throws -> R) rethrows -> R {
+    package static func withCurrent<R>(_ body: (ThreadScratch) throws -> R) rethrows -> R {
         let raw = pthread_getspecific(key) ?? Unmanaged.passUnretained(make()).toOpaque()
         return try Unmanaged<ThreadScratch>.fromOpaque(raw)._withUnsafeGuaranteedRef(body)
     }
@@ -36,14 +36,14 @@ final class ThreadScratch: @unchecked Sendable {
 
     /// This thread's writer, emptied, or nil while it is in use (an `encode(to:)` that
     /// itself makes a call); give it back with `endWriting()`.
-    func beginWriting() -> MessagePackWriter? {
+    package func beginWriting() -> MessagePackWriter? {
         if writerBusy { return nil }
         writerBusy = true
         writer.reset()
         return writer
     }
 
-    func endWriting() { writerBusy = false }
+    package func endWriting() { writerBusy = false }
 
     /// This thread's decoder state, or nil while it is in use (a decode that starts another
     /// decode); give it back with `endDecoding()`.

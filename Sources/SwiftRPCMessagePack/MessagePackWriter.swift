@@ -75,7 +75,7 @@ private func messagePackSinkWrite(
 
 /// A growable MessagePack output buffer written through msgpack-c's packer. Reusable: `reset()`
 /// empties it and keeps its capacity. Confined to one thread at a time.
-final class MessagePackWriter {
+package final class MessagePackWriter {
     /// The bytes written so far.
     private let sink: UnsafeMutablePointer<MessagePackSink>
     /// Writes to `sink`.
@@ -88,7 +88,7 @@ final class MessagePackWriter {
     @exclusivity(unchecked) private var cachedEncoder: MessagePackEncoderState?
 
     /// Creates an empty writer; `initialCapacity` bytes are allocated up front.
-    init(initialCapacity: Int = 256) {
+    package init(initialCapacity: Int = 256) {
         sink = MessagePackSink.allocate(capacity: initialCapacity)
         scratch = MessagePackSink.allocate(capacity: 16)
         packer = .allocate(capacity: 1)
@@ -108,10 +108,10 @@ final class MessagePackWriter {
     }
 
     /// Number of bytes written.
-    var count: Int { sink.pointee.count }
+    package var count: Int { sink.pointee.count }
 
     /// Empties the buffer, keeping its capacity.
-    func reset() { sink.pointee.count = 0 }
+    package func reset() { sink.pointee.count = 0 }
 
     /// Drops everything written after `count` bytes (used to undo a failed encode).
     func truncate(to count: Int) {
@@ -121,7 +121,7 @@ final class MessagePackWriter {
 
     /// Calls `body` with the bytes written so far. The pointer is valid only inside `body` and
     /// only until the writer is next written to.
-    func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    package func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(UnsafeRawBufferPointer(start: sink.pointee.base, count: sink.pointee.count))
     }
 
@@ -206,18 +206,18 @@ final class MessagePackWriter {
     }
 
     /// Packs `bytes` as a MessagePack bin.
-    func packBinary(_ bytes: UnsafeRawBufferPointer) {
+    package func packBinary(_ bytes: UnsafeRawBufferPointer) {
         _ = msgpack_pack_bin_with_body(packer, bytes.baseAddress, bytes.count)
     }
 
     /// Packs an array header; `count` values must follow.
-    func packArrayHeader(_ count: Int) { _ = msgpack_pack_array(packer, count) }
+    package func packArrayHeader(_ count: Int) { _ = msgpack_pack_array(packer, count) }
 
     /// Packs a map header; `count` key/value pairs must follow.
     func packMapHeader(_ count: Int) { _ = msgpack_pack_map(packer, count) }
 
     /// Appends already-encoded MessagePack bytes verbatim.
-    func appendRaw(_ bytes: UnsafeRawBufferPointer) {
+    package func appendRaw(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress else { return }
         _ = messagePackSinkWrite(UnsafeMutableRawPointer(sink), base.assumingMemoryBound(to: CChar.self), bytes.count)
     }

@@ -39,7 +39,7 @@ public struct MessagePackEncoder: Sendable {
 
     /// Appends the encoding of `value` to `writer`, e.g. a reply's result after its envelope
     /// prefix. On error the writer is left as it was before the call.
-    func encode<T: Encodable>(_ value: T, into writer: MessagePackWriter) throws {
+    package func encode<T: Encodable>(_ value: T, into writer: MessagePackWriter) throws {
         // A scalar (a string, a number, bytes) needs none of the container machinery.
         if writer.packScalar(value) { return }
         let start = writer.count
@@ -57,7 +57,7 @@ public struct MessagePackEncoder: Sendable {
 
     /// Appends `[value]`, the params array of a call with one argument, to `writer`. On error the
     /// writer is left as it was before the call.
-    func encodeParams<T: Encodable>(_ value: T, into writer: MessagePackWriter) throws {
+    package func encodeParams<T: Encodable>(_ value: T, into writer: MessagePackWriter) throws {
         let start = writer.count
         writer.packArrayHeader(1)
         do {
