@@ -72,8 +72,8 @@ int main(void)
 
     crpc_client_config cfg = {.heartbeat_ms = 50, .dead_after_ms = 200};
     crpc_client *c;
+    uint64_t start = now_ms(); /* before the connect: the dead timer runs from it */
     CHECK_EQ(crpc_client_connect(loop, "127.0.0.1", ntohs(a.sin_port), &cfg, &c), 0);
-    uint64_t start = now_ms();
     crpc_call call = {.method = "Any.Thing", .method_len = 9};
     CHECK_EQ(crpc_client_call(c, &call, on_end, NULL, NULL), 0);
     for (int i = 0; i < 3000 && !atomic_load(&ended); i++)
@@ -88,12 +88,15 @@ int main(void)
     pthread_join(peer, NULL);
     close(silent_fd);
 
-    /* 2. A live server keeps an idle connection: its pings are answered. */
+    /* 2. A live server keeps an idle connection: its pings are answered. dead_after is
+     * wide (a loaded machine can stall a ping's answer for a few hundred ms), and the
+     * silence lasts three of those periods, so without answered pings it would die. */
+    crpc_client_config live_cfg = {.heartbeat_ms = 50, .dead_after_ms = 1000};
     crpc_server_config scfg = {.loops = 1, .on_request = on_request};
     crpc_server *srv;
     CHECK_EQ(crpc_server_start(&scfg, &srv), 0);
-    CHECK_EQ(crpc_client_connect(loop, "127.0.0.1", crpc_server_port(srv), &cfg, &c), 0);
-    usleep(600000); /* three dead_after periods of silence from the caller's side */
+    CHECK_EQ(crpc_client_connect(loop, "127.0.0.1", crpc_server_port(srv), &live_cfg, &c), 0);
+    usleep(3 * 1000 * 1000); /* three dead_after periods of silence from the caller's side */
     CHECK(crpc_client_is_connected(c));
     crpc_client_stats st;
     crpc_client_get_stats(c, &st);

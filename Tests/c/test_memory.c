@@ -14,8 +14,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -30,6 +32,13 @@ static size_t heap_in_use(void) { return __sanitizer_get_current_allocated_bytes
 #include <malloc.h>
 static size_t heap_in_use(void) { return mallinfo2().uordblks + mallinfo2().hblkhd + crpc_buf_mapped_bytes(); }
 #endif
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static void on_request(void *user, const crpc_request *req)
 {
@@ -61,30 +70,50 @@ int main(void)
     size_t baseline = heap_in_use();
 
     int fds[CLIENTS];
-    static uint8_t frame[40 * 1024];
     for (int i = 0; i < CLIENTS; i++) {
         fds[i] = socket(AF_INET, SOCK_STREAM, 0);
         CHECK_EQ(connect(fds[i], (struct sockaddr *)&a, sizeof(a)), 0);
         fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
     }
-    /* Each writes until 200 ms pass with no progress: the server has stopped reading it. */
+    /* Each writes until 1 s passes with no progress: the server has stopped reading it (a
+     * shorter window mistakes a stall of a loaded machine for that). They write in turn, so
+     * the idle second is waited out once for all rather than once per client. */
+    static uint8_t frame[CLIENTS][40 * 1024];
+    size_t n[CLIENTS], off[CLIENTS];
+    uint32_t next_id[CLIENTS];
+    uint64_t last_progress[CLIENTS];
+    bool filled[CLIENTS];
     for (int i = 0; i < CLIENTS; i++) {
-        size_t n = wire_request(frame, "Test.Echo", 0, 32 * 1024, 0x5a), off = 0;
-        for (uint32_t k = 1, idle = 0; idle < 100;) {
-            ssize_t w = send(fds[i], frame + off, n - off, MSG_NOSIGNAL);
+        n[i] = wire_request(frame[i], "Test.Echo", 0, 32 * 1024, 0x5a);
+        off[i] = 0;
+        next_id[i] = 1;
+        last_progress[i] = now_ms();
+        filled[i] = false;
+    }
+    for (int left = CLIENTS; left > 0;) {
+        bool progress = false;
+        for (int i = 0; i < CLIENTS; i++) {
+            if (filled[i])
+                continue;
+            ssize_t w = send(fds[i], frame[i] + off[i], n[i] - off[i], MSG_NOSIGNAL);
             if (w > 0) {
-                off += (size_t)w;
-                idle = 0;
-                if (off == n) {
-                    n = wire_request(frame, "Test.Echo", k++, 32 * 1024, 0x5a);
-                    off = 0;
+                off[i] += (size_t)w;
+                last_progress[i] = now_ms();
+                progress = true;
+                if (off[i] == n[i]) {
+                    n[i] = wire_request(frame[i], "Test.Echo", next_id[i]++, 32 * 1024, 0x5a);
+                    off[i] = 0;
                 }
             } else {
                 CHECK(errno == EAGAIN || errno == EWOULDBLOCK);
-                idle++;
-                usleep(2000);
+                if (now_ms() - last_progress[i] >= 1000) {
+                    filled[i] = true;
+                    left--;
+                }
             }
         }
+        if (!progress)
+            usleep(2000);
     }
     size_t peak = heap_in_use();
     printf("memory: %d clients that never read hold %zu MiB of server heap\n", CLIENTS,

@@ -38,26 +38,31 @@ static void on_request(void *user, const crpc_request *req)
 
 static void on_end(void *ctx, const crpc_result *res);
 static crpc_client *client;
+static atomic_int ok, unavailable, reset, other;
+static atomic_bool shutting_down; /* set by main right before crpc_server_shutdown */
 
-/* 50 ms into the drain sends one more call (refused with 14); at 100 ms answers the held
- * requests, if this round answers them at all. */
+/* Once the drain has begun (main's flag, then 50 ms for crpc_server_shutdown to mark the
+ * server draining), sends one more call (refused with 14); once that refusal is in,
+ * answers the held requests, if this round answers them at all. */
 static void *answerer(void *arg)
 {
     (void)arg;
+    while (!atomic_load(&shutting_down))
+        usleep(1000);
     usleep(50000);
     crpc_call call = {.method = "Test.Late", .method_len = 9};
     CHECK_EQ(crpc_client_call(client, &call, on_end, NULL, NULL), 0);
-    usleep(50000);
     if (!atomic_load(&answer_held))
         return NULL;
+    /* The refusal must reach the caller before the drain ends and closes the connection. */
+    for (int i = 0; i < 3000 && atomic_load(&unavailable) < 1; i++)
+        usleep(1000);
     for (int i = 0; i < HELD; i++) {
         crpc_reply r = {0};
         crpc_server_reply(srv, held_conn[i], held_msgid[i], &r);
     }
     return NULL;
 }
-
-static atomic_int ok, unavailable, reset, other;
 
 static void on_end(void *ctx, const crpc_result *res)
 {
@@ -85,6 +90,7 @@ static void round_trip(bool answer, uint32_t drain_ms, int want_rc)
     atomic_store(&unavailable, 0);
     atomic_store(&reset, 0);
     atomic_store(&answer_held, answer);
+    atomic_store(&shutting_down, false);
     crpc_server_config cfg = {.loops = 2, .on_request = on_request};
     int err = crpc_server_start(&cfg, &srv);
     SKIP_IF_NO_URING(err);
@@ -103,6 +109,7 @@ static void round_trip(bool answer, uint32_t drain_ms, int want_rc)
 
     pthread_t t;
     pthread_create(&t, NULL, answerer, NULL);
+    atomic_store(&shutting_down, true);
     int rc = crpc_server_shutdown(srv, drain_ms);
     pthread_join(t, NULL);
     CHECK_EQ(rc, want_rc);
@@ -125,7 +132,7 @@ int main(void)
 {
     round_trip(true, 3000, 0);
     printf("shutdown: %d in-flight calls answered during the drain\n", HELD);
-    round_trip(false, 150, -ETIMEDOUT);
+    round_trip(false, 1000, -ETIMEDOUT);
     printf("shutdown: the drain deadline cut %d unanswered calls off\n", HELD);
     printf("PASS test_shutdown\n");
     return 0;

@@ -244,7 +244,7 @@ def test_closed_connections_give_their_output_back(server):
         sock = socket.create_connection(server.address)
         sock.setblocking(False)
         idle_since, pending = time.monotonic(), request
-        while time.monotonic() - idle_since < 0.3:  # until the server stops reading it
+        while time.monotonic() - idle_since < 1.0:  # until the server stops reading it
             try:
                 pending = pending[sock.send(pending):] or request
                 idle_since = time.monotonic()
