@@ -67,4 +67,38 @@ public struct MessagePackEncoder: Sendable {
             throw error
         }
     }
+
+    // MARK: Params in this thread's writer (the client's per-call path)
+
+    /// Encodes `[args]`, the params of a call with one argument, into this thread's writer
+    /// (a fresh one while it is in use) and runs `body` with the bytes. One call across the
+    /// module boundary per call sent: the writer is borrowed, not retained.
+    package func withParams<Args: Encodable, R>(
+        _ args: Args, _ body: (UnsafeRawBufferPointer) -> R
+    ) throws -> R {
+        try Self.withThreadWriter { writer in
+            try encodeParams(args, into: writer)
+            return writer.withUnsafeBytes(body)
+        }
+    }
+
+    /// `withParams` for an argument that is raw bytes: `[bin]`, as the Codable path writes
+    /// it, without going through it.
+    package static func withBytesParams<R>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        withThreadWriter { writer in
+            writer.packArrayHeader(1)
+            bytes.withUnsafeBytes { writer.packBinary($0) }
+            return writer.withUnsafeBytes(body)
+        }
+    }
+
+    /// Runs `body` with this thread's writer, emptied (a fresh one if it is in use).
+    @inline(__always)
+    private static func withThreadWriter<R>(_ body: (MessagePackWriter) throws -> R) rethrows -> R {
+        try ThreadScratch.withCurrent { scratch in
+            guard let writer = scratch.beginWriting() else { return try body(MessagePackWriter(initialCapacity: 256)) }
+            defer { scratch.endWriting() }
+            return try body(writer)
+        }
+    }
 }

@@ -31,13 +31,17 @@ extension MessagePackDecoder {
         }
     }
 
-    /// Decodes a scalar `T` (bytes, a string, a number) straight from its encoded bytes,
-    /// with no tree; nil when `T` is no such scalar or the bytes do not hold one (then
-    /// decode from the tree).
-    package func decodeScalar<T: Decodable>(_ type: T.Type, fromBytes bytes: UnsafeRawBufferPointer) throws -> T? {
+    /// Decodes a scalar `T` (bytes, a string, a number) straight from its encoded bytes, with
+    /// no tree, and hands it to `deliver`; false (nothing delivered) when `T` is no such
+    /// scalar or the bytes hold none: then decode from the tree. Returns no `T?`, whose
+    /// metadata generic code would look up on every call.
+    package func decodeScalar<T: Decodable>(
+        _ type: T.Type, fromBytes bytes: UnsafeRawBufferPointer, into deliver: (T) -> Void
+    ) throws -> Bool {
         guard let kind = MessagePackScalar(T.self),
-              var object = MessagePackScalarHeader.object(bytes, for: kind) else { return nil }
-        return try withUnsafePointer(to: &object) { try decode(type, fromTree: MessagePackTree(root: $0)) }
+              var object = MessagePackScalarHeader.object(bytes, for: kind) else { return false }
+        try withUnsafePointer(to: &object) { deliver(try decode(type, fromTree: MessagePackTree(root: $0))) }
+        return true
     }
 
     /// Decodes element 0 of a params array the core already unpacked.

@@ -259,13 +259,12 @@ public final class RPCClient: Sendable {
     func send<Args: Encodable>(
         _ name: String, _ args: Args, metadata: RPCMetadata, timeout: Duration?, pending: Unmanaged<PendingCall>
     ) -> UInt64? {
-        withWriter { writer in
-            do { try MessagePackEncoder().encodeParams(args, into: writer) } catch {
-                pending.takeRetainedValue()
-                    .fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
-                return nil
-            }
-            return submit(name, metadata, timeout, pending, writer)
+        do {
+            return try MessagePackEncoder().withParams(args) { submit(name, metadata, timeout, pending, params: $0) }
+        } catch {
+            pending.takeRetainedValue()
+                .fail(RPCError(.invalidArgument, "cannot encode params for \(name): \(error)").neverSent())
+            return nil
         }
     }
 
@@ -275,31 +274,16 @@ public final class RPCClient: Sendable {
     func sendBytes(
         _ name: String, _ bytes: [UInt8], metadata: RPCMetadata, timeout: Duration?, pending: Unmanaged<PendingCall>
     ) -> UInt64? {
-        withWriter { writer in
-            writer.packArrayHeader(1)
-            bytes.withUnsafeBytes { writer.packBinary($0) }
-            return submit(name, metadata, timeout, pending, writer)
-        }
+        MessagePackEncoder.withBytesParams(bytes) { submit(name, metadata, timeout, pending, params: $0) }
     }
 
-    /// Runs `body` with this thread's writer, emptied (a fresh one if it is in use).
-    private func withWriter(_ body: (MessagePackWriter) -> UInt64?) -> UInt64? {
-        ThreadScratch.withCurrent { scratch in
-            guard let writer = scratch.beginWriting() else { return body(MessagePackWriter(initialCapacity: 256)) }
-            defer { scratch.endWriting() }
-            return body(writer)
-        }
-    }
-
-    /// Hands the params in `writer` to the core as a call of `name`.
+    /// Hands encoded `params` to the core as a call of `name`.
     private func submit(
         _ name: String, _ metadata: RPCMetadata, _ timeout: Duration?, _ pending: Unmanaged<PendingCall>,
-        _ writer: MessagePackWriter
+        params: UnsafeRawBufferPointer
     ) -> UInt64? {
         let timeoutMicroseconds = (timeout ?? defaultTimeout).map { UInt64(clamping: max($0.microseconds, 1)) } ?? 0
-        return writer.withUnsafeBytes { params in
-            handle.call(name, params: params, metadata: metadata, timeoutMicroseconds: timeoutMicroseconds, pending: pending)
-        }
+        return handle.call(name, params: params, metadata: metadata, timeoutMicroseconds: timeoutMicroseconds, pending: pending)
     }
 }
 

@@ -52,21 +52,34 @@ class TypedPendingCall<Reply: Decodable & Sendable>: PendingCall, @unchecked Sen
             fail(error)
             return
         }
-        do {
-            // A scalar reply (bytes, a string, a number) is read from its raw bytes: no tree.
-            if let raw = r.result, let reply = try MessagePackDecoder().decodeScalar(
-                Reply.self, fromBytes: UnsafeRawBufferPointer(start: raw, count: Int(r.result_len))) {
-                deliver(success: reply)
-                return
+        // A scalar reply (bytes, a string, a number) is read from its raw bytes: no tree.
+        if let raw = r.result {
+            do {
+                if try MessagePackDecoder().decodeScalar(
+                    Reply.self, fromBytes: UnsafeRawBufferPointer(start: raw, count: Int(r.result_len)),
+                    into: { deliver(success: $0) }) { return }
+            } catch {
+                return fail(Self.undecodable(error))
             }
-            guard let message = r.message, let value = crpc_message_value(message) else {
-                fail(RPCError(.resourceExhausted, "out of memory unpacking the reply"))
-                return
-            }
-            deliver(success: try MessagePackDecoder().decode(Reply.self, fromTree: MessagePackTree(unsafeRoot: UnsafeRawPointer(value))))
-        } catch {
-            fail(RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)"))
         }
+        guard let message = r.message, let value = crpc_message_value(message) else {
+            fail(RPCError(.resourceExhausted, "out of memory unpacking the reply"))
+            return
+        }
+        decode(from: MessagePackTree(unsafeRoot: UnsafeRawPointer(value)))
+    }
+
+    /// Decodes the reply in `tree` and hands it on, or fails the call.
+    private func decode(from tree: MessagePackTree) {
+        do {
+            deliver(success: try MessagePackDecoder().decode(Reply.self, fromTree: tree))
+        } catch {
+            fail(Self.undecodable(error))
+        }
+    }
+
+    private static func undecodable(_ error: any Error) -> RPCError {
+        RPCError(.internal, "the reply does not decode as \(Reply.self): \(error)")
     }
 
     // Never inlined: `complete` then mentions no `Result<Reply, RPCError>`, whose metadata
