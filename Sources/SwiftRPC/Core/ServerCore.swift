@@ -153,11 +153,12 @@ final class ServerCore: @unchecked Sendable {
             tree: decodes ? Self.unpackParams(request) : nil)
         let incoming = ServerRequest(
             conn: conn, msgid: msg.msgid, wantsReply: msg.type == UInt8(CRPC_MSG_REQUEST.rawValue),
-            wireName: wireName, params: params, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)),
+            wireName: wireName, params: params,
             timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)),
             replies: ReplySink(request.pointee.server))
         borrowedScratch[Int(conn >> 56)]._withUnsafeGuaranteedRef { scratch in
-            dispatch(incoming, handler: handler, scratch: scratch)
+            // Made here, so it is handed over, not copied out of a captured variable.
+            dispatch(incoming, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)), handler: handler, scratch: scratch)
         }
     }
 

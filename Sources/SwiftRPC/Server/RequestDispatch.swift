@@ -3,7 +3,9 @@
 // task, then the reply (ReplySink). Nothing here goes back to the core but the reply.
 
 /// A request as the Swift server dispatches it, made by `ServerCore.handle` from what the
-/// core read. Its bytes are the core's: valid only until `dispatch` returns.
+/// core read. Its bytes are the core's: valid only until `dispatch` returns. It holds no
+/// references (its metadata travels beside it, owned), so passing it costs no reference
+/// counting.
 struct ServerRequest {
     let conn: UInt64
     let msgid: UInt32
@@ -12,15 +14,16 @@ struct ServerRequest {
     /// The method's name as it came off the wire.
     let wireName: UnsafeRawBufferPointer
     let params: RequestParams
-    let metadata: RPCMetadata
     let timeout: Duration?
     let replies: ReplySink
 }
 
 extension ServerCore {
     /// Runs `request` with `handler` (nil: a built-in, or no such method). `handler` is
-    /// unretained: the router, which this core holds, keeps it alive.
-    func dispatch(_ request: ServerRequest, handler: Unmanaged<RegisteredHandler>?, scratch: LoopScratch) {
+    /// unretained: the router, which this core holds, keeps it alive. `metadata` is the
+    /// request's, handed over to its context.
+    func dispatch(_ request: ServerRequest, metadata: consuming RPCMetadata, handler: Unmanaged<RegisteredHandler>?,
+                  scratch: LoopScratch) {
         // A registered method's name is already a String; only the others need one made.
         // Read from the context from here on: the context takes this copy over, so a name
         // too long to be stored inline is retained once per request, not twice.
@@ -30,13 +33,14 @@ extension ServerCore {
         let responseMetadata = scratch.responseMetadata
         responseMetadata.reset()
         let inlineContext = RPCContext(
-            method: name, metadata: request.metadata, timeout: request.timeout,
+            method: name, metadata: metadata, timeout: request.timeout,
             responseMetadata: responseMetadata, connection: RPCConnectionID(rawValue: request.conn))
         let writer = scratch.writer
         writer.reset()
 
+        let params = request.params  // captured alone, not the whole request
         let outcome = handler.map { handler in
-            handler._withUnsafeGuaranteedRef { $0.run(request.params, context: inlineContext, writer: writer) }
+            handler._withUnsafeGuaranteedRef { $0.run(params, context: inlineContext, writer: writer) }
         } ?? router.answerBuiltin(inlineContext.method, writer: writer)
         let (conn, msgid, replies) = (request.conn, request.msgid, request.replies)
         switch outcome {
@@ -46,7 +50,7 @@ extension ServerCore {
             }
         case .echo(let range):
             if request.wantsReply {
-                replies.send(conn, msgid, .result(UnsafeRawBufferPointer(rebasing: request.params.bytes[range])),
+                replies.send(conn, msgid, .result(UnsafeRawBufferPointer(rebasing: params.bytes[range])),
                              metadata: responseMetadata.metadata)
             }
         case .failed(let error):
