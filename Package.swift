@@ -38,7 +38,8 @@ let package = Package(
             name: "CRPCCore",
             path: "Sources/CRPCCore",
             publicHeadersPath: "include",
-            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"])] + cNoWarnings,
+            // Sources/CMsgPack/msgpack_rules.h: the MessagePack rules it shares with the coder.
+            cSettings: [.unsafeFlags(["-std=gnu11", "-O2"]), .headerSearchPath("../CMsgPack")] + cNoWarnings,
             linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("msgpackc"), .linkedLibrary("pthread")]
         ),
         // msgpack-c for the Swift Codable coder.

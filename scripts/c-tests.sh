@@ -32,7 +32,7 @@ CFLAGS="-std=gnu11 -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -
 built=() build_fail=0
 for src in "${tests[@]}"; do
   name=$(basename "$src" .c)
-  if $CC $CFLAGS -Iinclude -ISources/CRPCCore Sources/CRPCCore/*.c "$src" \
+  if $CC $CFLAGS -Iinclude -ISources/CRPCCore -ISources/CMsgPack Sources/CRPCCore/*.c "$src" \
       -luring -lmsgpackc -lpthread -o "$out/$name"; then
     built+=("$name")
   else

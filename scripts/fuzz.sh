@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
       -Xcc -fmodule-map-file=Sources/CMsgPack/module.modulemap -ISources/CMsgPack \
       Sources/SwiftRPCMessagePack/*.swift Tests/fuzz/fuzz_codable.swift -lmsgpackc -o "$out/fuzz_$t"
   else
-    $CC -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -Iinclude -ISources/CRPCCore \
+    $CC -g -O1 -fsanitize=fuzzer,address,undefined -std=gnu11 -Iinclude -ISources/CRPCCore -ISources/CMsgPack \
       $core "Tests/fuzz/fuzz_$t.c" -lmsgpackc -o "$out/fuzz_$t"
   fi
   mkdir -p "$out/corpus/$t"

@@ -11,6 +11,7 @@
  * the frame (msgpack-c does not copy them).
  */
 #include "crpc.h"
+#include "msgpack_rules.h" /* the one MessagePack header reader */
 
 #include <errno.h>
 #include <stdbool.h>
@@ -60,22 +61,16 @@ void crpc_decoder_destroy(crpc_decoder *d)
 
 /* ------------------------------------------------ readers of checked bytes */
 
+/* Headers are read by the shared reader (msgpack_rules.h), the one the validator uses. */
+
 /* Reads an array header; returns header size or 0 when `p` is not an array. */
 static size_t array_header(const uint8_t *p, size_t len, uint32_t *count)
 {
-    if (len >= 1 && p[0] >= 0x90 && p[0] <= 0x9f) {
-        *count = p[0] & 0x0f;
-        return 1;
-    }
-    if (len >= 3 && p[0] == 0xdc) {
-        *count = (uint32_t)p[1] << 8 | p[2];
-        return 3;
-    }
-    if (len >= 5 && p[0] == 0xdd) {
-        *count = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
-        return 5;
-    }
-    return 0;
+    crpc_mp_header h;
+    if (len == 0 || crpc_mp_read_header(p, len, &h) || !h.is_container || h.is_map)
+        return 0;
+    *count = (uint32_t)h.children;
+    return h.hdr;
 }
 
 /* A non-negative integer that is exactly the n bytes at p, in any MessagePack encoding of
@@ -89,12 +84,12 @@ static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
         return 0;
     }
     bool is_signed = p[0] >= 0xd0 && p[0] <= 0xd3;
-    size_t width = (p[0] == 0xcc || p[0] == 0xd0) ? 1 : (p[0] == 0xcd || p[0] == 0xd1) ? 2
-                 : (p[0] == 0xce || p[0] == 0xd2) ? 4 : (p[0] == 0xcf || p[0] == 0xd3) ? 8 : 0;
-    if (width == 0 || n != width + 1 || (is_signed && (p[1] & 0x80)))
+    crpc_mp_header h;
+    if (!((p[0] >= 0xcc && p[0] <= 0xcf) || is_signed) || crpc_mp_read_header(p, n, &h) ||
+        n != h.payload + 1 || (is_signed && (p[1] & 0x80)))
         return -1;
     uint64_t x = 0;
-    for (size_t i = 1; i <= width; i++)
+    for (size_t i = 1; i <= h.payload; i++)
         x = x << 8 | p[i];
     *v = x;
     return 0;
@@ -103,16 +98,18 @@ static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
 /* A string that is exactly the n bytes at p. */
 static int read_str(const uint8_t *p, size_t n, const char **s, uint32_t *slen)
 {
-    size_t hdr = (p[0] >= 0xa0 && p[0] <= 0xbf) ? 1 : p[0] == 0xd9 ? 2 : p[0] == 0xda ? 3
-               : p[0] == 0xdb ? 5 : 0;
-    if (hdr == 0)
+    crpc_mp_header h;
+    if (!((p[0] >= 0xa0 && p[0] <= 0xbf) || (p[0] >= 0xd9 && p[0] <= 0xdb)) || crpc_mp_read_header(p, n, &h))
         return -1;
-    *s = (const char *)p + hdr;
-    *slen = (uint32_t)(n - hdr); /* checked: the value is exactly n bytes */
+    *s = (const char *)p + h.hdr;
+    *slen = (uint32_t)(n - h.hdr); /* checked: the value is exactly n bytes */
     return 0;
 }
 
-static int is_array(const uint8_t *p) { return (p[0] >= 0x90 && p[0] <= 0x9f) || p[0] == 0xdc || p[0] == 0xdd; }
+static int is_array(const uint8_t *p)
+{
+    return (p[0] >= 0x90 && p[0] <= 0x9f) || p[0] == 0xdc || p[0] == 0xdd;
+}
 
 /* Unpacks n checked bytes with msgpack-c into the zone. */
 static int unpack(crpc_decoder *d, const uint8_t *p, size_t n, msgpack_object *out)

@@ -38,28 +38,32 @@ enum MessagePackScalarHeader {
         return value
     }
 
-    /// A str (`isString`) or bin: its header (fix, 8, 16 or 32-bit length), then exactly the
-    /// rest of the input as its body.
+    /// A str (`isString`) or bin: its header (fix, 8, 16 or 32-bit length, as the shared
+    /// header reader measures it), then exactly the rest of the input as its body.
     private static func sizedBody(_ bytes: UnsafeRawBufferPointer, _ first: UInt8, isString: Bool) -> msgpack_object? {
-        let header: Int, size: UInt64?
         switch (isString, first) {
-        case (true, 0xa0...0xbf): (header, size) = (1, UInt64(first & 0x1f))
-        case (true, 0xd9), (false, 0xc4): (header, size) = (2, load(bytes, 1, 1))
-        case (true, 0xda), (false, 0xc5): (header, size) = (3, load(bytes, 1, 2))
-        case (true, 0xdb), (false, 0xc6): (header, size) = (5, load(bytes, 1, 4))
+        case (true, 0xa0...0xbf), (true, 0xd9...0xdb), (false, 0xc4...0xc6): break
         default: return nil
         }
-        guard let size, UInt64(bytes.count) == UInt64(header) + size else { return nil }
-        let start = bytes.baseAddress.map { ($0 + header).assumingMemoryBound(to: CChar.self) }
+        guard let header = header(bytes), UInt64(bytes.count) == UInt64(header.hdr) + header.payload else { return nil }
+        let start = bytes.baseAddress.map { ($0 + Int(header.hdr)).assumingMemoryBound(to: CChar.self) }
         var o = msgpack_object()
         if isString {
             o.type = MSGPACK_OBJECT_STR
-            o.via.str = msgpack_object_str(size: UInt32(size), ptr: start)
+            o.via.str = msgpack_object_str(size: UInt32(header.payload), ptr: start)
         } else {
             o.type = MSGPACK_OBJECT_BIN
-            o.via.bin = msgpack_object_bin(size: UInt32(size), ptr: start)
+            o.via.bin = msgpack_object_bin(size: UInt32(header.payload), ptr: start)
         }
         return o
+    }
+
+    /// What the header at the start of `bytes` says (`crpc_mp_read_header`, the reader the C
+    /// core's validator uses), or nil when it is cut short or reserved.
+    private static func header(_ bytes: UnsafeRawBufferPointer) -> crpc_mp_header? {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), !bytes.isEmpty else { return nil }
+        var h = crpc_mp_header()
+        return crpc_mp_read_header(base, bytes.count, &h) == 0 ? h : nil
     }
 
     /// Integers as msgpack-c types them: non-negative ones (of any encoding) are positive
@@ -69,10 +73,12 @@ enum MessagePackScalarHeader {
         switch first {
         case 0x00...0x7f: return bytes.count == 1 ? positive(UInt64(first)) : nil
         case 0xe0...0xff: return bytes.count == 1 ? negative(Int64(Int8(bitPattern: first))) : nil
-        case 0xcc...0xcf: width = 1 << Int(first - 0xcc); signed = false
-        case 0xd0...0xd3: width = 1 << Int(first - 0xd0); signed = true
+        case 0xcc...0xcf: signed = false
+        case 0xd0...0xd3: signed = true
         default: return nil
         }
+        guard let header = header(bytes) else { return nil }
+        width = Int(header.payload)
         guard bytes.count == 1 + width, let raw = load(bytes, 1, width) else { return nil }
         guard signed else { return positive(raw) }
         let shift = UInt64(64 - 8 * width)

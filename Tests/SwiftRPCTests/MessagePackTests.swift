@@ -700,3 +700,42 @@ final class MessagePackTests: XCTestCase {
         XCTAssertThrowsError(try bomb.withUnsafeBytes { try decoder.decodeFirstParam(Int.self, from: $0, using: reader) })
     }
 }
+
+/// The validator's rules are the C core's (msgpack_rules.h); what it reports is turned into
+/// these messages, each naming what is wrong and where.
+final class MessagePackValidatorMessageTests: XCTestCase {
+    private func message(_ bytes: [UInt8], maxDepth: Int = 32) -> String? {
+        bytes.withUnsafeBytes { raw -> String? in
+            do throws(MessagePackValidationError) {
+                _ = try MessagePackValidator.validate(raw, maxDepth: maxDepth)
+                return nil
+            } catch {
+                return error.message
+            }
+        }
+    }
+
+    func testEachProblemIsNamedWithItsOffset() {
+        XCTAssertEqual(message([]), "Empty input: expected a MessagePack value.")
+        XCTAssertEqual(message([0x92, 0x91, 0x01]), "Truncated MessagePack input: a value runs past the end of 3 bytes.")
+        XCTAssertEqual(message([0x91, 0xdb, 0xff]), "Truncated MessagePack input: a str32 length runs past the end of 3 bytes.")
+        XCTAssertEqual(message([0x91, 0xc1]), "Invalid MessagePack byte 0xc1 at offset 1.")
+        XCTAssertEqual(message([0x91, 0xa5, 0x61]), "MessagePack value at offset 1 claims 5 payload bytes but only 1 remain.")
+        XCTAssertEqual(message([0x91, 0x91, 0x01], maxDepth: 1), "MessagePack input nests containers deeper than the limit of 1.")
+        XCTAssertEqual(message([0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]),
+                       "MessagePack array claims 4294967295 elements at offset 0 but only 1 bytes remain.")
+        XCTAssertEqual(message([0x91, 0x83, 0x01, 0x02]), "MessagePack map claims 3 pairs at offset 1 but only 2 bytes remain.")
+    }
+
+    func testEmptyContainersCountAsALevel() {
+        XCTAssertEqual(message([0x90], maxDepth: 0), "MessagePack input nests containers deeper than the limit of 0.")
+        XCTAssertNil(message([0x91, 0x90], maxDepth: 2))
+        XCTAssertNotNil(message([0x91, 0x90], maxDepth: 1))
+    }
+
+    func testAValueEndsWhereItsBytesDo() throws {
+        let bytes: [UInt8] = [0x92, 0x01, 0xa1, 0x61, 0xff]  // [1, "a"] and a trailing byte
+        let n = try bytes.withUnsafeBytes { try MessagePackValidator.validate($0, maxDepth: 32) }
+        XCTAssertEqual(n, 4)
+    }
+}
