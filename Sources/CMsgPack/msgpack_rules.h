@@ -122,6 +122,45 @@ static inline int crpc_mp_read_header(const uint8_t *p, size_t left, crpc_mp_hea
     return 0;
 }
 
+/* Readers for the fields every envelope has, on the per-message path: the rules of
+ * crpc_mp_read_header for one family each, without its general switch. */
+
+/* An array header: returns its size in bytes and sets *count; 0 when `p` (len bytes) does
+ * not start with a whole array header. */
+static inline size_t crpc_mp_array_header(const uint8_t *p, size_t len, uint32_t *count)
+{
+    if (len >= 1 && p[0] >= 0x90 && p[0] <= 0x9f) {
+        *count = p[0] & 0x0f;
+        return 1;
+    }
+    if (len >= 3 && p[0] == 0xdc) {
+        *count = crpc_mp_rd16(p + 1);
+        return 3;
+    }
+    if (len >= 5 && p[0] == 0xdd) {
+        *count = crpc_mp_rd32(p + 1);
+        return 5;
+    }
+    return 0;
+}
+
+/* The bytes after the type byte of uint8..64 (0xcc..0xcf) and int8..64 (0xd0..0xd3): 1, 2,
+ * 4 or 8; 0 for any other byte. */
+static inline unsigned crpc_mp_int_width(uint8_t b)
+{
+    return b >= 0xcc && b <= 0xd3 ? 1u << ((b - 0xcc) & 3) : 0;
+}
+
+/* The header size of a str (fixstr, str8/16/32) or, with `bin`, a bin (bin8/16/32): 1, 2,
+ * 3 or 5; 0 when `b` starts no such value. */
+static inline unsigned crpc_mp_sized_header(uint8_t b, int bin)
+{
+    if (!bin && b >= 0xa0 && b <= 0xbf)
+        return 1;
+    unsigned first = bin ? 0xc4 : 0xd9;
+    return b >= first && b <= first + 2 ? (1u << (b - first)) + 1 : 0;
+}
+
 static inline long crpc_mp_refuse(crpc_mp_problem *why, crpc_mp_problem_kind kind, const uint8_t *buf,
                                   size_t start, uint64_t claimed, uint64_t remaining, uint8_t is_map)
 {

@@ -61,16 +61,12 @@ void crpc_decoder_destroy(crpc_decoder *d)
 
 /* ------------------------------------------------ readers of checked bytes */
 
-/* Headers are read by the shared reader (msgpack_rules.h), the one the validator uses. */
+/* Headers are read with the shared readers (msgpack_rules.h), the validator's rules. */
 
 /* Reads an array header; returns header size or 0 when `p` is not an array. */
 static size_t array_header(const uint8_t *p, size_t len, uint32_t *count)
 {
-    crpc_mp_header h;
-    if (len == 0 || crpc_mp_read_header(p, len, &h) || !h.is_container || h.is_map)
-        return 0;
-    *count = (uint32_t)h.children;
-    return h.hdr;
+    return crpc_mp_array_header(p, len, count);
 }
 
 /* A non-negative integer that is exactly the n bytes at p, in any MessagePack encoding of
@@ -84,12 +80,11 @@ static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
         return 0;
     }
     bool is_signed = p[0] >= 0xd0 && p[0] <= 0xd3;
-    crpc_mp_header h;
-    if (!((p[0] >= 0xcc && p[0] <= 0xcf) || is_signed) || crpc_mp_read_header(p, n, &h) ||
-        n != h.payload + 1 || (is_signed && (p[1] & 0x80)))
+    size_t width = crpc_mp_int_width(p[0]);
+    if (width == 0 || n != width + 1 || (is_signed && (p[1] & 0x80)))
         return -1;
     uint64_t x = 0;
-    for (size_t i = 1; i <= h.payload; i++)
+    for (size_t i = 1; i <= width; i++)
         x = x << 8 | p[i];
     *v = x;
     return 0;
@@ -98,11 +93,11 @@ static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
 /* A string that is exactly the n bytes at p. */
 static int read_str(const uint8_t *p, size_t n, const char **s, uint32_t *slen)
 {
-    crpc_mp_header h;
-    if (!((p[0] >= 0xa0 && p[0] <= 0xbf) || (p[0] >= 0xd9 && p[0] <= 0xdb)) || crpc_mp_read_header(p, n, &h))
+    size_t hdr = crpc_mp_sized_header(p[0], 0);
+    if (hdr == 0 || hdr > n)
         return -1;
-    *s = (const char *)p + h.hdr;
-    *slen = (uint32_t)(n - h.hdr); /* checked: the value is exactly n bytes */
+    *s = (const char *)p + hdr;
+    *slen = (uint32_t)(n - hdr); /* checked: the value is exactly n bytes */
     return 0;
 }
 

@@ -38,32 +38,23 @@ enum MessagePackScalarHeader {
         return value
     }
 
-    /// A str (`isString`) or bin: its header (fix, 8, 16 or 32-bit length, as the shared
-    /// header reader measures it), then exactly the rest of the input as its body.
+    /// A str (`isString`) or bin: its header (fix, 8, 16 or 32-bit length, sized by the
+    /// shared reader `crpc_mp_sized_header`), then exactly the rest of the input as its body.
     private static func sizedBody(_ bytes: UnsafeRawBufferPointer, _ first: UInt8, isString: Bool) -> msgpack_object? {
-        switch (isString, first) {
-        case (true, 0xa0...0xbf), (true, 0xd9...0xdb), (false, 0xc4...0xc6): break
-        default: return nil
-        }
-        guard let header = header(bytes), UInt64(bytes.count) == UInt64(header.hdr) + header.payload else { return nil }
-        let start = bytes.baseAddress.map { ($0 + Int(header.hdr)).assumingMemoryBound(to: CChar.self) }
+        let header = Int(crpc_mp_sized_header(first, isString ? 0 : 1))
+        guard header > 0 else { return nil }
+        let size = header == 1 ? UInt64(first & 0x1f) : load(bytes, 1, header - 1)
+        guard let size, UInt64(bytes.count) == UInt64(header) + size else { return nil }
+        let start = bytes.baseAddress.map { ($0 + header).assumingMemoryBound(to: CChar.self) }
         var o = msgpack_object()
         if isString {
             o.type = MSGPACK_OBJECT_STR
-            o.via.str = msgpack_object_str(size: UInt32(header.payload), ptr: start)
+            o.via.str = msgpack_object_str(size: UInt32(size), ptr: start)
         } else {
             o.type = MSGPACK_OBJECT_BIN
-            o.via.bin = msgpack_object_bin(size: UInt32(header.payload), ptr: start)
+            o.via.bin = msgpack_object_bin(size: UInt32(size), ptr: start)
         }
         return o
-    }
-
-    /// What the header at the start of `bytes` says (`crpc_mp_read_header`, the reader the C
-    /// core's validator uses), or nil when it is cut short or reserved.
-    private static func header(_ bytes: UnsafeRawBufferPointer) -> crpc_mp_header? {
-        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), !bytes.isEmpty else { return nil }
-        var h = crpc_mp_header()
-        return crpc_mp_read_header(base, bytes.count, &h) == 0 ? h : nil
     }
 
     /// Integers as msgpack-c types them: non-negative ones (of any encoding) are positive
@@ -77,8 +68,7 @@ enum MessagePackScalarHeader {
         case 0xd0...0xd3: signed = true
         default: return nil
         }
-        guard let header = header(bytes) else { return nil }
-        width = Int(header.payload)
+        width = Int(crpc_mp_int_width(first))  // the shared reader's widths
         guard bytes.count == 1 + width, let raw = load(bytes, 1, width) else { return nil }
         guard signed else { return positive(raw) }
         let shift = UInt64(64 - 8 * width)
