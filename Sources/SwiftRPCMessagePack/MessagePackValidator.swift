@@ -29,11 +29,12 @@ enum MessagePackValidator {
         _ bytes: UnsafeRawBufferPointer, maxDepth: Int
     ) throws(MessagePackValidationError) -> Int {
         let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        let depth = UInt32(clamping: max(maxDepth, 0))
+        // The walk tracks at most CRPC_MP_DEPTH_LIMIT levels (the reader's own limit is lower).
+        let depth = min(max(maxDepth, 0), Int(CRPC_MP_DEPTH_LIMIT))
         var why = crpc_mp_problem()
-        let n = crpc_mp_check(base, base == nil ? 0 : bytes.count, depth, UInt32(CRPC_MP_EMPTY_CONTAINERS_NEST), &why)
+        let n = crpc_mp_check(base, base == nil ? 0 : bytes.count, UInt32(depth), UInt32(CRPC_MP_EMPTY_CONTAINERS_NEST), &why)
         if n >= 0 { return n }
-        throw error(why, bytes.count, maxDepth: max(maxDepth, 0))
+        throw error(why, bytes.count, maxDepth: depth)
     }
 
     /// The coder's message for what `crpc_mp_check` refused.

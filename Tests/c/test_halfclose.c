@@ -38,12 +38,13 @@ typedef struct later {
     uint32_t msgid;
 } later;
 
-/* Answers one Test.Later request 50 ms after it came, from its own thread: after the
- * half-close has been seen, and far before the drain time (eof_drain_ms, 1 s) runs out. */
+/* Answers one Test.Later request 200 ms after it came, from its own thread: after the
+ * half-close has been seen (so the replies test the drain path), and well before the
+ * drain time (eof_drain_ms, 1 s, checked by a janitor once a second) runs out. */
 static void *answer_later(void *arg)
 {
     later *l = arg;
-    usleep(50 * 1000);
+    usleep(200 * 1000);
     crpc_reply r = {0};
     CHECK_EQ(crpc_server_reply(srv, l->conn, l->msgid, &r), 0);
     free(l);
