@@ -57,21 +57,8 @@ final class ClientHandle: @unchecked Sendable {
               pending: Unmanaged<PendingCall>) -> UInt64? {
         var id: UInt64 = 0
         let ctx = pending.toOpaque()
-        var c = crpc_call()
-        c.timeout_us = timeoutMicroseconds
-        c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        c.params_len = UInt32(params.count)
-        let rc: Int32 = Self.withUTF8(name) { method in
-            c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
-            c.method_len = UInt32(method.count)
-            if metadata.isEmpty {
-                return crpc_client_call(pointer, &c, callCompletionTrampoline, ctx, &id)
-            }
-            return ExtEntries.with(metadata) { ext, extCount in
-                c.ext = ext
-                c.ext_count = extCount
-                return crpc_client_call(pointer, &c, callCompletionTrampoline, ctx, &id)
-            }
+        let rc = Self.withCall(name, params, metadata, timeoutMicroseconds: timeoutMicroseconds) { c in
+            crpc_client_call(pointer, &c, callCompletionTrampoline, ctx, &id)
         }
         if rc < 0 { // the core refused it: take back the reference it was to hold
             Unmanaged<PendingCall>.fromOpaque(ctx).takeRetainedValue()
@@ -83,18 +70,7 @@ final class ClientHandle: @unchecked Sendable {
 
     /// Sends encoded `params` as a notification of `name`.
     func notify(_ name: String, params: UnsafeRawBufferPointer, metadata: RPCMetadata) throws(RPCError) {
-        let rc = ExtEntries.with(metadata) { ext, extCount in
-            Self.withUTF8(name) { method in
-                var c = crpc_call()
-                c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
-                c.method_len = UInt32(method.count)
-                c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
-                c.params_len = UInt32(params.count)
-                c.ext = ext
-                c.ext_count = extCount
-                return crpc_client_notify(pointer, &c)
-            }
-        }
+        let rc = Self.withCall(name, params, metadata) { c in crpc_client_notify(pointer, &c) }
         try CoreErrors.check(rc, "cannot notify \(name)")
     }
 
@@ -110,6 +86,27 @@ final class ClientHandle: @unchecked Sendable {
     }
 
     deinit { crpc_client_destroy(pointer) }
+
+    /// Runs `body` with the `crpc_call` for `name` with `params` and `metadata`, valid for
+    /// the call only: the name's bytes in place, the metadata as ext entries (none made when
+    /// it is empty, as for most calls).
+    private static func withCall(_ name: String, _ params: UnsafeRawBufferPointer, _ metadata: RPCMetadata,
+                                 timeoutMicroseconds: UInt64 = 0, _ body: (inout crpc_call) -> Int32) -> Int32 {
+        var c = crpc_call()
+        c.timeout_us = timeoutMicroseconds
+        c.params = params.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        c.params_len = UInt32(params.count)
+        return withUTF8(name) { method in
+            c.method = UnsafeRawPointer(method.baseAddress)?.assumingMemoryBound(to: CChar.self)
+            c.method_len = UInt32(method.count)
+            if metadata.isEmpty { return body(&c) }
+            return ExtEntries.with(metadata) { ext, extCount in
+                c.ext = ext
+                c.ext_count = extCount
+                return body(&c)
+            }
+        }
+    }
 
     /// A string's UTF-8 bytes in place when it has them contiguous (native strings do), so a
     /// method name is not copied on every call; a copy otherwise.

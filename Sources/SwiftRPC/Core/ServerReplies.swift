@@ -31,11 +31,7 @@ struct ReplySink: @unchecked Sendable {
         case .result(let result):
             reply.result = result.baseAddress?.assumingMemoryBound(to: UInt8.self)
             reply.result_len = UInt32(result.count)
-            let rc = ExtEntries.with(metadata) { ext, count in
-                reply.ext = ext
-                reply.ext_count = count
-                return crpc_server_reply(server, conn, msgid, &reply)
-            }
+            let rc = hand(&reply, conn, msgid, metadata)
             if rc == -EMSGSIZE {
                 send(conn, msgid, .error(RPCError(.resourceExhausted, "reply larger than the maximum frame size")))
             } else if rc == -EINVAL {
@@ -48,12 +44,17 @@ struct ReplySink: @unchecked Sendable {
                 reply.error_code = Int32(clamping: error.code.rawValue)
                 reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
                 reply.error_msg_len = UInt32(text.count)
-                _ = ExtEntries.with(metadata) { ext, count in
-                    reply.ext = ext
-                    reply.ext_count = count
-                    return crpc_server_reply(server, conn, msgid, &reply)
-                }
+                _ = hand(&reply, conn, msgid, metadata)
             }
+        }
+    }
+
+    /// Hands `reply`, with `metadata` as its ext entries, to the core.
+    private func hand(_ reply: inout crpc_reply, _ conn: UInt64, _ msgid: UInt32, _ metadata: RPCMetadata) -> Int32 {
+        ExtEntries.with(metadata) { ext, count in
+            reply.ext = ext
+            reply.ext_count = count
+            return crpc_server_reply(server, conn, msgid, &reply)
         }
     }
 
