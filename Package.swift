@@ -40,7 +40,7 @@ let package = Package(
             publicHeadersPath: "include",
             // Sources/CMsgPack/msgpack_rules.h: the MessagePack rules it shares with the coder.
             cSettings: [.unsafeFlags(["-std=gnu11", "-O2"]), .headerSearchPath("../CMsgPack")] + cNoWarnings,
-            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("msgpackc"), .linkedLibrary("pthread")]
+            linkerSettings: [.linkedLibrary("uring"), .linkedLibrary("msgpackc"), .linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("pthread")]
         ),
         // msgpack-c for the Swift Codable coder.
         .systemLibrary(

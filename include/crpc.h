@@ -3,8 +3,13 @@
  *
  * CRPCCore runs event loops (one thread each), owns sockets and connections, frames
  * messages with a 4-byte big-endian length prefix and encodes the MessagePack envelope of
- * wire protocol v1 (see docs/PROTOCOL.md). It is usable from plain C: link with
- * -luring -lmsgpackc -lpthread.
+ * wire protocol v1 (see docs/PROTOCOL.md), over TCP (IPv4, IPv6), Unix domain sockets and
+ * TLS 1.3 (OpenSSL 3). It is usable from plain C: link with
+ * -luring -lmsgpackc -lssl -lcrypto -lpthread.
+ *
+ * ADDRESSES. Everywhere a host is taken: a name or IPv4 literal, an IPv6 literal bare or in
+ * brackets ("::1", "[::1]"), or a Unix domain socket, "unix:/path/to.sock" or
+ * "unix:@name" (Linux's abstract namespace: no file); the port is ignored for those.
  *
  * BACKENDS. A loop does its I/O through io_uring (one ring per loop) when the kernel
  * allows it, and through epoll where io_uring is refused (seccomp in containers,
@@ -91,6 +96,9 @@ typedef struct crpc_decoder crpc_decoder;
 
 /** Identifies one server-side connection: loop index, slot and generation. */
 typedef uint64_t crpc_conn_id;
+
+/** TLS settings shared by many connections (see "TLS" below). */
+typedef struct crpc_tls_context crpc_tls_context;
 
 /* ---------------------------------------------------------- plain messages */
 
@@ -258,12 +266,53 @@ int crpc_loop_is_current(const crpc_loop *loop);
 
 /* ------------------------------------------------------------------ server */
 
+/** How a connection reached the server. */
+enum crpc_transport {
+    CRPC_TRANSPORT_TCP = 0,
+    CRPC_TRANSPORT_TLS = 1,  /* TLS over TCP or over a Unix socket (see crpc_peer.over_unix) */
+    CRPC_TRANSPORT_UNIX = 2,
+};
+
+/**
+ * Who is on the other end of a server connection. Worked out once, when the connection
+ * is accepted (TLS: when its handshake completes), and valid as long as the connection;
+ * every request of the connection points at the same one. Strings are NUL-terminated;
+ * NULL (or a count of 0) when the transport does not say.
+ */
+typedef struct crpc_peer {
+    int transport;              /* enum crpc_transport */
+    int over_unix;              /* 1: the bytes travel over a Unix socket (TLS or not) */
+    const char *address;        /* "127.0.0.1:5555", "[::1]:5555", "unix:/path" (the
+                                   listener's path: a Unix client has no name of its own) */
+    /* Unix sockets: the peer process's credentials (SO_PEERCRED); -1 otherwise. */
+    int32_t uid, gid, pid;
+    /* TLS: the session, and the client certificate when it was presented and verified. */
+    const char *tls_version;    /* "TLSv1.3" */
+    const char *tls_cipher;     /* "TLS_AES_128_GCM_SHA256" */
+    const char *alpn;           /* "swiftrpc/1"; NULL when none was agreed */
+    const char *sni;            /* the server name the client asked for */
+    const char *cert_subject;   /* RFC 2253 form: "CN=client,O=Example" */
+    const char *const *cert_dns;/* subjectAltName DNS entries */
+    uint32_t cert_dns_count;
+    const char *const *cert_ips;/* subjectAltName IP entries, as text */
+    uint32_t cert_ips_count;
+    const char *const *cert_uris;/* subjectAltName URI entries (SPIFFE IDs) */
+    uint32_t cert_uris_count;
+    const uint8_t *cert_der;    /* the certificate's DER bytes */
+    uint32_t cert_der_len;
+    /* The owner's per-connection slot (the Swift layer keeps its view of the peer here, so
+     * it is built once per connection too). Set and read on the loop thread only; when the
+     * connection is released, crpc_server_config.on_peer_release gets it. */
+    void *user;
+} crpc_peer;
+
 /** A request, notification or cancel as delivered to the server's callback. */
 typedef struct crpc_request {
     crpc_conn_id conn;      /* pass back to crpc_server_reply */
     crpc_message msg;       /* msg.type tells request / notification / cancel */
     crpc_server *server;    /* the server to reply through: a request can arrive before
                                crpc_server_start has returned the handle to its caller */
+    crpc_peer *peer;        /* the connection's peer (its `user` slot may be set) */
 } crpc_request;
 
 /**
@@ -327,6 +376,13 @@ typedef struct crpc_server_config {
     int keep_fd_limit;       /* 1: leave RLIMIT_NOFILE alone; 0 (default): raise the soft
                                 limit to the hard limit at start, where allowed */
     crpc_conn_ended_fn on_conn_ended; /* optional; when set, called instead of on_conn_closed */
+    crpc_tls_context *tls;   /* NULL: plaintext; else every connection speaks TLS (the server
+                                takes its own reference; see crpc_server_reload_tls) */
+    uint32_t unix_mode;      /* host "unix:/path": the socket file's mode (0600...); 0 leaves
+                                it to the umask. A stale file of a dead server is replaced, a
+                                live server's is refused (-EADDRINUSE); removed at stop */
+    void (*on_peer_release)(void *user, void *peer_user); /* optional: a released connection's
+                                crpc_peer.user, when it was set (loop thread) */
 } crpc_server_config;
 
 #define CRPC_FD_RESERVE_NONE (-1)
@@ -392,6 +448,15 @@ void crpc_release_free_memory(void);
  */
 int crpc_server_on_loop(const crpc_server *srv, unsigned index);
 
+/**
+ * Replaces the server's TLS settings (a new certificate, new trust roots): handshakes that
+ * start from now on use `tls`, connections already open keep what they have. The server
+ * takes its own reference. Thread: any.
+ * Returns 0; -EINVAL when the server was started without TLS or `tls` is not a server
+ * context.
+ */
+int crpc_server_reload_tls(crpc_server *srv, crpc_tls_context *tls);
+
 /** Fills `out` with the limits the server started with. Thread: any. */
 void crpc_server_get_limits(const crpc_server *srv, crpc_server_limits *out);
 
@@ -422,6 +487,12 @@ typedef struct crpc_server_stats {
                                   (answered 3), past the calls-in-flight limit (answered 8) */
     uint64_t rejected_connections; /* accepted and closed at once: past max_connections, while
                                       stopping, or with a descriptor in the reserve */
+    uint64_t tls_handshakes;   /* TLS handshakes completed */
+    uint64_t rejected_handshakes; /* TLS connections closed before their handshake completed:
+                                     not TLS, a bad or missing client certificate, no ALPN,
+                                     too slow (the handshake timeout), too many bytes, a bad
+                                     record, or closed by the client midway (each cause is
+                                     logged on stderr, at most once per cause per 10 s) */
 } crpc_server_stats;
 
 /**
@@ -450,7 +521,10 @@ void crpc_server_destroy(crpc_server *srv);
  * status 0: a response arrived; error_code says whether it is an error reply.
  * status < 0: no response will come: -ECONNRESET (connection lost), -ESHUTDOWN (client
  * or loop closed), -ECANCELED (crpc_client_cancel), -ENOTCONN (sent after the
- * connection had gone), -ETIMEDOUT (the call's timeout passed).
+ * connection had gone), -ETIMEDOUT (the call's timeout passed), -ECONNABORTED (the
+ * TLS connection failed: a bad record, an alert), -EKEYREJECTED (reconnecting met a server
+ * certificate that does not verify). With status < 0, error_msg says why when the core
+ * knows more than the status (the TLS reason); else it is NULL.
  */
 typedef struct crpc_result {
     int status;
@@ -487,13 +561,22 @@ typedef struct crpc_client_config {
     int fail_fast;               /* with reconnect: calls made while disconnected fail at once
                                     (-ENOTCONN) instead of waiting for the connection up to
                                     their timeout */
+    crpc_tls_context *tls;       /* NULL: plaintext; else TLS, for reconnects too (the client
+                                    takes its own reference) */
+    const char *server_name;     /* TLS: the name sent as SNI and checked against the server's
+                                    certificate (a DNS or IP subjectAltName); NULL = the host */
 } crpc_client_config;
 
 /**
- * Connects to host:port (blocking the caller up to the connect timeout) and attaches
- * the connection to `loop`, which must be started. Thread: any.
+ * Connects to host:port (blocking the caller up to the connect timeout; with TLS the
+ * handshake too, within the same timeout) and attaches the connection to `loop`, which
+ * must be started. Thread: any.
  * Returns 0; -ETIMEDOUT; -ECONNREFUSED and other connect errors; -EINVAL (bad host);
- * -ENOMEM; -ESHUTDOWN (the loop is stopping). Off the loop's thread the attach happens
+ * -ENOMEM; -ESHUTDOWN (the loop is stopping); with TLS, -EKEYREJECTED (the server's
+ * certificate did not verify: unknown CA, expired, wrong name) and -ECONNABORTED (the
+ * handshake failed otherwise: not a TLS server, no common protocol or ALPN, alert), both with the
+ * reason in crpc_last_error(). A client whose reconnect meets -EKEYREJECTED stops
+ * reconnecting (it is not transient): its calls fail with that reason. Off the loop's thread the attach happens
  * later on the loop; if it fails there (the loop stopped meanwhile, out of memory) the
  * client is returned closed and its calls fail with -ENOTCONN.
  */
@@ -573,10 +656,71 @@ void crpc_client_close(crpc_client *c);
  */
 void crpc_client_destroy(crpc_client *c);
 
+/* --------------------------------------------------------------------- TLS */
+
+/*
+ * TLS runs inside the core, between the I/O backend and the framing: ciphertext never
+ * leaves C. TLS 1.3 by default (1.2 only when allowed), AEAD ciphers only, no
+ * renegotiation, no compression, no session tickets (every handshake is a full one), ALPN
+ * "swiftrpc/1". A server's handshakes run on its loops without blocking; a client's run
+ * where its TCP connect runs (the connecting thread, or the reconnect thread), within the
+ * connect timeout, so crpc_client_connect reports a certificate that does not verify. The
+ * data path is OpenSSL in user space (stderr says so once: "crpc: TLS data path
+ * userspace"); kernel TLS would plug in after the handshake (docs/ARCHITECTURE.md).
+ */
+
+/** Who must show a certificate to a server. */
+enum crpc_tls_client_auth {
+    CRPC_TLS_CLIENT_AUTH_NONE = 0,     /* none is asked for */
+    CRPC_TLS_CLIENT_AUTH_OPTIONAL = 1, /* asked for; verified when presented */
+    CRPC_TLS_CLIENT_AUTH_REQUIRED = 2, /* mutual TLS: a client without a good one is refused */
+};
+
+/** What a TLS context is made of; zero-initialise and set what you need. */
+typedef struct crpc_tls_options {
+    /* Our certificate chain (leaf first) and private key, as PEM files or PEM text in memory
+     * (memory wins). A server needs them; a client only for mutual TLS. */
+    const char *cert_file, *key_file;
+    const char *cert_pem, *key_pem;
+    size_t cert_pem_len, key_pem_len;
+    /* Trust roots, PEM: a client checks the server against them (none given: the system's
+     * bundle); a server checks client certificates against them. */
+    const char *ca_file, *ca_pem;
+    size_t ca_pem_len;
+    int client_auth;               /* server: enum crpc_tls_client_auth (CA roots needed
+                                      unless NONE) */
+    int allow_tls12;               /* 1: TLS 1.2 too (ECDHE with AES-GCM or ChaCha20-Poly1305) */
+    int alpn_optional;             /* server: admit clients that offer no ALPN at all (one
+                                      that offers others is still refused) */
+    uint32_t handshake_timeout_ms; /* server: a handshake not done by then is closed; 0 = 10000 */
+    uint32_t max_handshake_bytes;  /* server: bytes a client may send before its handshake
+                                      completes; 0 = 65536 */
+} crpc_tls_options;
+
+/**
+ * Makes a server (or client) TLS context from `opts`. Thread: any. The context is
+ * reference counted: servers and clients using it take their own reference.
+ * Returns 0; -EINVAL (missing certificate or key, a key that does not match, client
+ * authentication without trust roots), -ENOENT (a file cannot be read), -EBADMSG (PEM that
+ * does not parse), -ENOMEM; the reason is in crpc_last_error().
+ */
+int crpc_tls_server_context(const crpc_tls_options *opts, crpc_tls_context **out);
+int crpc_tls_client_context(const crpc_tls_options *opts, crpc_tls_context **out);
+
+/** Drops the caller's reference. Thread: any. NULL is ignored. */
+void crpc_tls_context_release(crpc_tls_context *ctx);
+
 /* ------------------------------------------------------------------ errors */
 
 /** A short description of a negated errno returned by this API (or a status). */
 const char *crpc_strerror(int err);
+
+/**
+ * The reason the last failing crpc_* call on this thread gave, in words ("certificate
+ * verify failed: certificate has expired"), or "" when it gave none. Valid until the
+ * thread's next crpc_* call. Thread: any (each thread has its own).
+ */
+const char *crpc_last_error(void);
 
 #ifdef __cplusplus
 }

@@ -33,7 +33,7 @@ built=() build_fail=0
 for src in "${tests[@]}"; do
   name=$(basename "$src" .c)
   if $CC $CFLAGS -Iinclude -ISources/CRPCCore -ISources/CMsgPack Sources/CRPCCore/*.c "$src" \
-      -luring -lmsgpackc -lpthread -o "$out/$name"; then
+      -luring -lmsgpackc -lssl -lcrypto -lpthread -o "$out/$name"; then
     built+=("$name")
   else
     echo "FAIL $name (does not build)"; build_fail=$((build_fail + 1))

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what SwiftRPC needs on a fresh Debian 12 machine, when it is missing:
-# liburing-dev and libmsgpack-dev (the C core), pkg-config, etcd-server (the registry the
-# SwiftRPCDiscovery tests start on loopback; they skip without it), and Python's msgpack
-# and pytest (the interop client and its tests). Safe to run again: it only installs what
-# is absent. Needs root (or sudo) for apt-get; says so clearly otherwise.
+# liburing-dev, libmsgpack-dev and libssl-dev (the C core), openssl (the TLS tests make
+# their certificates with it), pkg-config, etcd-server (the registry the SwiftRPCDiscovery
+# tests start on loopback; they skip without it), and Python's msgpack and pytest (the
+# interop client and its tests). Safe to run again: it only installs what is absent.
+# Needs root (or sudo) for apt-get; says so clearly otherwise.
 set -euo pipefail
 
 need_apt=()
-for pkg in liburing-dev libmsgpack-dev pkg-config etcd-server; do
+for pkg in liburing-dev libmsgpack-dev libssl-dev openssl pkg-config etcd-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 

@@ -27,24 +27,37 @@
 
 #include "envelope.h"
 #include "net.h"
+#include "tls.h"
 
 void client_unref(crpc_client *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
         crpc_pending_free(&c->pending);
         crpc_buf_free(&c->backlog);
+        crpc_tls_free(c->fresh_tls);
+        crpc_tls_context_release(c->cfg.tls);
+        free(c->server_name);
         free(c->host);
         free(c);
     }
 }
 
-void client_complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid)
+void client_complete_why(crpc_call_fn cb, void *ctx, int status, uint32_t msgid, const char *why)
 {
     crpc_result r;
     memset(&r, 0, sizeof(r));
     r.status = status;
     r.msgid = msgid;
+    if (why && *why) {
+        r.error_msg = why;
+        r.error_msg_len = (uint32_t)strlen(why);
+    }
     cb(ctx, &r);
+}
+
+void client_complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid)
+{
+    client_complete_why(cb, ctx, status, msgid, NULL);
 }
 
 /* ----------------------------------------------------------- connection ops */
@@ -97,14 +110,16 @@ static void client_on_close(crpc_conn *conn, int err)
      * them already waits for the new connection. */
     if (c->cfg.reconnect && err != -ESHUTDOWN && !atomic_load(&c->user_closed) && !conn->loop->stopped)
         client_start_reconnect(c);
-    int status = err == -ESHUTDOWN ? -ESHUTDOWN : -ECONNRESET;
+    /* A TLS failure says why (the filter's reason); the connection still ends the calls. */
+    const char *why = conn->tls && conn->tls->reason[0] ? conn->tls->reason : NULL;
+    int status = err == -ESHUTDOWN ? -ESHUTDOWN : why ? -ECONNABORTED : -ECONNRESET;
     /* Detach the table first: callbacks may call back into the client. */
     crpc_pending_table t = c->pending;
     memset(&c->pending, 0, sizeof(c->pending));
     atomic_store(&c->pending_count, 0);
     for (uint32_t i = 0; t.slots && i <= t.mask; i++)
         if (t.slots[i].used)
-            client_complete(t.slots[i].cb, t.slots[i].ctx, status, t.slots[i].msgid);
+            client_complete_why(t.slots[i].cb, t.slots[i].ctx, status, t.slots[i].msgid, why);
     crpc_pending_free(&t);
 }
 
@@ -126,10 +141,14 @@ static int attach(crpc_loop *l, crpc_client *c)
                                  : crpc_conn_open(l, c->fd, &client_conn_ops, c, c->cfg.max_frame_size);
     if (!conn) {
         close(c->fd);
+        crpc_tls_free(c->fresh_tls);
+        c->fresh_tls = NULL;
         atomic_store(&c->connected, false);
         client_unref(c); /* the connection's reference */
         return l->stopped ? -ESHUTDOWN : -ENOMEM;
     }
+    conn->tls = c->fresh_tls; /* before the loop reads from it: we are on its thread */
+    c->fresh_tls = NULL;
     c->conn = conn;
     if (c->cfg.heartbeat_ms)
         crpc_loop_watch_deadline(l, &c->deadlines, crpc_loop_now_ns(l) + (uint64_t)c->cfg.heartbeat_ms * 1000000u);
@@ -150,6 +169,40 @@ client_task *client_task_new(crpc_client *c, void (*run)(crpc_loop *, crpc_task 
     if (t)
         t->client = c;
     return t;
+}
+
+int client_dial(crpc_client *c)
+{
+    crpc_set_last_error("%s", "");
+    uint64_t start = crpc_monotonic_ns();
+    int fd = crpc_net_connect(c->host, c->port, c->cfg.connect_timeout_ms);
+    if (fd < 0 || !c->cfg.tls)
+        return fd;
+    uint64_t spent_ms = (crpc_monotonic_ns() - start) / 1000000u;
+    uint32_t left = spent_ms < c->cfg.connect_timeout_ms ? c->cfg.connect_timeout_ms - (uint32_t)spent_ms : 1;
+    int err = 0;
+    crpc_tls_conn *t = crpc_tls_client_handshake(c->cfg.tls, fd, c->server_name, left, &err);
+    if (!t) {
+        close(fd);
+        return err;
+    }
+    crpc_tls_free(c->fresh_tls);
+    c->fresh_tls = t;
+    return fd;
+}
+
+/* The name a TLS client checks: the configured one, else the host (brackets off an IPv6
+ * literal; "localhost" for a Unix socket, which has no name). */
+static char *tls_server_name(const char *configured, const char *host)
+{
+    if (configured)
+        return strdup(configured);
+    if (strncmp(host, "unix:", 5) == 0)
+        return strdup("localhost");
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']')
+        return strndup(host + 1, n - 2);
+    return strdup(host);
 }
 
 int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
@@ -174,8 +227,15 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
         c->cfg.reconnect_min_ms = 50;
     if (!c->cfg.reconnect_max_ms)
         c->cfg.reconnect_max_ms = 5000;
-    int fd = c->host ? crpc_net_connect(c->host, port, c->cfg.connect_timeout_ms) : -ENOMEM;
+    if (c->cfg.tls) {
+        atomic_fetch_add(&c->cfg.tls->refs, 1);
+        c->server_name = c->host ? tls_server_name(cfg->server_name, c->host) : NULL;
+        c->cfg.server_name = NULL; /* c->server_name is the copy in force */
+    }
+    int fd = c->host && (!c->cfg.tls || c->server_name) ? client_dial(c) : -ENOMEM;
     if (fd < 0) {
+        crpc_tls_context_release(c->cfg.tls);
+        free(c->server_name);
         free(c->host);
         free(c);
         return fd;
@@ -195,6 +255,9 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
         if (err) {
             free(t);
             close(fd);
+            crpc_tls_free(c->fresh_tls);
+            crpc_tls_context_release(c->cfg.tls);
+            free(c->server_name);
             free(c->host);
             free(c);
             return err;
@@ -213,7 +276,7 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
 static void close_here(crpc_client *c)
 {
     if (!c->conn) {
-        client_end_waiting_calls(c);
+        client_end_waiting_calls(c, -ESHUTDOWN, NULL);
         return;
     }
     crpc_buf *out = crpc_conn_out(c->conn);

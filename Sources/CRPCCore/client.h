@@ -31,6 +31,11 @@ struct crpc_client {
     atomic_ulong timeouts;        /* calls ended by their deadline */
     atomic_uint calls_in_transit; /* calls pushed to the loop's queue, not yet taken */
     atomic_ulong reconnects;      /* lost connections re-made */
+    char *server_name;            /* TLS: SNI and the name the certificate must carry */
+    crpc_tls_conn *fresh_tls;     /* TLS: a handshaken session waiting for its attach */
+    char failure[160];            /* why reconnecting gave up for good (a certificate that
+                                     does not verify): written before `reconnecting` clears,
+                                     read after */
 
     /* ---- loop thread only ---- */
     crpc_conn *conn;              /* NULL once the connection has started closing */
@@ -70,6 +75,14 @@ void client_unref(crpc_client *c);
 /* Ends a call with `status` and nothing else to report (client.c). */
 void client_complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid);
 
+/* The same with why, in words (NULL: nothing to say) (client.c). */
+void client_complete_why(crpc_call_fn cb, void *ctx, int status, uint32_t msgid, const char *why);
+
+/* Connects to the client's host (TLS: and handshakes) within the connect timeout; the
+ * fd, or a negated errno with the reason in crpc_last_error(). The TLS session waits in
+ * c->fresh_tls (client.c). Any thread. */
+int client_dial(crpc_client *c);
+
 /* A task for c's loop carrying `frame` (NULL: none), fields zeroed (client.c). */
 client_task *client_task_new(crpc_client *c, void (*run)(crpc_loop *, crpc_task *), const crpc_buf *frame);
 
@@ -88,8 +101,8 @@ uint64_t client_heartbeat(crpc_client *c, uint64_t now);
 /* The connection is lost: a thread re-makes it (client_reconnect.c). */
 void client_start_reconnect(crpc_client *c);
 
-/* Reconnecting, with no connection to close: the waiting calls end now
- * (client_reconnect.c). */
-void client_end_waiting_calls(crpc_client *c);
+/* Reconnecting, with no connection to close: the waiting calls end now with `status`
+ * (and why, when not NULL) (client_reconnect.c). */
+void client_end_waiting_calls(crpc_client *c, int status, const char *why);
 
 #endif

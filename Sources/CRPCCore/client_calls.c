@@ -101,6 +101,8 @@ static int can_send(crpc_client *c, crpc_loop *l)
         return -ESHUTDOWN;
     if (atomic_load(&c->reconnecting) && !c->cfg.fail_fast && !atomic_load(&c->user_closed))
         return 0;
+    if (c->failure[0])
+        crpc_set_last_error("%s", c->failure);
     return -ENOTCONN;
 }
 
@@ -142,8 +144,11 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     if (!cb)
         return -EINVAL;
     if (!atomic_load_explicit(&c->connected, memory_order_relaxed) &&
-        !(atomic_load(&c->reconnecting) && !c->cfg.fail_fast))
+        !(atomic_load(&c->reconnecting) && !c->cfg.fail_fast)) {
+        if (c->failure[0])
+            crpc_set_last_error("%s", c->failure); /* why reconnecting gave up */
         return -ENOTCONN;
+    }
     uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
     if (call_id)
         *call_id = token;

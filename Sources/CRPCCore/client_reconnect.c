@@ -12,8 +12,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <stdio.h>
+
 #include "envelope.h"
 #include "net.h"
+#include "tls.h"
 
 static void ping_done(void *ctx, const crpc_result *res)
 {
@@ -48,7 +51,8 @@ uint64_t client_heartbeat(crpc_client *c, uint64_t now)
 typedef struct reattach_task {
     crpc_task task;
     crpc_client *client;
-    int fd;
+    int fd;                 /* -1: reconnecting gave up for good (c->failure says why) */
+    crpc_tls_conn *tls;     /* the new connection's TLS session, if any */
 } reattach_task;
 
 /* The new connection replaces the lost one; calls that waited for it are sent (those that
@@ -58,9 +62,19 @@ static void run_reattach(crpc_loop *l, crpc_task *t)
     reattach_task *rt = (reattach_task *)t;
     crpc_client *c = rt->client;
     int fd = rt->fd;
+    crpc_tls_conn *tls = rt->tls;
     free(rt);
+    if (fd < 0) {
+        /* Not transient (the server's certificate does not verify): the waiting calls end
+         * with why, later ones fail at once. */
+        atomic_store(&c->reconnecting, false);
+        client_end_waiting_calls(c, -EKEYREJECTED, c->failure);
+        client_unref(c);
+        return;
+    }
     if (atomic_load(&c->user_closed) || l->stopped) {
         close(fd);
+        crpc_tls_free(tls);
         atomic_store(&c->reconnecting, false);
         client_unref(c);
         return;
@@ -69,11 +83,13 @@ static void run_reattach(crpc_loop *l, crpc_task *t)
     crpc_conn *conn = crpc_conn_open(l, fd, &client_conn_ops, c, c->cfg.max_frame_size);
     if (!conn) {
         close(fd);
+        crpc_tls_free(tls);
         atomic_fetch_sub(&c->refs, 1);
         client_start_reconnect(c); /* out of memory or slots: try again later */
         client_unref(c);
         return;
     }
+    conn->tls = tls;
     c->conn = conn;
     crpc_loop_remove_stop_hook(l, &c->stop_hook);
     atomic_store(&c->connected, true);
@@ -115,20 +131,26 @@ static void *reconnect_main(void *arg)
             usleep(10000);
         if (GIVE_UP())
             break;
-        int fd = crpc_net_connect(c->host, c->port, c->cfg.connect_timeout_ms);
-        if (fd >= 0) {
+        int fd = client_dial(c);
+        if (fd == -EKEYREJECTED)
+            snprintf(c->failure, sizeof(c->failure), "%s", crpc_last_error());
+        if (fd >= 0 || fd == -EKEYREJECTED) {
             reattach_task *t = GIVE_UP() ? NULL : malloc(sizeof(*t));
             if (t) {
                 t->task.run = run_reattach;
                 t->client = c;
-                t->fd = fd;
+                t->fd = fd < 0 ? -1 : fd;
+                t->tls = c->fresh_tls;
+                c->fresh_tls = NULL;
                 if (crpc_loop_push(loop, &t->task) == 0) {
                     atomic_fetch_sub(&loop->helpers, 1); /* run_reattach drops our reference */
                     return NULL;
                 }
+                crpc_tls_free(t->tls);
                 free(t);
             }
-            close(fd);
+            if (fd >= 0)
+                close(fd);
             break;
         }
         delay = delay * 2 > c->cfg.reconnect_max_ms ? c->cfg.reconnect_max_ms : delay * 2;
@@ -142,7 +164,7 @@ static void *reconnect_main(void *arg)
 
 static void on_loop_stop(crpc_stop_hook *hook)
 {
-    client_end_waiting_calls((crpc_client *)((char *)hook - offsetof(crpc_client, stop_hook)));
+    client_end_waiting_calls((crpc_client *)((char *)hook - offsetof(crpc_client, stop_hook)), -ESHUTDOWN, NULL);
 }
 
 void client_start_reconnect(crpc_client *c)
@@ -167,7 +189,7 @@ void client_start_reconnect(crpc_client *c)
 /* ----------------------------------------------------- waiting calls end */
 
 /* Reconnecting, with no connection to close: the calls waiting in the backlog end now. */
-void client_end_waiting_calls(crpc_client *c)
+void client_end_waiting_calls(crpc_client *c, int status, const char *why)
 {
     crpc_loop_remove_stop_hook(c->loop, &c->stop_hook);
     crpc_loop_unwatch_deadline(c->loop, &c->deadlines);
@@ -177,7 +199,7 @@ void client_end_waiting_calls(crpc_client *c)
     c->backlog.len = 0;
     for (uint32_t i = 0; t.slots && i <= t.mask; i++)
         if (t.slots[i].used)
-            client_complete(t.slots[i].cb, t.slots[i].ctx, -ESHUTDOWN, t.slots[i].msgid);
+            client_complete_why(t.slots[i].cb, t.slots[i].ctx, status, t.slots[i].msgid, why);
     crpc_pending_free(&t);
 }
 

@@ -17,6 +17,10 @@
  * good ones, reading stops but the connection stays: an owner with on_input_end (the
  * server) lets the requests it already has finish and closes once their replies are sent.
  *
+ * TLS: a connection with a filter (c->tls, tls.h) hands its ciphertext to the filter,
+ * which decrypts into crpc_conn_plaintext; at the send the filter encrypts what collected
+ * (crpc_tls_seal). A plaintext connection pays the pointer's test and nothing else.
+ *
  * Close: on_close runs at once (failing pending calls), the socket is shut down and the
  * backend stops watching it, and the slot is released (generation bumped) only when no
  * completion can name it any more (no hold left; see backend.h). A close that would cut
@@ -31,6 +35,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "peer.h"
+#include "tls.h"
 #include "userdata.h"
 
 /* Output buffers larger than this are freed when idle, so one burst does not pin memory. */
@@ -97,6 +103,8 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->close_when_flushed = false;
     c->input_ended = c->peer_done = c->lingering = c->reset_on_close = false;
     c->input_ended_ns = 0;
+    c->tls = NULL;
+    c->peer = NULL;
     if (l->backend->conn_open(c)) {
         c->state = CONN_FREE;
         c->fd = -1;
@@ -120,6 +128,8 @@ void crpc_conn_table_free(crpc_loop *l)
 {
     for (uint32_t i = 0; i < l->conn_cap; i++) {
         if (l->conns[i]) {
+            crpc_tls_free(l->conns[i]->tls);
+            crpc_peer_free(l->conns[i]->peer);
             crpc_buf_free(&l->conns[i]->in);
             crpc_buf_free(&l->conns[i]->out[0]);
             crpc_buf_free(&l->conns[i]->out[1]);
@@ -150,6 +160,10 @@ static void release(crpc_conn *c)
     c->fd = -1;
     if (c->ops->on_release)
         c->ops->on_release(c);
+    crpc_tls_free(c->tls);
+    c->tls = NULL;
+    crpc_peer_free(c->peer);
+    c->peer = NULL;
     /* Whatever state it closed in (replies never read, half a frame), a closed connection
      * keeps no memory: its buffers are freed now, not when a new connection reuses the slot. */
     crpc_buf_free(&c->in);
@@ -162,6 +176,23 @@ static void release(crpc_conn *c)
     atomic_fetch_sub(&l->open_conns, 1);
 }
 
+/* Output collected and not yet handed over (a client's last cancel frames; TLS: those,
+ * sealed, then close_notify, or the alert of a refused handshake) goes now if the socket
+ * takes all of it without waiting. */
+static void send_rest_now(crpc_conn *c)
+{
+    if (c->send_inflight)
+        return;
+    if (c->tls)
+        crpc_tls_close_notify(c);
+    crpc_buf *pending = c->tls ? &c->tls->cout : crpc_conn_out(c);
+    if (!pending->len)
+        return;
+    ssize_t n = send(c->fd, pending->data, pending->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == (ssize_t)pending->len)
+        pending->len = 0; /* else a frame is cut, or none went: the reset below */
+}
+
 void crpc_conn_close(crpc_conn *c, int err)
 {
     CRPC_ASSERT_ON_LOOP(c->loop);
@@ -169,14 +200,7 @@ void crpc_conn_close(crpc_conn *c, int err)
         return;
     c->state = CONN_CLOSING;
     c->ops->on_close(c, err);
-    crpc_buf *pending = crpc_conn_out(c);
-    if (!c->send_inflight && pending->len) {
-        /* Output collected and not yet handed over (a client's last cancel frames) goes now
-         * if the socket takes all of it without waiting. */
-        ssize_t n = send(c->fd, pending->data, pending->len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n == (ssize_t)pending->len)
-            pending->len = 0; /* else a frame is cut, or none went: the reset below */
-    }
+    send_rest_now(c);
     if (crpc_conn_unsent(c) || c->reset_on_close) {
         /* Output (or work) would be cut short: linger 0 makes the close a reset, and only
          * the read side is shut (a FIN now would follow the half-sent frame like an
@@ -201,6 +225,7 @@ static void finish(crpc_conn *c)
         crpc_conn_close(c, -ESHUTDOWN);
     } else if (!c->lingering) {
         c->lingering = true;
+        send_rest_now(c); /* TLS: close_notify before the FIN */
         shutdown(c->fd, SHUT_WR);
     }
 }
@@ -278,6 +303,18 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
         return; /* after a fatal frame (or what a receive had in hand at EOF): discarded */
     crpc_count(&c->loop->counters.bytes_in, n);
     c->last_rx_ns = crpc_loop_now_ns(c->loop);
+    if (c->tls) {
+        crpc_tls_received(c, data, n);
+        if (c->state == CONN_OPEN)
+            crpc_conn_check_output(c);
+        return;
+    }
+    crpc_conn_plaintext(c, data, n);
+    crpc_conn_check_output(c);
+}
+
+void crpc_conn_plaintext(crpc_conn *c, const uint8_t *data, size_t n)
+{
     long r;
     if (c->in.len) {
         /* A frame is already partly here: complete it first. */
@@ -316,12 +353,11 @@ void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n)
         c->partial_since_ns = 0;
     else if (r > 0 || !c->partial_since_ns)
         c->partial_since_ns = crpc_loop_now_ns(c->loop);
-    crpc_conn_check_output(c);
 }
 
 size_t crpc_conn_unsent(const crpc_conn *c)
 {
-    size_t n = c->out[c->out_cur].len;
+    size_t n = c->out[c->out_cur].len + (c->tls ? c->tls->cout.len : 0);
     if (c->send_inflight)
         n += c->out[c->out_cur ^ 1].len - c->sent;
     return n;
@@ -358,7 +394,7 @@ void crpc_conn_sent(crpc_conn *c, int err)
     b->len = 0;
     c->sent = 0;
     crpc_buf_trim(b, OUT_KEEP_BYTES);
-    if (crpc_conn_out(c)->len)
+    if (crpc_conn_out(c)->len || (c->tls && c->tls->cout.len))
         crpc_conn_mark_dirty(c);
     if (c->paused)
         crpc_conn_check_output(c); /* drained enough to read again? */
@@ -379,9 +415,16 @@ void crpc_conn_mark_dirty(crpc_conn *c)
 /* Hands the collected output to the backend unless a send is under way already. */
 static bool start_send(crpc_conn *c)
 {
-    if (c->state != CONN_OPEN || c->send_inflight || !crpc_conn_out(c)->len)
+    if (c->state != CONN_OPEN || c->send_inflight)
         return false;
-    c->out_cur ^= 1;
+    if (c->tls) {
+        if (!crpc_tls_seal(c)) /* the ciphertext is now in out[out_cur ^ 1] */
+            return false;
+    } else {
+        if (!crpc_conn_out(c)->len)
+            return false;
+        c->out_cur ^= 1;
+    }
     c->sent = 0;
     c->send_inflight = true;
     c->loop->backend->send(c);

@@ -18,6 +18,11 @@
 #include "crpc.h"
 
 typedef struct crpc_conn crpc_conn;
+typedef struct crpc_tls_conn crpc_tls_conn;     /* tls.h */
+typedef struct crpc_peer_store crpc_peer_store; /* peer.h */
+
+/* Sets what crpc_last_error() returns on this thread (errors.c). */
+void crpc_set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Confinement, checked in debug builds (SwiftPM's debug configuration defines DEBUG; the C
  * tests define CRPC_DEBUG) and compiled away in release ones: a loop-thread-only function
@@ -186,6 +191,9 @@ struct crpc_conn {
     crpc_conn *dirty_next;
     const crpc_conn_ops *ops;
     void *owner;            /* the crpc_server or crpc_client */
+    crpc_tls_conn *tls;     /* the TLS filter (tls.h); NULL: plaintext, which pays nothing
+                               but this pointer's test on receive and send */
+    crpc_peer_store *peer;  /* server: who the peer is (peer.h); NULL on clients */
 };
 
 /* Takes a free slot for fd and arms its receive. Returns the connection or NULL (fd is
@@ -229,8 +237,13 @@ void crpc_conn_table_free(crpc_loop *loop);
 /* What the backends report (see backend.h). */
 
 /* n bytes arrived for c (the bytes are valid only during the call): frames are handed on,
- * a partial one is kept. The connection may close meanwhile (check c->state). */
+ * a partial one is kept (TLS: decrypted first). The connection may close meanwhile (check
+ * c->state). */
 void crpc_conn_received(crpc_conn *c, const uint8_t *data, size_t n);
+
+/* n bytes of plaintext for the framing: what crpc_conn_received does once the bytes are
+ * clear (the TLS filter calls it with what it decrypted). */
+void crpc_conn_plaintext(crpc_conn *c, const uint8_t *data, size_t n);
 
 /* The send of out[out_cur ^ 1] has ended: all of it went out (err 0) or it failed (err:
  * a negated errno; the connection closes). */
@@ -268,6 +281,7 @@ bool crpc_conn_flush_early(crpc_conn *c);
  * them (crpc_server_get_stats sums a server's loops). */
 typedef struct crpc_loop_counters {
     _Atomic uint64_t frames_in, frames_out, bytes_in, bytes_out, rejected, rejected_connections;
+    _Atomic uint64_t tls_handshakes, rejected_handshakes;
 } crpc_loop_counters;
 
 static inline void crpc_count(_Atomic uint64_t *counter, uint64_t n)

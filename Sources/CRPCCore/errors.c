@@ -5,7 +5,23 @@
 #include "crpc.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "core.h"
+
+static __thread char last_error[256];
+
+void crpc_set_last_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    va_end(ap);
+}
+
+const char *crpc_last_error(void) { return last_error; }
 
 const char *crpc_strerror(int err)
 {
@@ -27,6 +43,9 @@ const char *crpc_strerror(int err)
     case -EPERM: return "operation not permitted (io_uring refused by seccomp or kernel.io_uring_disabled)";
     case -ENOSYS: return "io_uring not supported by this kernel";
     case -EOPNOTSUPP: return "io_uring lacks an operation the core needs";
+    case -ECONNABORTED: return "TLS: the handshake or a record failed";
+    case -EKEYREJECTED: return "TLS: the peer's certificate did not verify";
+    case -EADDRINUSE: return "address in use";
     }
     return err < 0 ? strerror(-err) : "unknown status";
 }

@@ -37,19 +37,30 @@
 
 #include "envelope.h"
 #include "net.h"
+#include "peer.h"
+#include "tls.h"
 #include "userdata.h"
 
-/* What the server keeps per loop: the listener the loop serves (one SO_REUSEPORT socket
- * each) and the janitor. Loop thread only, but for `listener.fd` before start and after
- * the loop has exited. */
-typedef struct server_loop {
+typedef struct server_loop server_loop;
+
+/* One listening socket of a loop: TCP, one per address the host resolves to (each loop has
+ * its own SO_REUSEPORT sockets); a Unix socket, one shared by every loop (a dup each). */
+typedef struct server_listener {
+    crpc_listener lst;
+    server_loop *sl;
+} server_listener;
+
+/* What the server keeps per loop: the listeners the loop serves and the janitor. Loop
+ * thread only, but for the listeners' fds before start and after the loop has exited. */
+struct server_loop {
     crpc_server *srv;
     crpc_loop *loop;
-    crpc_listener listener;
+    server_listener listeners[CRPC_MAX_LISTENERS];
+    unsigned nlisteners;
     crpc_deadline_source janitor;  /* closes connections stuck mid-frame or past their drain */
     bool accept_stopped;           /* graceful shutdown: no more accepts */
     bool accept_backoff;           /* accepting paused (EMFILE, the reserve): the janitor resumes */
-} server_loop;
+};
 
 struct crpc_server {
     crpc_server_config cfg;
@@ -61,6 +72,9 @@ struct crpc_server {
     atomic_long inflight;   /* requests delivered and not yet answered */
     crpc_server_limits limits;
     int fd_ceiling;         /* descriptors numbered from here on are the reserve; INT_MAX: none */
+    bool unix_file;         /* listening on a Unix socket file: removed at stop */
+    pthread_mutex_t tls_mu; /* guards tls: accepts read it, crpc_server_reload_tls swaps it */
+    crpc_tls_context *tls;  /* NULL: plaintext */
 };
 
 /* --------------------------------------------------------------- accepting */
@@ -88,10 +102,18 @@ static void server_on_input_end(crpc_conn *c, int err)
         crpc_conn_close_when_flushed(c);
 }
 
+static void server_on_release(crpc_conn *c)
+{
+    crpc_server *srv = c->owner;
+    if (c->peer && c->peer->peer.user && srv->cfg.on_peer_release)
+        srv->cfg.on_peer_release(srv->cfg.user, c->peer->peer.user);
+}
+
 static const crpc_conn_ops server_conn_ops = {
     .on_frame = server_on_frame,
     .on_close = server_on_close,
     .on_input_end = server_on_input_end,
+    .on_release = server_on_release,
     .flush_early = true,
 };
 
@@ -108,9 +130,26 @@ static bool descriptor_free(const crpc_server *srv, int any_fd)
     return probe < srv->fd_ceiling;
 }
 
+/* Arms every listener of the loop that is not accepting. */
 static void arm_accept(server_loop *sl)
 {
-    sl->loop->backend->accept_arm(sl->loop, &sl->listener);
+    for (unsigned i = 0; i < sl->nlisteners; i++)
+        if (!sl->listeners[i].lst.armed)
+            sl->loop->backend->accept_arm(sl->loop, &sl->listeners[i].lst);
+}
+
+/* Stops every listener of the loop and shuts its socket down. */
+static void stop_listeners(server_loop *sl)
+{
+    for (unsigned i = 0; i < sl->nlisteners; i++) {
+        sl->loop->backend->accept_stop(sl->loop, &sl->listeners[i].lst);
+        shutdown(sl->listeners[i].lst.fd, SHUT_RDWR);
+    }
+}
+
+static server_loop *loop_of(crpc_listener *lst)
+{
+    return ((server_listener *)((char *)lst - offsetof(server_listener, lst)))->sl;
 }
 
 /* Once a second: closes connections that have held a partial frame for longer than the
@@ -123,6 +162,11 @@ static void expire_conn(crpc_conn *c, void *ctx)
     uint64_t now = crpc_loop_now_ns(c->loop);
     uint64_t limit = (uint64_t)sl->srv->cfg.frame_timeout_ms * 1000000u;
     uint64_t drain = (uint64_t)sl->srv->cfg.eof_drain_ms * 1000000u;
+    if (c->tls) {
+        crpc_tls_check_handshake(c, now); /* too slow a handshake; idle buffers */
+        if (c->state != CONN_OPEN)
+            return;
+    }
     /* A paused connection is not the client's doing: the server chose not to read. */
     if (!c->paused && c->partial_since_ns && now - c->partial_since_ns > limit)
         crpc_conn_close(c, -ETIMEDOUT);
@@ -138,8 +182,8 @@ static void janitor(crpc_deadline_source *src, uint64_t now)
 {
     server_loop *sl = (server_loop *)((char *)src - offsetof(server_loop, janitor));
     crpc_conn_for_each_open(sl->loop, expire_conn, sl);
-    if (sl->accept_backoff && !sl->listener.armed && !sl->loop->stopped && !sl->accept_stopped &&
-        descriptor_free(sl->srv, sl->listener.fd)) {
+    if (sl->accept_backoff && !sl->loop->stopped && !sl->accept_stopped &&
+        descriptor_free(sl->srv, sl->listeners[0].lst.fd)) {
         sl->accept_backoff = false;
         arm_accept(sl);
     }
@@ -158,14 +202,13 @@ static void loop_started(crpc_loop *l, void *ctx)
 /* The loop's stop hook: no more accepts (its connections close next). */
 static void loop_stopping(crpc_loop *l, void *ctx)
 {
-    server_loop *sl = ctx;
-    l->backend->accept_stop(l, &sl->listener);
-    shutdown(sl->listener.fd, SHUT_RDWR);
+    (void)l;
+    stop_listeners(ctx);
 }
 
 static bool on_accept(crpc_listener *lst, int fd)
 {
-    server_loop *sl = (server_loop *)((char *)lst - offsetof(server_loop, listener));
+    server_loop *sl = loop_of(lst);
     crpc_server *srv = sl->srv;
     crpc_loop *l = sl->loop;
     if (fd >= srv->fd_ceiling) {
@@ -182,10 +225,21 @@ static bool on_accept(crpc_listener *lst, int fd)
     }
     crpc_net_tune(fd);
     crpc_conn *c = crpc_conn_open(l, fd, &server_conn_ops, srv, srv->cfg.max_frame_size);
-    if (c)
+    if (c) {
         c->max_output = srv->cfg.max_output;
-    else
+        c->peer = crpc_peer_new(fd);
+        if (srv->tls) {
+            pthread_mutex_lock(&srv->tls_mu);
+            c->tls = crpc_tls_accept(srv->tls);
+            pthread_mutex_unlock(&srv->tls_mu);
+            if (c->tls)
+                c->tls->started_ns = crpc_loop_now_ns(l);
+        }
+        if (!c->peer || (srv->tls && !c->tls))
+            crpc_conn_close(c, -ENOMEM); /* refuse this one, keep serving */
+    } else {
         close(fd); /* out of memory or slots: refuse this one, keep serving */
+    }
     if (!descriptor_free(srv, lst->fd)) {
         sl->accept_backoff = true; /* the next one would fall in the reserve: wait instead */
         return false;
@@ -204,12 +258,12 @@ static bool must_back_off(int err)
 
 static void on_accept_end(crpc_listener *lst, int err)
 {
-    server_loop *sl = (server_loop *)((char *)lst - offsetof(server_loop, listener));
+    server_loop *sl = loop_of(lst);
     if (must_back_off(err))
         sl->accept_backoff = true; /* re-arming now would spin; the janitor re-arms within a
                                       second */
     else if (!sl->loop->stopped && !sl->accept_stopped && !sl->accept_backoff)
-        arm_accept(sl);
+        sl->loop->backend->accept_arm(sl->loop, lst);
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -284,6 +338,7 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
     }
     req.conn = crpc_conn_id_make(c);
     req.server = srv;
+    req.peer = &c->peer->peer; /* every server connection has one (on_accept) */
     srv->cfg.on_request(srv->cfg.user, &req);
 }
 
@@ -383,10 +438,16 @@ static void stop_loops(crpc_server *srv)
             crpc_loop_stop(l);
         /* The loop has exited (or never started): nothing can accept on it any more. */
         server_loop *sl = &srv->shards[i];
-        if (sl->listener.fd >= 0) {
-            close(sl->listener.fd);
-            sl->listener.fd = -1;
+        for (unsigned k = 0; k < sl->nlisteners; k++) {
+            if (sl->listeners[k].lst.fd >= 0) {
+                close(sl->listeners[k].lst.fd);
+                sl->listeners[k].lst.fd = -1;
+            }
         }
+    }
+    if (srv->unix_file) {
+        crpc_net_unlink_unix(srv->cfg.host); /* every listener is closed: nobody serves it */
+        srv->unix_file = false;
     }
 }
 
@@ -489,6 +550,16 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
     if (!srv)
         return -ENOMEM;
     srv->cfg = *cfg;
+    pthread_mutex_init(&srv->tls_mu, NULL);
+    if (cfg->tls) {
+        if (!cfg->tls->server) {
+            free(srv);
+            return -EINVAL;
+        }
+        atomic_fetch_add(&cfg->tls->refs, 1);
+        srv->tls = cfg->tls;
+    }
+    srv->cfg.tls = NULL; /* srv->tls is the one in force */
     if (!srv->cfg.host)
         srv->cfg.host = "127.0.0.1";
     if (!srv->cfg.max_frame_size)
@@ -512,14 +583,24 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
     if (!srv->loops || !srv->shards) {
         free(srv->loops);
         free(srv->shards);
+        crpc_tls_context_release(srv->tls);
         free(srv);
         return -ENOMEM;
     }
-    for (unsigned i = 0; i < srv->nloops; i++)
-        srv->shards[i].listener.fd = -1;
     apply_fd_limits(srv);
     int err = 0;
     uint16_t port = cfg->port;
+    int unix_fd = -1;
+    if (crpc_net_is_unix(srv->cfg.host)) {
+        char why[256] = "";
+        unix_fd = crpc_net_listen_unix(srv->cfg.host, srv->cfg.unix_mode, why, sizeof(why));
+        if (unix_fd < 0) {
+            crpc_set_last_error("%s", why);
+            err = unix_fd;
+        }
+        srv->unix_file = unix_fd >= 0 && srv->cfg.host[5] != '@';
+        port = 0;
+    }
     for (unsigned i = 0; i < srv->nloops && !err; i++) {
         crpc_loop_config lc = {.cpu = cfg->first_cpu + (int)i, .pin = cfg->pin_loops,
                                .max_depth = cfg->max_depth, .max_ext = cfg->max_ext};
@@ -531,17 +612,30 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         server_loop *sl = &srv->shards[i];
         sl->srv = srv;
         sl->loop = l;
-        sl->listener.on_accept = on_accept;
-        sl->listener.on_end = on_accept_end;
         crpc_loop_set_hooks(l, &(crpc_loop_hooks){.ctx = sl, .on_start = loop_started, .on_stop = loop_stopping});
-        int fd = crpc_net_listen(srv->cfg.host, port, &port); /* later loops share the port */
-        if (fd < 0)
-            err = fd;
-        else
-            sl->listener.fd = fd;
-        if (!err)
-            err = crpc_loop_add_listener(l, &sl->listener);
+        int fds[CRPC_MAX_LISTENERS];
+        int n;
+        if (unix_fd >= 0) {
+            fds[0] = i == 0 ? unix_fd : fcntl(unix_fd, F_DUPFD_CLOEXEC, 0);
+            n = fds[0] < 0 ? -errno : 1;
+        } else {
+            /* Every address the host resolves to; later loops share the port. */
+            n = crpc_net_listen_all(srv->cfg.host, port, fds, CRPC_MAX_LISTENERS, &port);
+        }
+        if (n < 0)
+            err = n;
+        for (int k = 0; k < n; k++) {
+            server_listener *sls = &sl->listeners[sl->nlisteners++];
+            sls->sl = sl;
+            sls->lst.fd = fds[k];
+            sls->lst.on_accept = on_accept;
+            sls->lst.on_end = on_accept_end;
+            if (!err)
+                err = crpc_loop_add_listener(l, &sls->lst);
+        }
     }
+    if (err && unix_fd >= 0 && srv->nloops && srv->shards[0].nlisteners == 0)
+        close(unix_fd); /* never handed to a loop */
     srv->port = port;
     /* The loops read max_connections once they accept: set it before they start (the
      * descriptors they will open are counted in: a listener, an eventfd and a ring or
@@ -551,6 +645,7 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         err = crpc_loop_start(srv->loops[i]);
     if (err) {
         destroy_loops(srv);
+        crpc_tls_context_release(srv->tls);
         free(srv);
         return err;
     }
@@ -573,10 +668,8 @@ static void stop_accepting(void *arg)
 {
     server_loop *sl = arg;
     sl->accept_stopped = true;
-    if (!sl->loop->stopped) {
-        sl->loop->backend->accept_stop(sl->loop, &sl->listener);
-        shutdown(sl->listener.fd, SHUT_RDWR);
-    }
+    if (!sl->loop->stopped)
+        stop_listeners(sl);
 }
 
 static void close_once_flushed(crpc_conn *c, void *ctx)
@@ -610,6 +703,8 @@ void crpc_server_get_stats(const crpc_server *srv, crpc_server_stats *out)
         out->bytes_out += atomic_load_explicit(&k->bytes_out, memory_order_relaxed);
         out->rejected_frames += atomic_load_explicit(&k->rejected, memory_order_relaxed);
         out->rejected_connections += atomic_load_explicit(&k->rejected_connections, memory_order_relaxed);
+        out->tls_handshakes += atomic_load_explicit(&k->tls_handshakes, memory_order_relaxed);
+        out->rejected_handshakes += atomic_load_explicit(&k->rejected_handshakes, memory_order_relaxed);
     }
 }
 
@@ -655,7 +750,22 @@ void crpc_server_destroy(crpc_server *srv)
     if (!srv)
         return;
     destroy_loops(srv);
+    crpc_tls_context_release(srv->tls);
+    pthread_mutex_destroy(&srv->tls_mu);
     free(srv);
+}
+
+int crpc_server_reload_tls(crpc_server *srv, crpc_tls_context *tls)
+{
+    if (!srv->tls || !tls || !tls->server)
+        return -EINVAL;
+    atomic_fetch_add(&tls->refs, 1);
+    pthread_mutex_lock(&srv->tls_mu);
+    crpc_tls_context *old = srv->tls;
+    srv->tls = tls;
+    pthread_mutex_unlock(&srv->tls_mu);
+    crpc_tls_context_release(old); /* open connections' SSL objects hold their SSL_CTX */
+    return 0;
 }
 
 const char *crpc_server_backend(const crpc_server *srv)

@@ -1,12 +1,15 @@
+import SwiftRPC
+
 /// One server of a service, as a registry lists it: where it listens, how much of the
 /// load it should take, and free-form labels.
 ///
 /// In etcd it is stored as JSON under `<prefix><service>/<host>:<port>`:
 /// `{"host":"10.0.0.7","port":7000,"weight":2,"metadata":{"zone":"a"}}`.
 public struct RPCServiceInstance: Sendable, Hashable, Codable, CustomStringConvertible {
-    /// Host name or IP address to connect to.
+    /// Host name or IP address to connect to (no brackets for IPv6), or a whole
+    /// `unix:/path` address.
     public var host: String
-    /// TCP port.
+    /// TCP port (0 for a Unix socket).
     public var port: Int
     /// Relative share of the load for the weighted round-robin selector (at least 1).
     public var weight: Int
@@ -21,16 +24,14 @@ public struct RPCServiceInstance: Sendable, Hashable, Codable, CustomStringConve
         self.metadata = metadata
     }
 
-    /// Parses `HOST:PORT` (the port after the last colon).
+    /// Parses `HOST:PORT`, `[V6]:PORT` or `unix:/path` (see `RPCAddress`).
     public init?(address: String, weight: Int = 1) {
-        guard let colon = address.lastIndex(of: ":"),
-              let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port),
-              colon != address.startIndex else { return nil }
-        self.init(host: String(address[..<colon]), port: port, weight: weight)
+        guard let parsed = RPCAddress(address) else { return nil }
+        self.init(host: parsed.host, port: parsed.port, weight: weight)
     }
 
-    /// `host:port`: the instance's identity within a service.
-    public var address: String { "\(host):\(port)" }
+    /// `host:port` (`[v6]:port`, `unix:/path`): the instance's identity within a service.
+    public var address: String { RPCAddress(host: host, port: port).description }
 
     /// `host:port`.
     public var description: String { address }

@@ -46,8 +46,10 @@ struct LoadCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Server address, HOST:PORT (or use --service).")
+    @Option(help: "Server address: HOST:PORT, [V6]:PORT, unix:PATH or unix:@NAME (or use --service).")
     var target: String?
+
+    @OptionGroup(title: "TLS") var tls: ClientTLSOptions
 
     @Option(help: "Connections.")
     var conns = 4
@@ -79,7 +81,9 @@ struct LoadCommand: AsyncParsableCommand {
             }
             guard rate == nil else { throw ValidationError("--rate is not supported with --service") }
         } else {
-            guard let target, Endpoint(target) != nil else { throw ValidationError("--target must be HOST:PORT") }
+            guard let target, Endpoint(target) != nil else {
+                throw ValidationError("--target must be HOST:PORT, [V6]:PORT or unix:PATH")
+            }
         }
         guard conns > 0, depth > 0, payload >= 0 else { throw ValidationError("--conns and --depth must be positive, --payload not negative") }
         let largest = Workload.largestPayload(method: method)
@@ -112,7 +116,9 @@ struct LoadCommand: AsyncParsableCommand {
                 }
             }
         } else {
-            result = try await runWorkload(workload, endpoint: Endpoint(target!)!, cpu: options.cpu,
+            var endpoint = Endpoint(target!)!
+            endpoint.tls = tls.configuration
+            result = try await runWorkload(workload, endpoint: endpoint, cpu: options.cpu,
                                            interruption: interruption)
             report(result, interruption) { print(options.json ? Table.json([result]) : Table.render([result])) }
         }
@@ -136,15 +142,17 @@ struct LoadCommand: AsyncParsableCommand {
 extension Workload.API: ExpressibleByArgument {}
 
 /// HOST:PORT.
+/// A --target: HOST:PORT, [V6]:PORT, unix:/path or unix:@name (RPCAddress).
 struct Endpoint: Sendable {
     var host: String
     var port: Int
+    /// TLS to the server; nil: plaintext.
+    var tls: RPCTLSConfiguration?
 
     init?(_ text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (1...65535).contains(port) else { return nil }
-        host = String(text[..<colon])
-        self.port = port
+        guard let address = RPCAddress(text) else { return nil }
+        host = address.host
+        port = address.port
     }
 }
 
@@ -156,7 +164,7 @@ func runWorkload(_ workload: Workload, endpoint: Endpoint, cpu: Int,
     var clients: [RPCClient] = []
     for _ in 0..<workload.conns {
         clients.append(try await RPCClient.connect(
-            host: endpoint.host, port: endpoint.port, configuration: .init(eventLoop: loop)))
+            host: endpoint.host, port: endpoint.port, configuration: .init(eventLoop: loop, tls: endpoint.tls)))
     }
     let result = await LoadEngine(workload: workload, clients: clients).run(interruption: interruption)
     clients.forEach { $0.close() }

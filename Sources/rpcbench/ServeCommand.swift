@@ -10,12 +10,15 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve the reference services (Bench.Echo, Arith.*, rpc.*) until SIGINT/SIGTERM.",
         discussion: """
-            Prints "listening on HOST:PORT" as its first line as soon as it accepts connections, \
-            then "I/O backend: io_uring" (or epoll).
+            Prints "listening on HOST:PORT" (or "listening on unix:PATH") as its first line as \
+            soon as it accepts connections, then "I/O backend: io_uring" (or epoll).
 
             Examples:
               rpcbench serve                             # 127.0.0.1, a free port
               rpcbench serve --host 0.0.0.0 --port 7000 --loops 2 --cpu 0
+              rpcbench serve --host :: --port 7000       # IPv6 and IPv4
+              rpcbench serve --unix /run/bench.sock      # a Unix socket instead of TCP
+              rpcbench serve --tls-cert server.pem --tls-key server.key --tls-client-ca ca.pem   # mutual TLS
               rpcbench serve --register Bench --etcd http://127.0.0.1:2379   # discoverable
 
             With --register the server puts itself in etcd under a lease it renews, before
@@ -29,6 +32,14 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: "Port to listen on; 0 picks a free one.")
     var port = 0
+
+    @Option(help: "Listen on this Unix socket path (or @name, abstract) instead of TCP.")
+    var unix: String?
+
+    @Option(help: "With --unix: the socket file's mode, octal (e.g. 660).")
+    var unixMode: String?
+
+    @OptionGroup(title: "TLS") var tls: ServerTLSOptions
 
     @Option(help: "Event-loop threads; 0 means one per CPU.")
     var loops = 0
@@ -64,12 +75,18 @@ struct ServeCommand: AsyncParsableCommand {
         if drainTimeout <= 0 { throw ValidationError("--drain-timeout must be positive") }
         if (register == nil) != (etcd == nil) { throw ValidationError("--register and --etcd go together") }
         if ttl < 2 { throw ValidationError("--ttl must be at least 2") }
+        if let unixMode, Int(unixMode, radix: 8) == nil { throw ValidationError("--unix-mode is octal, e.g. 660") }
+        if unixMode != nil && unix == nil { throw ValidationError("--unix-mode goes with --unix") }
+        if unix != nil && register != nil { throw ValidationError("--register needs a TCP address, not --unix") }
     }
 
     func run() async throws {
         let signals = Signals.trapTermination()
+        let listenHost = unix.map { "unix:\($0)" } ?? host
         var configuration = RPCServer.Configuration(
-            host: host, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize)
+            host: listenHost, port: port, loops: loops, firstCPU: cpu >= 0 ? cpu : nil, maxFrameSize: maxFrameSize,
+            tls: tls.configuration)
+        configuration.unixSocketMode = unixMode.flatMap { Int($0, radix: 8) }
         configuration.methodStatistics = methodStats
         configuration.drainTimeout = .milliseconds(Int64(max(drainTimeout, 0.001) * 1000))
         let server = RPCServer(configuration: configuration)
@@ -85,6 +102,7 @@ struct ServeCommand: AsyncParsableCommand {
             try registerReferenceServices(on: server)
         }
         let bound = try server.start()
+        let hangUp = reloadTLSOnHangUp(server, tls)
         var registration: EtcdRegistration?
         var etcdClient: EtcdClient?
         if let register, let etcd {
@@ -95,7 +113,8 @@ struct ServeCommand: AsyncParsableCommand {
                 service: register, instance: RPCServiceInstance(host: address, port: bound), etcd: client, ttl: ttl)
         }
         // Unbuffered, so a parent reading the pipe sees it at once.
-        var lines = "listening on \(host):\(bound)\nI/O backend: \(server.backend ?? "none")\n"
+        let listening = unix != nil ? listenHost : RPCAddress(host: host, port: bound).description
+        var lines = "listening on \(listening)\nI/O backend: \(server.backend ?? "none")\n"
         if let limits = server.limits {
             let raised = limits.descriptorLimitBefore != limits.descriptorLimit
                 ? " (raised from \(limits.descriptorLimitBefore))" : ""
@@ -109,6 +128,7 @@ struct ServeCommand: AsyncParsableCommand {
         // Out of discovery first, so clients stop sending before the server goes.
         await registration?.deregister()
         try? await etcdClient?.shutdown()
+        hangUp?.cancel()
         server.stop()
     }
 }

@@ -2,19 +2,26 @@
 
 The fake server runs in a thread on one end of a socketpair and answers out
 of order, so msgid matching and error mapping are exercised without SwiftRPC.
+Target strings, Unix sockets and TLS (a Python ``ssl`` server with the
+certificates of scripts/make-test-certs.sh) are tested the same way.
 """
 
 import os
+import shutil
 import socket
+import ssl
 import struct
 import sys
+import tempfile
 import threading
+import time
 
 import msgpack
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from swiftrpc_client import Client, ProtocolError, RPCError  # noqa: E402
+import swiftrpc_client  # noqa: E402
+from swiftrpc_client import Client, ProtocolError, RPCError, parse_target, tls_context  # noqa: E402
 
 
 class FakeServer:
@@ -233,3 +240,306 @@ def test_server_close_raises_connection_error():
     with pytest.raises(ConnectionError):
         srv.client.call("rpc.ping")
     srv.join()
+
+
+# -- target strings ---------------------------------------------------------------
+
+@pytest.mark.parametrize("target,expected", [
+    ("127.0.0.1:7070", ("tcp", ("127.0.0.1", 7070))),
+    ("localhost:1", ("tcp", ("localhost", 1))),
+    ("rpc.example.com:65535", ("tcp", ("rpc.example.com", 65535))),
+    ("[::1]:7070", ("tcp", ("::1", 7070))),
+    ("[fe80::1%eth0]:80", ("tcp", ("fe80::1%eth0", 80))),
+    ("unix:/run/swiftrpc.sock", ("unix", "/run/swiftrpc.sock")),
+    ("unix:relative/rpc.sock", ("unix", "relative/rpc.sock")),
+    ("unix:@swiftrpc", ("unix", "\0swiftrpc")),
+])
+def test_parse_target(target, expected):
+    assert parse_target(target) == expected
+
+
+@pytest.mark.parametrize("target", [
+    "", "localhost", "localhost:", ":7070", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:-1",
+    "127.0.0.1:http", "127.0.0.1:7 0", "127.0.0.1:\u0667", "::1:7070", "[::1]", "[::1]7070",
+    "[]:7070", "[::1]]:7070", "unix:", "unix:@", "unix:/a\0b",
+])
+def test_parse_target_refuses(target):
+    with pytest.raises(ValueError, match="bad target"):
+        parse_target(target)
+
+
+# -- servers that listen (TCP or Unix, optionally TLS) -----------------------------
+
+class ListeningServer(FakeServer):
+    """Accepts one connection on ``listener`` (TLS-wrapped with ``ssl_context``) and runs
+    ``script(server)`` on it in a thread; the test makes its own client."""
+
+    def __init__(self, script, listener, ssl_context=None, **wrap):
+        self.listener, self.ssl_context, self.wrap = listener, ssl_context, wrap
+        self.sock = self.client = self.error = None
+        self.listener.settimeout(5.0)
+        self.thread = threading.Thread(target=self._serve, args=(script,), daemon=True)
+        self.thread.start()
+
+    def _serve(self, script):
+        try:
+            conn, _ = self.listener.accept()
+            conn.settimeout(5.0)
+            self.sock = conn
+            if self.ssl_context is not None:
+                self.sock = self.ssl_context.wrap_socket(conn, server_side=True, **self.wrap)
+            if script is not None:
+                script(self)
+        except BaseException as exc:  # surfaced by join()
+            self.error = exc
+
+    def join(self, expect_error=None):
+        """Wait for the script; re-raise its error unless it is an ``expect_error``."""
+        self.thread.join(5.0)
+        assert not self.thread.is_alive(), "listening server script hung"
+        for sock in (self.sock, self.listener):
+            if sock is not None:
+                sock.close()
+        if self.error is not None and not (expect_error and isinstance(self.error, expect_error)):
+            raise self.error
+        return self.error
+
+
+def _tcp_listener():
+    listener = socket.create_server(("127.0.0.1", 0))
+    return listener, listener.getsockname()[1]
+
+
+@pytest.fixture
+def sock_dir():
+    """A short directory for Unix socket paths (sun_path holds 108 bytes)."""
+    directory = tempfile.mkdtemp(prefix="rpc", dir="/tmp")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _unix_listener(address):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(address)
+    listener.listen()
+    return listener
+
+
+def _echo_twice(srv):
+    srv.write(_arith(srv.read()))
+    srv.write(_arith(srv.read()))
+
+
+def test_connect_over_a_unix_socket_path(sock_dir):
+    path = os.path.join(sock_dir, "rpc.sock")
+    srv = ListeningServer(_echo_twice, _unix_listener(path))
+    with Client.connect("unix:" + path) as client:
+        assert client.call("Bench.Echo", "over unix") == "over unix"
+        assert client.call_many([("Arith.Divide", [{"A": 9, "B": 4}])]) == [{"Quo": 2, "Rem": 1}]
+        assert client.tls_version is None
+    srv.join()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux-only")
+def test_connect_over_an_abstract_unix_socket():
+    name = f"swiftrpc-test-{os.getpid()}-{time.monotonic_ns()}"
+    srv = ListeningServer(_echo_twice, _unix_listener("\0" + name))
+    with Client.connect("unix:@" + name) as client:
+        assert client.call("Bench.Echo", b"abstract") == b"abstract"
+        assert client.call("Bench.Echo", 2) == 2
+    srv.join()
+
+
+def test_connect_over_tcp_target_and_missing_unix_socket(sock_dir):
+    listener, port = _tcp_listener()
+    srv = ListeningServer(_echo_twice, listener)
+    with Client.connect(f"127.0.0.1:{port}", timeout=2.0) as client:
+        assert client.call("Bench.Echo", 1) == 1
+        assert client.call("Bench.Echo", 2) == 2
+    srv.join()
+    with pytest.raises(FileNotFoundError):
+        Client.connect("unix:" + os.path.join(sock_dir, "absent.sock"))
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+def _server_context(certs, name="server", client_ca="ca"):
+    """A Python TLS 1.3 server speaking ALPN swiftrpc/1; with ``client_ca``, client
+    certificates are required and checked against it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(certs.path(f"{name}.pem"), certs.path(f"{name}.key"))
+    context.set_alpn_protocols(["swiftrpc/1"])
+    if client_ca:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(certs.path(f"{client_ca}.pem"))
+    return context
+
+
+def _client_context(certs, ca="ca", cert="client"):
+    if cert is None:
+        return tls_context(certs.path(f"{ca}.pem"))
+    return tls_context(certs.path(f"{ca}.pem"), certs.path(f"{cert}.pem"), certs.path(f"{cert}.key"))
+
+
+def test_tls_context_settings(certs):
+    context = _client_context(certs)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.protocol == ssl.PROTOCOL_TLS_CLIENT
+    with pytest.raises(ValueError):
+        tls_context(certs.path("ca.pem"), keyfile=certs.path("client.key"))
+
+
+def test_tls_round_trip_with_a_client_certificate(certs):
+    """Mutual TLS against a Python ssl server: ALPN swiftrpc/1 on both ends, the client's
+    certificate seen by the server, and replies arriving in every shape the reading loop
+    must handle: one frame cut over many tiny records, many frames in one record (buffered
+    inside the SSLSocket, where select() cannot see them) and a frame over many records."""
+    seen = {}
+    big = b"\xab" * 100_000
+
+    def script(srv):
+        seen["alpn"] = srv.sock.selected_alpn_protocol()
+        seen["peer"] = srv.sock.getpeercert()
+        requests = [srv.read() for _ in range(300)]
+        replies = [_arith(r) for r in reversed(requests)]
+        srv.write(*replies[:20], chunk=7)  # each sendall is a record of 7 bytes
+        srv.write(*replies[20:])
+        srv.write(_arith(srv.read()))
+
+    listener, port = _tcp_listener()
+    srv = ListeningServer(script, listener, _server_context(certs))
+    with Client("127.0.0.1", port, ssl_context=_client_context(certs)) as client:
+        assert client.tls_version == "TLSv1.3"
+        assert client._sock.selected_alpn_protocol() == "swiftrpc/1"
+        payloads = [f"tls-{i}-" + "y" * (i % 40) for i in range(300)]
+        assert client.call_many([("Bench.Echo", [p]) for p in payloads]) == payloads
+        assert client.call("Bench.Echo", big) == big
+    srv.join()
+    assert seen["alpn"] == "swiftrpc/1"
+    assert dict(x[0] for x in seen["peer"]["subject"])["commonName"] == "test-client"
+    assert ("URI", "spiffe://swiftrpc.test/client") in seen["peer"]["subjectAltName"]
+
+
+def test_tls_timeout_cancels_and_discards_late_reply(certs):
+    def script(srv):
+        slow = srv.read()
+        assert srv.read() == [3, slow[1]]
+        nxt = srv.read()
+        srv.write(_reply(slow, "late"), _reply(nxt, "fresh"))
+
+    listener, port = _tcp_listener()
+    srv = ListeningServer(script, listener, _server_context(certs))
+    with Client("localhost", port, timeout=0.2, ssl_context=_client_context(certs)) as client:
+        with pytest.raises(TimeoutError):
+            client.call("Bench.Echo", "slow")
+        client.timeout = 5.0
+        assert client.call("Bench.Echo", "fresh") == "fresh"
+    srv.join()
+
+
+def test_tls_close_sends_close_notify(certs):
+    """The server sees an orderly TLS end, not a truncated stream."""
+    ends = []
+
+    def script(srv):
+        srv.write(_arith(srv.read()))
+        ends.append(srv.sock.recv(100))  # b"" on close_notify; SSLEOFError when truncated
+
+    listener, port = _tcp_listener()
+    srv = ListeningServer(script, listener, _server_context(certs), suppress_ragged_eofs=False)
+    client = Client("127.0.0.1", port, ssl_context=_client_context(certs))
+    assert client.call("Bench.Echo", 1) == 1
+    client.close()
+    client.close()
+    srv.join()
+    assert ends == [b""]
+
+
+_UNKNOWN_ISSUER = ("unable to get local issuer certificate",
+                   "self-signed certificate in certificate chain")  # the server sent its CA too
+
+
+@pytest.mark.parametrize("server,ca,reasons", [
+    ("other-server", "ca", _UNKNOWN_ISSUER),
+    ("server", "other-ca", _UNKNOWN_ISSUER),
+    ("expired-server", "ca", ("certificate has expired",)),
+    ("wrongname-server", "ca", ("IP address mismatch",)),
+])
+def test_tls_client_refuses_a_bad_server_certificate(certs, server, ca, reasons):
+    listener, port = _tcp_listener()
+    srv = ListeningServer(None, listener, _server_context(certs, server))
+    with pytest.raises(ssl.SSLCertVerificationError) as err:
+        Client("127.0.0.1", port, ssl_context=_client_context(certs, ca, cert=None))
+    assert any(r in err.value.verify_message for r in reasons), err.value.verify_message
+    srv.join(expect_error=OSError)  # the client's alert, or its reset
+
+
+@pytest.mark.parametrize("cert", [None, "other-client", "expired-client"])
+def test_a_client_the_server_refuses_gets_a_clean_error(certs, cert):
+    """In TLS 1.3 the client finishes its handshake before the server checks the client's
+    certificate: the refusal (an alert, or the connection closed) comes on the first
+    read, as an OSError, never as a hang."""
+    listener, port = _tcp_listener()
+    srv = ListeningServer(None, listener, _server_context(certs))
+    start = time.monotonic()
+    with pytest.raises(OSError) as err:
+        with Client("127.0.0.1", port, ssl_context=_client_context(certs, cert=cert)) as client:
+            client.call("rpc.ping")
+    assert not isinstance(err.value, TimeoutError)
+    assert time.monotonic() - start < 4.0
+    assert isinstance(srv.join(expect_error=ssl.SSLError), ssl.SSLError)
+
+
+def test_tls_over_a_unix_socket(certs, sock_dir):
+    nameless = os.path.join(sock_dir, "nameless.sock")
+    with _unix_listener(nameless), pytest.raises(ValueError, match="server_hostname"):
+        Client.connect("unix:" + nameless, ssl_context=_client_context(certs))
+    path = os.path.join(sock_dir, "tls.sock")
+    srv = ListeningServer(_echo_twice, _unix_listener(path), _server_context(certs))
+    with Client.connect("unix:" + path, ssl_context=_client_context(certs), server_hostname="localhost") as client:
+        assert client.call("Bench.Echo", "tls over unix") == "tls over unix"
+        assert client.call("Bench.Echo", 2) == 2
+    srv.join()
+
+
+# -- the command line ----------------------------------------------------------------
+
+def _answer_ping(srv):
+    request = srv.read()
+    assert request[2] == "rpc.ping"
+    srv.write(_reply(request))
+
+
+def test_main_pings_over_tls_and_unix(certs, sock_dir, capsys):
+    listener, port = _tcp_listener()
+    srv = ListeningServer(_answer_ping, listener, _server_context(certs))
+    swiftrpc_client.main(["--target", f"127.0.0.1:{port}", "--tls-ca", certs.path("ca.pem"),
+                          "--tls-cert", certs.path("client.pem"), "--tls-key", certs.path("client.key")])
+    srv.join()
+    assert capsys.readouterr().out.startswith("rpc.ping -> None in ")
+
+    path = os.path.join(sock_dir, "cli.sock")
+    srv = ListeningServer(_answer_ping, _unix_listener(path), _server_context(certs, client_ca=None))
+    swiftrpc_client.main(["--target", "unix:" + path, "--tls-ca", certs.path("ca.pem"),
+                          "--tls-server-name", "localhost"])
+    srv.join()
+    assert capsys.readouterr().out.startswith("rpc.ping -> None in ")
+
+    listener, port = _tcp_listener()
+    srv = ListeningServer(_answer_ping, listener)
+    swiftrpc_client.main(["--port", str(port)])  # the old form
+    srv.join()
+    assert capsys.readouterr().out.startswith("rpc.ping -> None in ")
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--port", "1", "--target", "127.0.0.1:1"], ["--target", "unix:"],
+    ["--target", "unix:/x.sock", "--tls-ca", "ca.pem"], ["--port", "1", "--tls-key", "k.pem"],
+])
+def test_main_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        swiftrpc_client.main(argv)
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -2,11 +2,21 @@
 
 Start a server (e.g. ``rpcbench serve``) and point the tests at it:
 
-    SWIFTRPC_ADDR=127.0.0.1:7070 python3 -m pytest -q Tests/interop
+    SWIFTRPC_TARGET=127.0.0.1:7070 python3 -m pytest -q Tests/interop/test_interop.py
+    SWIFTRPC_TARGET=unix:/tmp/rpc.sock python3 -m pytest -q Tests/interop/test_interop.py
+    SWIFTRPC_TARGET=127.0.0.1:7443 SWIFTRPC_TLS_CA=ca.pem \
+        SWIFTRPC_TLS_CERT=client.pem SWIFTRPC_TLS_KEY=client.key python3 -m pytest ...
+
+SWIFTRPC_TARGET is a target string of the client (``host:port``, ``[v6addr]:port``,
+``unix:/path``, ``unix:@abstract``); SWIFTRPC_ADDR (``host:port``) is its older name.
+Any SWIFTRPC_TLS_* variable turns TLS on: SWIFTRPC_TLS_CA is the CA to trust (default:
+the system's), SWIFTRPC_TLS_CERT/SWIFTRPC_TLS_KEY the client certificate for mutual TLS,
+SWIFTRPC_TLS_SERVER_NAME the name to check (default: the host; needed over a Unix socket).
 """
 
 import os
 import socket
+import ssl
 import struct
 import time
 import sys
@@ -15,29 +25,58 @@ import msgpack
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
-from swiftrpc_client import Client, RPCError  # noqa: E402
+from swiftrpc_client import Client, RPCError, open_stream, tls_context  # noqa: E402
 
-ADDR = os.environ.get("SWIFTRPC_ADDR")
+
+def _target_of_addr(addr):
+    """SWIFTRPC_ADDR as a target: its IPv6 host may come unbracketed, as `rpcbench serve`
+    prints it ("listening on ::1:7070")."""
+    if not addr:
+        return None
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+TARGET = os.environ.get("SWIFTRPC_TARGET") or _target_of_addr(os.environ.get("SWIFTRPC_ADDR"))
+TLS = {name: os.environ.get(f"SWIFTRPC_TLS_{name.upper()}") or None
+       for name in ("ca", "cert", "key", "server_name")}
 pytestmark = pytest.mark.skipif(
-    not ADDR, reason="SWIFTRPC_ADDR is not set (host:port of a running `rpcbench serve`)")
+    not TARGET, reason="SWIFTRPC_TARGET (or SWIFTRPC_ADDR) is not set: the target of a running "
+                       "`rpcbench serve`, e.g. 127.0.0.1:7070 or unix:/tmp/rpc.sock")
 
 
-def _address():
-    host, _, port = ADDR.rpartition(":")
-    return host.strip("[]"), int(port)
+def _connect_args():
+    """open_stream's arguments after the target, from the SWIFTRPC_TLS_* variables."""
+    if not any(TLS.values()):
+        return {}
+    return {"ssl_context": tls_context(TLS["ca"], TLS["cert"], TLS["key"]),
+            "server_hostname": TLS["server_name"]}
+
+
+def _connect(timeout=5.0):
+    """A Client on the server under test, over whatever transport the environment names."""
+    return Client.connect(TARGET, timeout=timeout, **_connect_args())
 
 
 @pytest.fixture
 def client():
-    with Client(*_address()) as c:
+    with _connect() as c:
         yield c
+
+
+def test_transport_is_the_one_asked_for(client):
+    """A TLS run must really be TLS (and a plaintext run plaintext)."""
+    assert client.tls_version == ("TLSv1.3" if any(TLS.values()) else None)
+    families = (socket.AF_UNIX,) if TARGET.startswith("unix:") else (socket.AF_INET, socket.AF_INET6)
+    assert client._sock.family in families
 
 
 # -- raw-socket helpers for frames the client would never send --------------
 
 def _raw():
-    sock = socket.create_connection(_address(), timeout=5.0)
-    return sock
+    """A bare stream (TLS-wrapped in a TLS run) to the server under test."""
+    return open_stream(TARGET, 5.0, **_connect_args())
 
 
 def _frame(message):
@@ -61,10 +100,11 @@ def _read_frame(sock):
 
 
 def _assert_closed(sock):
-    """The server must close the connection (EOF or reset) without replying."""
+    """The server must close the connection (EOF or reset) without replying. Over TLS
+    the end may be a close_notify (b""), or a bare EOF that ssl reports as SSLEOFError."""
     try:
         data = sock.recv(65536)
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
         return
     except socket.timeout:
         pytest.fail("server kept the connection open")
@@ -173,7 +213,7 @@ def test_notification_gets_no_reply():
 # -- malformed input closes only the offending connection ---------------------
 
 def test_bad_envelope_closes_only_that_connection():
-    with _raw() as bad, Client(*_address()) as good:
+    with _raw() as bad, _connect() as good:
         assert good.call("rpc.ping") is None
         bad.sendall(_frame(42))  # a bare int, not an array
         _assert_closed(bad)
@@ -184,7 +224,7 @@ def test_oversized_frame_header_closes_connection():
     with _raw() as bad:
         bad.sendall(b"\xff\xff\xff\xff")
         _assert_closed(bad)
-    with Client(*_address()) as fresh:
+    with _connect() as fresh:
         assert fresh.call("rpc.ping") is None
 
 

@@ -7,22 +7,32 @@ Frames are a 4-byte big-endian length followed by exactly one MessagePack array:
     Notification [2, method, params, ext?]
     Cancel       [3, msgid]
 
+The same frames run over TCP, TLS 1.3 (ALPN ``swiftrpc/1``) or a Unix socket:
+
+    Client("127.0.0.1", 7070)                                   # TCP
+    Client.connect("unix:/run/rpc.sock")                        # Unix socket
+    Client.connect("unix:@rpc")                                 # Linux abstract socket
+    Client.connect("localhost:7443",                            # mutual TLS
+                   ssl_context=tls_context("ca.pem", "client.pem", "client.key"))
+
 Only the standard library and PyPI ``msgpack`` are used. A ``Client`` is not
 thread-safe: use one per thread (or guard it with your own lock).
 """
 
 import argparse
 import socket
+import ssl
 import struct
 import time
 
 import msgpack
 
-__all__ = ["Client", "RPCError", "ProtocolError"]
+__all__ = ["Client", "RPCError", "ProtocolError", "tls_context", "parse_target", "open_stream"]
 
 REQUEST, RESPONSE, NOTIFICATION, CANCEL = 0, 1, 2, 3
 DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 MSGID_LIMIT = 1 << 32
+ALPN_PROTOCOL = "swiftrpc/1"
 _HEADER = struct.Struct(">I")
 
 
@@ -50,11 +60,25 @@ class Client:
     server and ``TimeoutError`` is raised; the connection stays usable and a
     late reply is discarded. ``max_frame_size`` limits frames in both
     directions.
+
+    With ``ssl_context`` (see ``tls_context``) the connection is TLS, the
+    server's certificate checked against ``server_hostname`` (default: ``host``);
+    the handshake is bounded by ``timeout`` too. ``Client.connect`` takes a
+    target string instead of a host and port, Unix sockets included.
     """
 
-    def __init__(self, host, port, timeout=5.0, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
-        sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, timeout=5.0, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 ssl_context=None, server_hostname=None):
+        sock = open_stream((host, port), timeout, ssl_context, server_hostname)
         self._setup(sock, timeout, max_frame_size)
+
+    @classmethod
+    def connect(cls, target, timeout=5.0, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                ssl_context=None, server_hostname=None):
+        """Connect to a target string: ``host:port``, ``[v6addr]:port``,
+        ``unix:/path`` or ``unix:@name`` (Linux abstract namespace)."""
+        sock = open_stream(target, timeout, ssl_context, server_hostname)
+        return cls.from_socket(sock, timeout, max_frame_size)
 
     @classmethod
     def from_socket(cls, sock, timeout=5.0, max_frame_size=DEFAULT_MAX_FRAME_SIZE):
@@ -76,10 +100,16 @@ class Client:
     # -- lifecycle ---------------------------------------------------------
 
     def close(self):
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent); a TLS one says close_notify first."""
         if self._sock is not None:
+            _close_notify(self._sock)
             self._sock.close()
             self._sock = None
+
+    @property
+    def tls_version(self):
+        """The negotiated TLS version (``"TLSv1.3"``), or None on a plaintext connection."""
+        return self._sock.version() if isinstance(self._sock, ssl.SSLSocket) else None
 
     def __enter__(self):
         return self
@@ -187,6 +217,11 @@ class Client:
             self._fill(deadline)
 
     def _fill(self, deadline):
+        # The wait is the socket's own timeout, never select(): that is what makes TLS
+        # right too. An SSLSocket's recv returns plaintext it already decrypted before it
+        # touches the socket (select() cannot see that buffer), and when a readable socket
+        # holds only part of a record (or a post-handshake message) it waits again itself,
+        # within the same timeout. It returns at most one record (16 KiB) per call.
         if self._sock is None:
             raise ConnectionError("connection is closed")
         if deadline is not None:
@@ -200,10 +235,10 @@ class Client:
             chunk = self._sock.recv(65536)
         except socket.timeout:
             raise TimeoutError("RPC timed out") from None
-        except OSError:
+        except OSError:  # ssl.SSLError too: a TLS alert (e.g. a refused certificate) ends it
             self.close()
             raise
-        if not chunk:
+        if not chunk:  # EOF, or a TLS close_notify
             self.close()
             raise ConnectionError("connection closed by server")
         self._buf += chunk
@@ -223,6 +258,102 @@ class Client:
         raise ProtocolError(reason)
 
 
+def tls_context(cafile=None, certfile=None, keyfile=None):
+    """A client ``ssl.SSLContext`` for SwiftRPC: TLS 1.3 or later, ALPN ``swiftrpc/1``,
+    the server's certificate verified (and its name checked) against ``cafile`` or,
+    without one, the system's trusted CAs. ``certfile``/``keyfile`` (PEM) is the client's
+    certificate chain for mutual TLS. A context made by hand should offer the same ALPN
+    protocol (``set_alpn_protocols(["swiftrpc/1"])``)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and names
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols([ALPN_PROTOCOL])
+    if cafile:
+        context.load_verify_locations(cafile)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if certfile:
+        context.load_cert_chain(certfile, keyfile)
+    elif keyfile:
+        raise ValueError("keyfile without certfile")
+    return context
+
+
+def parse_target(target):
+    """Split a target string into ``("tcp", (host, port))`` or ``("unix", address)``.
+
+    ``host:port`` and ``[v6addr]:port`` are TCP; ``unix:/path`` (or a relative path) is a
+    Unix socket and ``unix:@name`` the Linux abstract socket ``"\\0name"``. Raises
+    ValueError for anything else, an unbracketed IPv6 address included.
+    """
+    if not isinstance(target, str) or not target:
+        raise ValueError(f"bad target {target!r}: want host:port, [v6addr]:port or unix:/path")
+    if target.startswith("unix:"):
+        path = target[len("unix:"):]
+        if path in ("", "@"):
+            raise ValueError(f"bad target {target!r}: the Unix socket path is empty")
+        if "\0" in path:
+            raise ValueError(f"bad target {target!r}: NUL in the Unix socket path")
+        return "unix", ("\0" + path[1:] if path.startswith("@") else path)
+    if target.startswith("["):
+        host, sep, port = target[1:].partition("]:")
+        if not sep or not host or "]" in host:
+            raise ValueError(f"bad target {target!r}: want [v6addr]:port")
+    else:
+        host, sep, port = target.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"bad target {target!r}: want host:port")
+        if ":" in host:
+            raise ValueError(f"bad target {target!r}: put an IPv6 address in brackets, [{host}]:{port}")
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise ValueError(f"bad target {target!r}: port {port!r} is not 1-65535")
+    return "tcp", (host, int(port))
+
+
+def open_stream(target, timeout=5.0, ssl_context=None, server_hostname=None):
+    """A connected stream socket for ``target`` (a target string, or a ``(host, port)``
+    pair), TLS-wrapped when ``ssl_context`` is given. Connecting and the TLS handshake are
+    each bounded by ``timeout``; a failed handshake raises ``ssl.SSLError`` (a
+    certificate the context rejects: ``ssl.SSLCertVerificationError``)."""
+    if isinstance(target, tuple):
+        kind, address = "tcp", target
+    else:
+        kind, address = parse_target(target)
+    if kind == "tcp":
+        sock = socket.create_connection(address, timeout=timeout)
+        name = server_hostname or address[0]
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        name = server_hostname
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+    if ssl_context is None:
+        return sock
+    try:
+        if name is None and ssl_context.check_hostname:
+            raise ValueError("TLS over a Unix socket needs server_hostname (a name in the server's certificate)")
+        return ssl_context.wrap_socket(sock, server_hostname=name)
+    except BaseException:
+        sock.close()  # harmless when a failed handshake already closed it
+        raise
+
+
+def _close_notify(sock):
+    """Best effort: end a TLS connection with close_notify, so the server sees an orderly
+    end (like a plaintext FIN) rather than a truncated stream. Non-blocking, so it never
+    waits for the server's own close_notify: unwrap() then raises SSLWantReadError."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return
+    try:
+        sock.setblocking(False)
+        sock.unwrap()
+    except (OSError, ValueError):  # want-read, a peer already gone, a handshake never done
+        pass
+
+
 def _with_ext(message, ext):
     """Append ``ext`` only when non-empty (the spec omits an empty ext)."""
     if ext:
@@ -240,11 +371,42 @@ def _outcome(error, result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Ping a SwiftRPC server.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = argparse.ArgumentParser(
+        description="Ping a SwiftRPC server.",
+        epilog="examples:\n"
+               "  swiftrpc_client.py --port 7070\n"
+               "  swiftrpc_client.py --target unix:/tmp/rpc.sock\n"
+               "  swiftrpc_client.py --target localhost:7443 --tls-ca ca.pem "
+               "--tls-cert client.pem --tls-key client.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="server host (default: %(default)s)")
+    parser.add_argument("--port", type=int, help="server port")
+    parser.add_argument("--target", help="instead of --host/--port: host:port, [v6addr]:port, "
+                        "unix:/path or unix:@abstract")
+    parser.add_argument("--tls-ca", help="use TLS, trusting this CA file (PEM)")
+    parser.add_argument("--tls-cert", help="use TLS with this client certificate chain (PEM)")
+    parser.add_argument("--tls-key", help="the key of --tls-cert (PEM; default: in --tls-cert)")
+    parser.add_argument("--tls-server-name", help="use TLS; the name to check in the server's "
+                        "certificate (default: the host)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default: %(default)s)")
     args = parser.parse_args(argv)
-    with Client(args.host, args.port) as client:
+    if (args.target is None) == (args.port is None):
+        parser.error("give either --port or --target")
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
+    tls = bool(args.tls_ca or args.tls_cert or args.tls_server_name)
+    target = (args.host, args.port)
+    if args.target is not None:
+        try:
+            kind, _ = parse_target(args.target)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if kind == "unix" and tls and not args.tls_server_name:
+            parser.error("TLS over a Unix socket needs --tls-server-name")
+        target = args.target
+    context = tls_context(args.tls_ca, args.tls_cert, args.tls_key) if tls else None
+    sock = open_stream(target, args.timeout, context, args.tls_server_name)
+    with Client.from_socket(sock, timeout=args.timeout) as client:
         start = time.perf_counter()
         result = client.call("rpc.ping")
         elapsed_us = (time.perf_counter() - start) * 1e6

@@ -41,13 +41,18 @@ public final class RPCClient: Sendable {
         /// With ``reconnect``: calls made while the connection is down fail at once with
         /// `.unavailable` instead of waiting for it.
         public var failFast: Bool
+        /// TLS to the server (reconnects use it too); `nil`: plaintext. A server certificate
+        /// that does not verify fails the connect with `.unavailable` and the reason, and
+        /// stops a reconnecting client (it is not transient).
+        public var tls: RPCTLSConfiguration? = nil
 
         /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop, no
         /// default call timeout, no heartbeats, no reconnecting.
         public init(connectTimeout: Duration = .seconds(5), maxFrameSize: Int = 4 << 20,
                     eventLoop: RPCEventLoop? = nil, defaultTimeout: Duration? = nil,
                     heartbeatInterval: Duration? = nil, deadAfter: Duration? = nil,
-                    reconnect: ReconnectBackoff? = nil, failFast: Bool = false) {
+                    reconnect: ReconnectBackoff? = nil, failFast: Bool = false, tls: RPCTLSConfiguration? = nil) {
+            self.tls = tls
             self.connectTimeout = connectTimeout
             self.maxFrameSize = maxFrameSize
             self.eventLoop = eventLoop

@@ -32,10 +32,18 @@ final class ClientHandle: @unchecked Sendable {
             config.reconnect_max_ms = UInt32(clamping: max(backoff.maximum.milliseconds, backoff.initial.milliseconds, 1))
             config.fail_fast = configuration.failFast ? 1 : 0
         }
+        let tls = try configuration.tls.map { (tls) throws(RPCError) in try TLSContext.of(tls, server: false) }
+        config.tls = tls?.pointer
         var client: OpaquePointer?
-        try CoreErrors.check(
-            crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client),
-            "cannot connect to \(host):\(port)")
+        let target = host.hasPrefix("unix:") ? host : "\(host):\(port)"
+        // The client takes its own reference to the TLS context.
+        let rc = withExtendedLifetime(tls) {
+            optionalCString(tls?.serverName) { name in
+                config.server_name = name
+                return crpc_client_connect(loop.handle.pointer, host, UInt16(clamping: port), &config, &client)
+            }
+        }
+        try CoreErrors.check(rc, "cannot connect to \(target)", detailed: true)
         return ClientHandle(pointer: client!, loop: loop)
     }
 
@@ -115,4 +123,10 @@ final class ClientHandle: @unchecked Sendable {
         var copy = string
         return copy.withUTF8(body)
     }
+}
+
+/// Calls `body` with `text` as a C string, or with nil.
+private func optionalCString<R>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+    guard let text else { return body(nil) }
+    return text.withCString { body($0) }
 }

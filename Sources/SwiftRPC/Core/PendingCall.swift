@@ -18,7 +18,12 @@ class PendingCall: @unchecked Sendable {
 
     /// The failure a core result stands for, or nil when a reply with a result arrived.
     static func failure(of r: crpc_result) -> RPCError? {
-        if r.status < 0 { return CoreErrors.callFailure(r.status) }
+        if r.status < 0 {
+            let reason = r.error_msg.map {
+                String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(r.error_msg_len)), as: UTF8.self)
+            }
+            return CoreErrors.callFailure(r.status, reason: reason)
+        }
         if r.error_code != 0 {
             let text = UnsafeRawBufferPointer(start: r.error_msg, count: Int(r.error_msg_len))
             return RPCError(.init(rawValue: Int(r.error_code)), String(decoding: text, as: UTF8.self))

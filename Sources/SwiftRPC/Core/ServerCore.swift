@@ -65,9 +65,26 @@ final class ServerCore: @unchecked Sendable {
                 c.pin_loops = 1
                 c.first_cpu = Int32(cpu)
             }
-            return Result { () throws(RPCError) in try start(c) }
+            c.unix_mode = UInt32(clamping: configuration.unixSocketMode ?? 0)
+            return Result { () throws(RPCError) in
+                // The server takes its own reference to the context: ours may go after.
+                let tls = try configuration.tls.map { (tls) throws(RPCError) in try TLSContext.of(tls, server: true) }
+                c.tls = tls?.pointer
+                return try withExtendedLifetime(tls) { () throws(RPCError) in try start(c) }
+            }
         }
         return try started.get()
+    }
+
+    /// New TLS handshakes use `configuration` from now on; open connections keep theirs.
+    func reloadTLS(_ configuration: RPCTLSConfiguration) throws(RPCError) {
+        guard let server else { throw RPCError(.failedPrecondition, "rpc: the server is not running") }
+        let tls = try TLSContext.of(configuration, server: true)
+        try withExtendedLifetime(tls) { () throws(RPCError) in
+            if crpc_server_reload_tls(server, tls.pointer) != 0 {
+                throw RPCError(.failedPrecondition, "rpc: the server was started without TLS")
+            }
+        }
     }
 
     /// Starts the C server; `config` has everything but the callbacks filled in.
@@ -75,9 +92,10 @@ final class ServerCore: @unchecked Sendable {
         var config = config
         config.on_request = serverRequestTrampoline
         config.on_conn_ended = connectionEndedTrampoline
+        config.on_peer_release = peerReleaseTrampoline
         config.user = Unmanaged.passUnretained(self).toOpaque()
         var handle: OpaquePointer?
-        try CoreErrors.check(crpc_server_start(&config, &handle), "cannot start the server")
+        try CoreErrors.check(crpc_server_start(&config, &handle), "cannot start the server", detailed: true)
         server = handle
         return Int(crpc_server_port(handle))
     }
@@ -110,7 +128,8 @@ final class ServerCore: @unchecked Sendable {
             connections: connectionCount, requestsInFlight: inflightCount,
             framesIn: Int(s.frames_in), framesOut: Int(s.frames_out),
             bytesIn: Int(s.bytes_in), bytesOut: Int(s.bytes_out), rejectedFrames: Int(s.rejected_frames),
-            rejectedConnections: Int(s.rejected_connections))
+            rejectedConnections: Int(s.rejected_connections), tlsHandshakes: Int(s.tls_handshakes),
+            rejectedHandshakes: Int(s.rejected_handshakes))
     }
 
     /// The descriptor limits the server started with.
@@ -155,7 +174,7 @@ final class ServerCore: @unchecked Sendable {
             conn: conn, msgid: msg.msgid, wantsReply: msg.type == UInt8(CRPC_MSG_REQUEST.rawValue),
             wireName: wireName, params: params,
             timeout: msg.timeout_us == 0 ? nil : .microseconds(Int64(clamping: msg.timeout_us)),
-            replies: ReplySink(request.pointee.server))
+            replies: ReplySink(request.pointee.server), peer: RPCPeer.of(request))
         borrowedScratch[Int(conn >> 56)]._withUnsafeGuaranteedRef { scratch in
             // Made here, so it is handed over, not copied out of a captured variable.
             dispatch(incoming, metadata: ExtEntries.metadata(msg.ext, Int(msg.ext_count)), handler: handler, scratch: scratch)

@@ -17,8 +17,16 @@ import Logging
 public final class RPCServer: Sendable {
     /// Server settings.
     public struct Configuration: Sendable {
-        /// The address to listen on.
+        /// The address to listen on: a name or IPv4 address, an IPv6 address (`"::1"`; `"::"`
+        /// listens on IPv4 too), or a Unix socket, `"unix:/run/app.sock"` or `"unix:@name"`
+        /// (Linux's abstract namespace). A name listens on every address it resolves to
+        /// (`"localhost"`: `::1` and `127.0.0.1`). A Unix socket file left by a dead server is
+        /// replaced, a live server's is refused, and the file is removed at stop.
         public var host: String
+        /// A Unix socket file's mode (`0o660`...); `nil` leaves it to the umask.
+        public var unixSocketMode: Int? = nil
+        /// TLS for every connection; `nil`: plaintext. See ``RPCServer/reloadTLS(_:)``.
+        public var tls: RPCTLSConfiguration? = nil
         /// The port to listen on; 0 picks a free one (see ``RPCServer/start()``).
         public var port: Int
         /// Event-loop threads; 0 means one per online CPU.
@@ -82,14 +90,16 @@ public final class RPCServer: Sendable {
         public var methodStatistics: Bool = true
 
         /// Settings with defaults: loopback, a free port, one loop per CPU, 4 MiB frames, a
-        /// 10 s drain, no interceptors.
+        /// 10 s drain, no interceptors, plaintext.
         public init(host: String = "127.0.0.1", port: Int = 0, loops: Int = 0,
                     firstCPU: Int? = nil, maxFrameSize: Int = 4 << 20,
                     drainTimeout: Duration = .seconds(10),
                     logger: Logger = Logger(label: "SwiftRPC.server"),
                     interceptors: [any RPCServerInterceptor] = [],
                     metrics: RPCMetricsOptions = .automatic,
-                    tracing: RPCTracingOptions = .automatic) {
+                    tracing: RPCTracingOptions = .automatic,
+                    tls: RPCTLSConfiguration? = nil) {
+            self.tls = tls
             self.interceptors = interceptors
             self.metrics = metrics
             self.tracing = tracing
@@ -213,12 +223,30 @@ public final class RPCServer: Sendable {
                 gaugePoller.withLock { $0 = poller }
             }
             let limits = core.limits
+            let address = configuration.host.hasPrefix("unix:") ? configuration.host : "\(configuration.host):\(port)"
             configuration.logger.info("listening", metadata: [
-                "address": "\(configuration.host):\(port)", "loops": "\(loops)", "backend": "\(core.backend)",
+                "address": "\(address)", "loops": "\(loops)", "backend": "\(core.backend)",
+                "transport": "\(configuration.tls == nil ? "plaintext" : "tls")",
                 "fd-limit": "\(limits.descriptorLimit)", "fd-limit-before": "\(limits.descriptorLimitBefore)",
                 "fd-reserve": "\(limits.descriptorReserve)", "max-connections": "\(limits.maxConnections)"])
             return port
         }
+    }
+
+    /// Replaces the TLS certificate (or trust roots) without a restart: handshakes from now
+    /// on use `tls`, connections already open keep what they have.
+    ///
+    /// - Throws: `RPCError` (`.invalidArgument`) when the files do not load or the key does
+    ///   not match, (`.failedPrecondition`) when the server is not running or was started
+    ///   without TLS. The server keeps its current settings then.
+    public func reloadTLS(_ tls: RPCTLSConfiguration) throws(RPCError) {
+        let core = state.withLock { state -> ServerCore? in
+            if case .running(let core, _) = state { return core }
+            return nil
+        }
+        guard let core else { throw RPCError(.failedPrecondition, "rpc: the server is not running") }
+        try core.reloadTLS(tls)
+        configuration.logger.info("TLS settings reloaded")
     }
 
     /// The I/O backend of the server's loops while running (`"io_uring"` or `"epoll"`),
@@ -365,4 +393,10 @@ public struct RPCServerStatistics: Sendable, Hashable {
     /// Connections accepted and closed at once: past the connection limit, while stopping,
     /// or when accepting would have eaten into the descriptor reserve.
     public var rejectedConnections = 0
+    /// TLS handshakes completed.
+    public var tlsHandshakes = 0
+    /// TLS connections closed before their handshake completed: not TLS, a missing or bad
+    /// client certificate, no ALPN, too slow or too big a handshake, a bad record, or a
+    /// client that left midway (each cause is logged at most once per 10 s).
+    public var rejectedHandshakes = 0
 }

@@ -16,6 +16,8 @@ struct ServerRequest {
     let params: RequestParams
     let timeout: Duration?
     let replies: ReplySink
+    /// The connection's peer (made once per connection, Core/TLSContext.swift).
+    let peer: RPCPeer
 }
 
 extension ServerCore {
@@ -34,7 +36,8 @@ extension ServerCore {
         responseMetadata.reset()
         let inlineContext = RPCContext(
             method: name, metadata: metadata, timeout: request.timeout,
-            responseMetadata: responseMetadata, connection: RPCConnectionID(rawValue: request.conn))
+            responseMetadata: responseMetadata, connection: RPCConnectionID(rawValue: request.conn),
+            peer: request.peer)
         let writer = scratch.writer
         writer.reset()
 
@@ -58,7 +61,7 @@ extension ServerCore {
         case .later(let job):
             let context = RPCContext(method: inlineContext.method, metadata: inlineContext.metadata,
                                      timeout: inlineContext.timeout, responseMetadata: RPCResponseMetadata(),
-                                     connection: inlineContext.connection)
+                                     connection: inlineContext.connection, peer: inlineContext.peer)
             if request.wantsReply {
                 startCall(job, context, conn: conn, msgid: msgid, replies: replies)
             } else {

@@ -22,16 +22,20 @@ public struct RPCContext: Sendable {
     public let responseMetadata: RPCResponseMetadata
     /// The connection the request came in on (what per-connection limits key on).
     public let connection: RPCConnectionID
+    /// Who is calling: transport, address, TLS session and client certificate, Unix
+    /// credentials (one object per connection).
+    public let peer: RPCPeer
 
     /// Creates a context; the server makes these, tests may too.
     public init(method: String, metadata: RPCMetadata = RPCMetadata(), timeout: Duration? = nil,
                 responseMetadata: RPCResponseMetadata = RPCResponseMetadata(),
-                connection: RPCConnectionID = RPCConnectionID(rawValue: 0)) {
+                connection: RPCConnectionID = RPCConnectionID(rawValue: 0), peer: RPCPeer = .unknown) {
         self.method = method
         self.metadata = metadata
         self.timeout = timeout
         self.responseMetadata = responseMetadata
         self.connection = connection
+        self.peer = peer
     }
 }
 

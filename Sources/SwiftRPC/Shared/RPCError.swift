@@ -28,6 +28,8 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let deadlineExceeded = Code(rawValue: 4)
         /// A limit was hit: too many calls in flight, a frame too large.
         public static let resourceExhausted = Code(rawValue: 8)
+        /// The operation needs a state the system is not in (a server that is not running).
+        public static let failedPrecondition = Code(rawValue: 9)
         /// No method of that name is registered.
         public static let unimplemented = Code(rawValue: 12)
         /// A bug or broken invariant on the other side.
@@ -44,6 +46,7 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
             case .invalidArgument: "invalid argument"
             case .deadlineExceeded: "deadline exceeded"
             case .resourceExhausted: "resource exhausted"
+            case .failedPrecondition: "failed precondition"
             case .unimplemented: "unimplemented"
             case .internal: "internal"
             case .unavailable: "unavailable"
