@@ -6,14 +6,11 @@
  * are spread over the loops by the kernel and never migrate. What to do with an accepted
  * socket, and how to back off when accepting fails, is decided here.
  *
- * Descriptors: the process must never reach its RLIMIT_NOFILE (libdispatch aborts the
- * process when an open() fails). At start the soft limit is raised to the hard one, and a
- * reserve is kept free: descriptors are handed out lowest first, so an accepted socket
- * numbered at or past (limit - reserve) means the reserve is being eaten. After each accept
- * the server looks at the lowest free number (F_DUPFD); when it is in the reserve,
- * accepting pauses, clients wait in the listen backlog, and the janitor resumes once a
- * descriptor below the reserve is free again. A socket that still lands in the reserve
- * (another thread took the last one meanwhile) is closed at once. Every frame is
+ * Descriptors (server_limits.c picks the limit and the reserve): the process must never
+ * reach its RLIMIT_NOFILE. After each accept the server looks at the lowest free number;
+ * when it is in the reserve, accepting pauses, clients wait in the listen backlog, and the
+ * janitor resumes once a descriptor below the reserve is free again. A socket that still
+ * lands in the reserve (another thread took the last one meanwhile) is closed at once. Every frame is
  * decoded on its loop thread and delivered to the user's callback; `rpc.ping` is
  * answered right there. crpc_server_reply may come from any thread: on the owning loop
  * it encodes straight into the connection's output, elsewhere it builds the frame on the
@@ -26,11 +23,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,44 +33,9 @@
 #include "envelope.h"
 #include "net.h"
 #include "peer.h"
+#include "server.h"
 #include "tls.h"
 #include "userdata.h"
-
-typedef struct server_loop server_loop;
-
-/* One listening socket of a loop: TCP, one per address the host resolves to (each loop has
- * its own SO_REUSEPORT sockets); a Unix socket, one shared by every loop (a dup each). */
-typedef struct server_listener {
-    crpc_listener lst;
-    server_loop *sl;
-} server_listener;
-
-/* What the server keeps per loop: the listeners the loop serves and the janitor. Loop
- * thread only, but for the listeners' fds before start and after the loop has exited. */
-struct server_loop {
-    crpc_server *srv;
-    crpc_loop *loop;
-    server_listener listeners[CRPC_MAX_LISTENERS];
-    unsigned nlisteners;
-    crpc_deadline_source janitor;  /* closes connections stuck mid-frame or past their drain */
-    bool accept_stopped;           /* graceful shutdown: no more accepts */
-    bool accept_backoff;           /* accepting paused (EMFILE, the reserve): the janitor resumes */
-};
-
-struct crpc_server {
-    crpc_server_config cfg;
-    uint16_t port;
-    unsigned nloops;
-    crpc_loop **loops;
-    server_loop *shards;    /* nloops of them, loops[i]'s in shards[i] */
-    atomic_bool draining;   /* graceful shutdown: new requests get status 14 */
-    atomic_long inflight;   /* requests delivered and not yet answered */
-    crpc_server_limits limits;
-    int fd_ceiling;         /* descriptors numbered from here on are the reserve; INT_MAX: none */
-    bool unix_file;         /* listening on a Unix socket file: removed at stop */
-    pthread_mutex_t tls_mu; /* guards tls: accepts read it, crpc_server_reload_tls swaps it */
-    crpc_tls_context *tls;  /* NULL: plaintext */
-};
 
 /* --------------------------------------------------------------- accepting */
 
@@ -116,19 +76,6 @@ static const crpc_conn_ops server_conn_ops = {
     .on_release = server_on_release,
     .flush_early = true,
 };
-
-/* True when a descriptor below the reserve is free now: the lowest free number is what
- * F_DUPFD hands out. */
-static bool descriptor_free(const crpc_server *srv, int any_fd)
-{
-    if (srv->fd_ceiling == INT_MAX)
-        return true;
-    int probe = fcntl(any_fd, F_DUPFD_CLOEXEC, 0);
-    if (probe < 0)
-        return false;
-    close(probe);
-    return probe < srv->fd_ceiling;
-}
 
 /* Arms every listener of the loop that is not accepting. */
 static void arm_accept(server_loop *sl)
@@ -183,7 +130,7 @@ static void janitor(crpc_deadline_source *src, uint64_t now)
     server_loop *sl = (server_loop *)((char *)src - offsetof(server_loop, janitor));
     crpc_conn_for_each_open(sl->loop, expire_conn, sl);
     if (sl->accept_backoff && !sl->loop->stopped && !sl->accept_stopped &&
-        descriptor_free(sl->srv, sl->listeners[0].lst.fd)) {
+        server_descriptor_free(sl->srv, sl->listeners[0].lst.fd)) {
         sl->accept_backoff = false;
         arm_accept(sl);
     }
@@ -240,7 +187,7 @@ static bool on_accept(crpc_listener *lst, int fd)
     } else {
         close(fd); /* out of memory or slots: refuse this one, keep serving */
     }
-    if (!descriptor_free(srv, lst->fd)) {
+    if (!server_descriptor_free(srv, lst->fd)) {
         sl->accept_backoff = true; /* the next one would fall in the reserve: wait instead */
         return false;
     }
@@ -460,83 +407,6 @@ static void destroy_loops(crpc_server *srv)
     free(srv->shards);
 }
 
-/* Descriptors open in the process now and numbered below `below` (one numbered past the
- * limit, inherited from a parent with a higher one, takes no number we could use). */
-static uint64_t open_descriptors(uint64_t below)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return 0;
-    int own = dirfd(d);
-    uint64_t n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        long fd = strtol(e->d_name, NULL, 10);
-        n += fd != own && (uint64_t)fd < below;
-    }
-    closedir(d);
-    return n;
-}
-
-/* Raises the soft descriptor limit to the hard one (where allowed) and picks the reserve.
- * Before the loops start, so their own descriptors come out of the raised limit. */
-static void apply_fd_limits(crpc_server *srv)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        srv->fd_ceiling = INT_MAX;
-        return;
-    }
-    srv->limits.fd_limit_before = rl.rlim_cur;
-    if (!srv->cfg.keep_fd_limit && rl.rlim_cur < rl.rlim_max) {
-        struct rlimit raised = rl;
-        raised.rlim_cur = rl.rlim_max;
-        if (rl.rlim_max == RLIM_INFINITY) {
-            /* An unlimited hard limit still stops at fs.nr_open. */
-            unsigned long nr_open = 1u << 20;
-            FILE *f = fopen("/proc/sys/fs/nr_open", "r");
-            if (f) {
-                if (fscanf(f, "%lu", &nr_open) != 1)
-                    nr_open = 1u << 20;
-                fclose(f);
-            }
-            raised.rlim_cur = nr_open > rl.rlim_cur ? nr_open : rl.rlim_cur;
-        }
-        if (raised.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) == 0)
-            rl = raised;
-    }
-    uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? (uint64_t)INT_MAX : (uint64_t)rl.rlim_cur;
-    srv->limits.fd_limit = limit;
-    uint64_t reserve = 0;
-    if (srv->cfg.fd_reserve > 0)
-        reserve = (uint64_t)srv->cfg.fd_reserve;
-    else if (srv->cfg.fd_reserve == 0)
-        reserve = limit / 8 < 32 ? 32 : limit / 8 > 1024 ? 1024 : limit / 8;
-    if (reserve > limit / 2)
-        reserve = limit / 2; /* a reserve that leaves nothing would never accept */
-    srv->limits.fd_reserve = (uint32_t)reserve;
-    srv->fd_ceiling = srv->cfg.fd_reserve == CRPC_FD_RESERVE_NONE || limit > INT_MAX
-                          ? INT_MAX : (int)(limit > reserve ? limit - reserve : 0);
-}
-
-/* Lowers max_connections to what is left beside the reserve and what the process holds
- * once the loops run. */
-static void limit_connections(crpc_server *srv)
-{
-    uint64_t limit = srv->limits.fd_limit, reserve = srv->limits.fd_reserve;
-    uint64_t ceiling = limit > reserve ? limit - reserve : 0;
-    uint64_t used = open_descriptors(ceiling) + 2u * srv->nloops;
-    uint64_t room = ceiling > used ? ceiling - used : 1;
-    if (!limit)
-        room = UINT32_MAX; /* the limit could not be read */
-    srv->limits.max_connections = srv->cfg.max_connections < room ? srv->cfg.max_connections : (uint32_t)room;
-    srv->cfg.max_connections = srv->limits.max_connections;
-}
-
-void crpc_server_get_limits(const crpc_server *srv, crpc_server_limits *out) { *out = srv->limits; }
-
 int crpc_server_on_loop(const crpc_server *srv, unsigned index)
 {
     return index < srv->nloops && crpc_loop_is_current(srv->loops[index]);
@@ -587,7 +457,7 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         free(srv);
         return -ENOMEM;
     }
-    apply_fd_limits(srv);
+    server_apply_fd_limits(srv);
     int err = 0;
     uint16_t port = cfg->port;
     int unix_fd = -1;
@@ -640,7 +510,7 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
     /* The loops read max_connections once they accept: set it before they start (the
      * descriptors they will open are counted in: a listener, an eventfd and a ring or
      * epoll set each, opened already or about to be). */
-    limit_connections(srv);
+    server_limit_connections(srv);
     for (unsigned i = 0; i < srv->nloops && !err; i++)
         err = crpc_loop_start(srv->loops[i]);
     if (err) {

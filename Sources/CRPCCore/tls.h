@@ -19,6 +19,13 @@
 
 #include "core.h"
 
+#define CRPC_TLS_ALPN "swiftrpc/1" /* the one application protocol (docs/PROTOCOL.md) */
+
+/* The reason OpenSSL's error queue holds, into buf (fallback when empty), and its reason
+ * code; the queue is emptied (it is per thread, shared by every connection of a loop)
+ * (tls_context.c). */
+void crpc_tls_take_reason(char *buf, size_t len, const char *fallback, int *reason_code);
+
 /* Why a server refused a handshake: each cause is logged at most once per 10 s. */
 enum crpc_tls_cause {
     TLS_CAUSE_TIMEOUT = 0,   /* not done within handshake_timeout_ms */

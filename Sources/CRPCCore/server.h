@@ -1,0 +1,59 @@
+/*
+ * server.h — the server's internals, shared by its two files:
+ *   server.c         listening loops, accepting, request delivery, replies, lifecycle;
+ *   server_limits.c  the descriptor limit, the reserve and the connection limit.
+ * Nothing here is public; include/crpc.h is.
+ */
+#ifndef CRPC_SERVER_H
+#define CRPC_SERVER_H
+
+#include "core.h"
+
+typedef struct server_loop server_loop;
+
+/* One listening socket of a loop: TCP, one per address the host resolves to (each loop has
+ * its own SO_REUSEPORT sockets); a Unix socket, one shared by every loop (a dup each). */
+typedef struct server_listener {
+    crpc_listener lst;
+    server_loop *sl;
+} server_listener;
+
+/* What the server keeps per loop: the listeners the loop serves and the janitor. Loop
+ * thread only, but for the listeners' fds before start and after the loop has exited. */
+struct server_loop {
+    crpc_server *srv;
+    crpc_loop *loop;
+    server_listener listeners[CRPC_MAX_LISTENERS];
+    unsigned nlisteners;
+    crpc_deadline_source janitor;  /* closes connections stuck mid-frame or past their drain */
+    bool accept_stopped;           /* graceful shutdown: no more accepts */
+    bool accept_backoff;           /* accepting paused (EMFILE, the reserve): the janitor resumes */
+};
+
+struct crpc_server {
+    crpc_server_config cfg;
+    uint16_t port;
+    unsigned nloops;
+    crpc_loop **loops;
+    server_loop *shards;    /* nloops of them, loops[i]'s in shards[i] */
+    atomic_bool draining;   /* graceful shutdown: new requests get status 14 */
+    atomic_long inflight;   /* requests delivered and not yet answered */
+    crpc_server_limits limits;
+    int fd_ceiling;         /* descriptors numbered from here on are the reserve; INT_MAX: none */
+    bool unix_file;         /* listening on a Unix socket file: removed at stop */
+    pthread_mutex_t tls_mu; /* guards tls: accepts read it, crpc_server_reload_tls swaps it */
+    crpc_tls_context *tls;  /* NULL: plaintext */
+};
+
+/* Raises the soft descriptor limit to the hard one (where allowed) and picks the reserve.
+ * Before the loops start, so their own descriptors come out of the raised limit. */
+void server_apply_fd_limits(crpc_server *srv);
+
+/* Lowers max_connections to what is left beside the reserve and what the process holds
+ * once the loops run. */
+void server_limit_connections(crpc_server *srv);
+
+/* True when a descriptor below the reserve is free now (any_fd: one to F_DUPFD from). */
+bool server_descriptor_free(const crpc_server *srv, int any_fd);
+
+#endif
