@@ -414,6 +414,7 @@ int crpc_server_on_loop(const crpc_server *srv, unsigned index)
 
 int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
 {
+    crpc_set_last_error("%s", ""); /* only this call's reason, if it gives one */
     if (!cfg || !cfg->on_request)
         return -EINVAL;
     crpc_server *srv = calloc(1, sizeof(*srv));

@@ -186,7 +186,11 @@ static int make_context(const crpc_tls_options *o, bool server, crpc_tls_context
     SSL_CTX_set_min_proto_version(s, o->allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
     SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET |
                                SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_cipher_list(s, TLS12_AEAD_CIPHERS); /* TLS 1.3's suites are all AEAD */
+    SSL_CTX_set_cipher_list(s, TLS12_AEAD_CIPHERS);
+    /* TLS 1.3's suites are all AEAD; AES-128-GCM first (OpenSSL's default puts AES-256
+     * first: ~12% slower per byte here, and no stronger in any way that matters for 128-bit
+     * security), ChaCha20 for peers without AES instructions. */
+    SSL_CTX_set_ciphersuites(s, "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384");
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     int err = load_identity(s, o);
     bool roots = false;

@@ -154,6 +154,9 @@ struct Endpoint: Sendable {
         host = address.host
         port = address.port
     }
+
+    /// HOST:PORT, [V6]:PORT or unix:PATH.
+    var address: String { RPCAddress(host: host, port: port).description }
 }
 
 /// Connects, runs one workload, closes.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SwiftRPC
 
 /// `rpcbench` (no subcommand): the standard suite on loopback.
 struct SuiteCommand: AsyncParsableCommand {
@@ -11,9 +12,15 @@ struct SuiteCommand: AsyncParsableCommand {
             more CPUs the server is pinned to CPU 0 and the client to CPU 1 (--cpu moves the \
             client).
 
+            Each workload also runs over TLS 1.3 (certificates made for the run with openssl: \
+            a throw-away CA and an ECDSA P-256 server certificate) and over a Unix socket, \
+            with the first API of --apis, right after its plaintext TCP rows; the ratios to \
+            TCP follow the table.
+
             Examples:
               rpcbench                                   # every API and workload, 5 s each
               rpcbench suite --apis callback --duration 2 --json
+              rpcbench suite --transports tcp            # plaintext TCP only
             """
     )
 
@@ -22,6 +29,9 @@ struct SuiteCommand: AsyncParsableCommand {
 
     @Option(help: "Workloads to run, comma-separated: w1, w2, w3.")
     var workloads = "w1,w2,w3"
+
+    @Option(help: "Transports, comma-separated: tcp, tls, unix (tls and unix with the first API only).")
+    var transports = "tcp,tls,unix"
 
     @OptionGroup var options: LoadOptions
 
@@ -38,32 +48,130 @@ struct SuiteCommand: AsyncParsableCommand {
             default: throw ValidationError("unknown workload \(name)")
             }
         }
+        let chosenTransports = try transports.split(separator: ",").map { name in
+            guard let transport = SuiteTransport(rawValue: String(name)) else {
+                throw ValidationError("unknown transport \(name)")
+            }
+            return transport
+        }
         let pin = ProcessInfo.processInfo.activeProcessorCount >= 2
-        let server = try ChildServer.start(cpu: pin ? 0 : nil)
-        defer { server.stop() }
-        // Interrupted (Ctrl-C, SIGTERM): stop the child server too — it is in a process group
-        // of its own, so a terminal's Ctrl-C never reaches it — then die of the same signal.
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rpcbench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        var servers: [SuiteTransport: ChildServer] = [:]
+        defer { servers.values.forEach { $0.stop() } }
+        for transport in chosenTransports {
+            servers[transport] = try transport.startServer(cpu: pin ? 0 : nil, scratch: scratch)
+        }
+        // Interrupted (Ctrl-C, SIGTERM): stop the child servers too — they are in process
+        // groups of their own, so a terminal's Ctrl-C never reaches them — then die of the
+        // same signal.
+        let running = Array(servers.values)
         let signals = Signals.onTermination { sig in
-            server.stop()
+            running.forEach { $0.stop() }
             Signals.die(of: sig)
         }
         defer { withExtendedLifetime(signals) {} }
         let clientCPU = options.cpu >= 0 ? options.cpu : (pin ? 1 : -1)
         if !options.json {
-            print("rpcbench suite: server pid \(server.pid) on \(server.endpoint.host):\(server.endpoint.port)"
-                  + (pin ? ", server on CPU 0, client on CPU \(clientCPU)" : ""))
+            for transport in chosenTransports {
+                let server = servers[transport]!
+                print("rpcbench suite: \(transport.rawValue) server pid \(server.pid) on \(server.endpoint.address)"
+                      + (pin ? ", server on CPU 0, client on CPU \(clientCPU)" : ""))
+            }
         }
         var results: [LoadResult] = []
+        var rows: [(SuiteTransport, String, LoadResult)] = []
         for var workload in chosen {
-            for api in chosenAPIs {
-                workload.api = api
-                workload.duration = options.duration
-                workload.warmup = options.warmup
-                results.append(try await runWorkload(workload, endpoint: server.endpoint, cpu: clientCPU))
+            // The transports of one workload run back to back, so their ratios compare rounds
+            // measured minutes apart at most.
+            for transport in chosenTransports {
+                for api in transport == .tcp ? chosenAPIs : Array(chosenAPIs.prefix(1)) {
+                    workload.api = api
+                    workload.duration = options.duration
+                    workload.warmup = options.warmup
+                    var result = try await runWorkload(workload, endpoint: servers[transport]!.endpoint, cpu: clientCPU)
+                    let name = result.workload
+                    if transport != .tcp { result.workload += " [\(transport.rawValue)]" }
+                    results.append(result)
+                    rows.append((transport, name, result))
+                }
             }
         }
         print(options.json ? Table.json(results) : Table.render(results))
+        if !options.json { print(SuiteTransport.ratios(rows, api: chosenAPIs[0].rawValue)) }
         if results.contains(where: \.failed) { throw ExitCode(1) }
+    }
+}
+
+/// How the suite reaches its server: plaintext TCP, TLS 1.3 over TCP, or a Unix socket.
+enum SuiteTransport: String, CaseIterable {
+    case tcp, tls, unix
+
+    /// A child server for this transport (TLS: with certificates made in `scratch`).
+    func startServer(cpu: Int?, scratch: String) throws -> ChildServer {
+        switch self {
+        case .tcp:
+            return try ChildServer.start(cpu: cpu)
+        case .unix:
+            return try ChildServer.start(cpu: cpu, extra: ["--unix", scratch + "/bench.sock"])
+        case .tls:
+            let certs = try BenchCertificates.make(in: scratch)
+            let server = try ChildServer.start(cpu: cpu, extra: ["--tls-cert", certs.chain, "--tls-key", certs.key])
+            server.endpoint.tls = .client(trustRoots: .file(certs.ca), serverName: "localhost")
+            return server
+        }
+    }
+
+    /// Each transport against TCP, same workload, same API: W1's p50 latency and every
+    /// workload's calls/s.
+    static func ratios(_ rows: [(SuiteTransport, String, LoadResult)], api: String) -> String {
+        var lines: [String] = []
+        for transport in [SuiteTransport.tls, .unix] {
+            var parts: [String] = []
+            for (t, name, result) in rows where t == transport {
+                guard let base = rows.first(where: { $0.0 == .tcp && $0.1 == name && $0.2.api == result.api })?.2,
+                      base.callsPerSec > 0, base.p50Us > 0 else { continue }
+                let short = name.split(separator: " ").first.map(String.init) ?? name
+                parts.append(String(format: "%@ calls/s %.2fx, p50 %.2fx", short, result.callsPerSec / base.callsPerSec,
+                                    result.p50Us / base.p50Us))
+            }
+            if !parts.isEmpty { lines.append("\(transport.rawValue) / tcp (\(api)): " + parts.joined(separator: "; ")) }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Throw-away TLS certificates for a benchmark run, made with the openssl command: a CA and
+/// an ECDSA P-256 server certificate for localhost and 127.0.0.1, valid for a day.
+struct BenchCertificates {
+    var ca: String
+    var chain: String
+    var key: String
+
+    static func make(in dir: String) throws -> BenchCertificates {
+        let c = BenchCertificates(ca: dir + "/ca.pem", chain: dir + "/server.pem", key: dir + "/server.key")
+        let ext = dir + "/server.ext"
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(toFile: ext, atomically: true, encoding: .utf8)
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try openssl(["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", c.ca, "-subj", "/CN=rpcbench CA", "-days", "1"])
+        try openssl(["req"] + ec + ["-keyout", c.key, "-out", dir + "/server.csr", "-subj", "/CN=localhost"])
+        try openssl(["x509", "-req", "-in", dir + "/server.csr", "-CA", c.ca, "-CAkey", dir + "/ca.key",
+                     "-CAcreateserial", "-out", c.chain, "-days", "1", "-extfile", ext])
+        return c
+    }
+
+    private static func openssl(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["openssl"] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        if process.terminationStatus != 0 {
+            throw ValidationError("openssl \(arguments.first ?? "") failed: the TLS rows need the openssl command")
+        }
     }
 }
 
@@ -72,7 +180,7 @@ struct SuiteCommand: AsyncParsableCommand {
 /// `terminate` and `waitUntilExit`, and stopping twice is harmless.
 final class ChildServer: @unchecked Sendable {
     let process: Process
-    let endpoint: Endpoint
+    var endpoint: Endpoint
     var pid: Int32 { process.processIdentifier }
 
     private init(process: Process, endpoint: Endpoint) {
@@ -80,11 +188,11 @@ final class ChildServer: @unchecked Sendable {
         self.endpoint = endpoint
     }
 
-    static func start(cpu: Int?) throws -> ChildServer {
+    static func start(cpu: Int?, extra: [String] = []) throws -> ChildServer {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0].contains("/")
             ? CommandLine.arguments[0] : "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["serve", "--port", "0", "--loops", "1"] + (cpu.map { ["--cpu", "\($0)"] } ?? [])
+        process.arguments = ["serve", "--port", "0", "--loops", "1"] + (cpu.map { ["--cpu", "\($0)"] } ?? []) + extra
         let out = Pipe()
         process.standardOutput = out
         try process.run()
