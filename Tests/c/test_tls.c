@@ -12,7 +12,9 @@
  *   4. a TLS client on a plaintext port fails its connect with -ECONNABORTED;
  *   5. crpc_server_reload_tls: new handshakes get the new certificate, an open connection
  *      keeps working;
- *   6. 1,000 TLS connections at once, each making a call.
+ *   6. 1,000 TLS connections at once, each making a call;
+ *   7. what is only on when configured: TLS 1.2, clients without ALPN, optional client
+ *      certificates; PEM from memory; a server checked by its IP subjectAltName.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -409,9 +411,78 @@ int main(void)
     crpc_tls_context_release(trusts_other);
     crpc_tls_context_release(good);
 
+    crpc_server_destroy(srv);
+
+    /* 7. Only when configured. A default server refuses TLS 1.2 and clients without ALPN. */
+    sctx = server_ctx("server.pem", "server.key", CRPC_TLS_CLIENT_AUTH_NONE, 0);
+    crpc_server_config strict_cfg = {.loops = 1, .on_request = on_request, .tls = sctx};
+    crpc_server *strict;
+    CHECK_EQ(crpc_server_start(&strict_cfg, &strict), 0);
+    crpc_tls_context_release(sctx);
+    SSL_CTX *old = raw_ctx(0, 1);
+    SSL_CTX_set_min_proto_version(old, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(old, TLS1_2_VERSION);
+    SSL_CTX *bare = raw_ctx(0, 0);
+    for (int i = 0; i < 2; i++) {
+        fd = wire_connect(crpc_server_port(strict));
+        ssl = SSL_new(i == 0 ? old : bare);
+        SSL_set_fd(ssl, fd);
+        CHECK(SSL_connect(ssl) != 1);
+        SSL_free(ssl);
+        close(fd);
+    }
+    wait_rejected(strict, 2, 3000);
+    crpc_server_destroy(strict);
+    /* ...and a server that allows them admits both; optional client certificates; the
+     * certificate and key given as PEM text. */
+    FILE *f = fopen(cert("server.pem"), "r");
+    static char chain_pem[8192], key_pem[4096];
+    size_t chain_len = fread(chain_pem, 1, sizeof(chain_pem) - 1, f);
+    fclose(f);
+    f = fopen(cert("server.key"), "r");
+    size_t key_len = fread(key_pem, 1, sizeof(key_pem) - 1, f);
+    fclose(f);
+    crpc_tls_options lax = {.cert_pem = chain_pem, .cert_pem_len = chain_len, .key_pem = key_pem,
+                            .key_pem_len = key_len, .ca_file = cert("ca.pem"),
+                            .client_auth = CRPC_TLS_CLIENT_AUTH_OPTIONAL, .allow_tls12 = 1, .alpn_optional = 1};
+    CHECK_EQ(crpc_tls_server_context(&lax, &sctx), 0);
+    crpc_server_config lax_cfg = {.loops = 1, .on_request = on_request, .tls = sctx};
+    crpc_server *open_srv;
+    CHECK_EQ(crpc_server_start(&lax_cfg, &open_srv), 0);
+    crpc_tls_context_release(sctx);
+    for (int i = 0; i < 2; i++) {
+        fd = wire_connect(crpc_server_port(open_srv));
+        ssl = SSL_new(i == 0 ? old : bare);
+        SSL_set_fd(ssl, fd);
+        SSL_set_tlsext_host_name(ssl, "localhost");
+        CHECK_EQ(SSL_connect(ssl), 1);
+        CHECK_EQ(SSL_write(ssl, frame, (int)flen), (int)flen); /* Test.Echo, 4 bytes */
+        uint8_t reply[64];
+        CHECK(SSL_read(ssl, reply, sizeof(reply)) > 4);
+        printf("lax server: %s %s\n", SSL_get_version(ssl), i == 0 ? "(TLS 1.2 allowed)" : "(no ALPN allowed)");
+        SSL_free(ssl);
+        close(fd);
+    }
+    SSL_CTX_free(old);
+    SSL_CTX_free(bare);
+    crpc_tls_context *anon_ok = client_ctx("ca.pem", NULL, NULL);
+    crpc_tls_context *with_cert = client_ctx("ca.pem", "client.pem", "client.key");
+    crpc_client_config by_ip = {.tls = anon_ok}; /* no server name: 127.0.0.1 against the IP SAN */
+    CHECK_EQ(crpc_client_connect(loop, "127.0.0.1", crpc_server_port(open_srv), &by_ip, &again), 0);
+    CHECK_EQ(call(again, 10, 7).status, 0);
+    CHECK(strstr(peer_seen, "|-|-|0|")); /* no certificate: no subject, no SANs, no DER */
+    crpc_client_destroy(again);
+    CHECK_EQ(tls_connect(loop, crpc_server_port(open_srv), with_cert, "localhost", &again), 0);
+    CHECK_EQ(call(again, 10, 8).status, 0);
+    CHECK(strstr(peer_seen, "CN=test-client")); /* optional, shown and verified */
+    crpc_client_destroy(again);
+    crpc_tls_context_release(anon_ok);
+    crpc_tls_context_release(with_cert);
+    crpc_server_destroy(open_srv);
+    printf("only when configured: TLS 1.2, no ALPN, optional client certificates; PEM in memory; IP SAN\n");
+
     crpc_loop_stop(loop);
     crpc_loop_destroy(loop);
-    crpc_server_destroy(srv);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     CHECK_EQ(system(cmd), 0);
     printf("PASS test_tls\n");
