@@ -20,6 +20,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,7 @@ void client_complete(crpc_call_fn cb, void *ctx, int status, uint32_t msgid)
 static void client_on_frame(crpc_conn *conn, const uint8_t *body, uint32_t len)
 {
     crpc_client *c = conn->owner;
+    c->heard_back = true;
     crpc_message m;
     int err = crpc_envelope_decode(conn->loop->dec, body, len, &m);
     if (err == -EBADMSG || err == -ENOMEM) {
@@ -106,12 +108,19 @@ static void client_on_close(crpc_conn *conn, int err)
     c->conn = NULL;
     atomic_store(&c->connected, false);
     crpc_loop_unwatch_deadline(conn->loop, &c->deadlines);
-    /* Reconnecting starts before the failed calls' callbacks run, so a retry made in one of
-     * them already waits for the new connection. */
-    if (c->cfg.reconnect && err != -ESHUTDOWN && !atomic_load(&c->user_closed) && !conn->loop->stopped)
-        client_start_reconnect(c);
     /* A TLS failure says why (the filter's reason); the connection still ends the calls. */
     const char *why = conn->tls && conn->tls->reason[0] ? conn->tls->reason : NULL;
+    /* The server refused our certificate before answering anything: reconnecting would be
+     * refused again (every 50 ms, for ever). Not transient: give up, saying why. */
+    bool refused = why && conn->tls->refused && !c->heard_back;
+    if (refused) {
+        snprintf(c->failure, sizeof(c->failure), "%s", why);
+        atomic_store_explicit(&c->failed_for_good, true, memory_order_release);
+    }
+    /* Reconnecting starts before the failed calls' callbacks run, so a retry made in one of
+     * them already waits for the new connection. */
+    if (c->cfg.reconnect && !refused && err != -ESHUTDOWN && !atomic_load(&c->user_closed) && !conn->loop->stopped)
+        client_start_reconnect(c);
     int status = err == -ESHUTDOWN ? -ESHUTDOWN : why ? -ECONNABORTED : -ECONNRESET;
     /* Detach the table first: callbacks may call back into the client. */
     crpc_pending_table t = c->pending;
@@ -150,6 +159,7 @@ static int attach(crpc_loop *l, crpc_client *c)
     conn->tls = c->fresh_tls; /* before the loop reads from it: we are on its thread */
     c->fresh_tls = NULL;
     c->conn = conn;
+    c->heard_back = false;
     if (c->cfg.heartbeat_ms)
         crpc_loop_watch_deadline(l, &c->deadlines, crpc_loop_now_ns(l) + (uint64_t)c->cfg.heartbeat_ms * 1000000u);
     return 0;
@@ -227,6 +237,12 @@ int crpc_client_connect(crpc_loop *loop, const char *host, uint16_t port,
         c->cfg.reconnect_min_ms = 50;
     if (!c->cfg.reconnect_max_ms)
         c->cfg.reconnect_max_ms = 5000;
+    if (c->cfg.tls && c->cfg.tls->server) {
+        free(c->host);
+        free(c);
+        crpc_set_last_error("a server TLS context cannot make client connections");
+        return -EINVAL;
+    }
     if (c->cfg.tls) {
         atomic_fetch_add(&c->cfg.tls->refs, 1);
         c->server_name = c->host ? tls_server_name(cfg->server_name, c->host) : NULL;

@@ -33,9 +33,10 @@ struct crpc_client {
     atomic_ulong reconnects;      /* lost connections re-made */
     char *server_name;            /* TLS: SNI and the name the certificate must carry */
     crpc_tls_conn *fresh_tls;     /* TLS: a handshaken session waiting for its attach */
-    char failure[160];            /* why reconnecting gave up for good (a certificate that
-                                     does not verify): written before `reconnecting` clears,
-                                     read after */
+    char failure[160];            /* why the client gave up for good (a server certificate
+                                     that does not verify, the server refusing ours): written
+                                     once, before failed_for_good is set (release) */
+    atomic_bool failed_for_good;  /* read (acquire) before failure is */
 
     /* ---- loop thread only ---- */
     crpc_conn *conn;              /* NULL once the connection has started closing */
@@ -44,6 +45,7 @@ struct crpc_client {
     crpc_buf backlog;               /* frames of calls made while reconnecting */
     crpc_stop_hook stop_hook;       /* while reconnecting: the loop stopping ends the calls */
     bool ping_outstanding;          /* a heartbeat rpc.ping awaits its reply */
+    bool heard_back;                /* a frame came on this connection (since it opened) */
     /* Cancels that arrived (on the loop thread) before their call's hand-over task: the
      * call ends cancelled when that task runs. Emptied whenever no call is in transit. */
     uint64_t early_cancels[EARLY_CANCELS];

@@ -101,8 +101,7 @@ static int can_send(crpc_client *c, crpc_loop *l)
         return -ESHUTDOWN;
     if (atomic_load(&c->reconnecting) && !c->cfg.fail_fast && !atomic_load(&c->user_closed))
         return 0;
-    if (!atomic_load(&c->reconnecting) && c->failure[0]) /* written only while reconnecting */
-        crpc_set_last_error("%s", c->failure);
+    crpc_set_last_error("%s", atomic_load_explicit(&c->failed_for_good, memory_order_acquire) ? c->failure : "");
     return -ENOTCONN;
 }
 
@@ -145,8 +144,8 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
         return -EINVAL;
     if (!atomic_load_explicit(&c->connected, memory_order_relaxed) &&
         !(atomic_load(&c->reconnecting) && !c->cfg.fail_fast)) {
-        if (!atomic_load(&c->reconnecting) && c->failure[0]) /* written only while reconnecting */
-            crpc_set_last_error("%s", c->failure); /* why reconnecting gave up */
+        /* Why the client gave up for good, if it did; else no reason. */
+        crpc_set_last_error("%s", atomic_load_explicit(&c->failed_for_good, memory_order_acquire) ? c->failure : "");
         return -ENOTCONN;
     }
     uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);

@@ -10,9 +10,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
 #include <stdio.h>
+#include <unistd.h>
 
 #include "envelope.h"
 #include "net.h"
@@ -91,6 +90,7 @@ static void run_reattach(crpc_loop *l, crpc_task *t)
     }
     conn->tls = tls;
     c->conn = conn;
+    c->heard_back = false;
     crpc_loop_remove_stop_hook(l, &c->stop_hook);
     atomic_store(&c->connected, true);
     atomic_store(&c->reconnecting, false);
@@ -132,8 +132,10 @@ static void *reconnect_main(void *arg)
         if (GIVE_UP())
             break;
         int fd = client_dial(c);
-        if (fd == -EKEYREJECTED)
+        if (fd == -EKEYREJECTED) { /* written once, then published: callers read it after */
             snprintf(c->failure, sizeof(c->failure), "%s", crpc_last_error());
+            atomic_store_explicit(&c->failed_for_good, true, memory_order_release);
+        }
         if (fd >= 0 || fd == -EKEYREJECTED) {
             reattach_task *t = GIVE_UP() ? NULL : malloc(sizeof(*t));
             if (t) {

@@ -183,14 +183,20 @@ static void send_rest_now(crpc_conn *c)
 {
     if (c->send_inflight)
         return;
+    /* Whether anything but close_notify is waiting: replies, cancels, an alert. */
+    bool owed = crpc_conn_unsent(c) > 0;
     if (c->tls)
         crpc_tls_close_notify(c);
     crpc_buf *pending = c->tls ? &c->tls->cout : crpc_conn_out(c);
     if (!pending->len)
         return;
     ssize_t n = send(c->fd, pending->data, pending->len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n == (ssize_t)pending->len)
-        pending->len = 0; /* else a frame is cut, or none went: the reset below */
+    /* Sent; or all that is left is close_notify, which a full socket may drop: the frames
+     * carry their own length, so a FIN without it is still an orderly end (a reset here
+     * would make the kernel discard replies already queued). Else a frame is cut, or none
+     * went: the reset below. */
+    if (n == (ssize_t)pending->len || !owed)
+        pending->len = 0;
 }
 
 void crpc_conn_close(crpc_conn *c, int err)
@@ -245,6 +251,8 @@ void crpc_conn_end_input(crpc_conn *c, int err)
     CRPC_ASSERT_ON_LOOP(c->loop);
     if (c->state != CONN_OPEN)
         return;
+    if (err == 0 && c->tls && crpc_tls_input_ended(c))
+        return; /* a client gone midway through its handshake: refused and closed */
     if (c->input_ended) {
         if (err == 0 && !c->peer_done) { /* the EOF after a fatal frame */
             c->peer_done = true;
@@ -385,6 +393,8 @@ void crpc_conn_sent(crpc_conn *c, int err)
     crpc_buf *b = &c->out[c->out_cur ^ 1];
     c->send_inflight = false;
     if (err < 0) {
+        b->len = 0; /* lost with the connection: nothing may resend it */
+        c->sent = 0;
         crpc_conn_close(c, err);
         return;
     }

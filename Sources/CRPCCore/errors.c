@@ -37,7 +37,7 @@ const char *crpc_strerror(int err)
     case -ESHUTDOWN: return "closed or shutting down";
     case -ECANCELED: return "call cancelled";
     case -ETIMEDOUT: return "timed out";
-    case -ENOENT: return "no such call or element";
+    case -ENOENT: return "no such call, element or socket file";
     case -EDEADLK: return "cannot do that on the loop's own thread";
     case -EALREADY: return "already started";
     case -EPERM: return "operation not permitted (io_uring refused by seccomp or kernel.io_uring_disabled)";

@@ -110,7 +110,7 @@ static void expire_conn(crpc_conn *c, void *ctx)
     uint64_t limit = (uint64_t)sl->srv->cfg.frame_timeout_ms * 1000000u;
     uint64_t drain = (uint64_t)sl->srv->cfg.eof_drain_ms * 1000000u;
     if (c->tls) {
-        crpc_tls_check_handshake(c, now); /* too slow a handshake; idle buffers */
+        crpc_tls_janitor(c, now); /* too slow a handshake; idle buffers */
         if (c->state != CONN_OPEN)
             return;
     }
@@ -175,14 +175,14 @@ static bool on_accept(crpc_listener *lst, int fd)
     if (c) {
         c->max_output = srv->cfg.max_output;
         c->peer = crpc_peer_new(fd);
-        if (srv->tls) {
-            pthread_mutex_lock(&srv->tls_mu);
+        if (srv->tls_on) {
+            pthread_mutex_lock(&srv->tls_mu); /* crpc_server_reload_tls may swap it */
             c->tls = crpc_tls_accept(srv->tls);
             pthread_mutex_unlock(&srv->tls_mu);
             if (c->tls)
                 c->tls->started_ns = crpc_loop_now_ns(l);
         }
-        if (!c->peer || (srv->tls && !c->tls))
+        if (!c->peer || (srv->tls_on && !c->tls))
             crpc_conn_close(c, -ENOMEM); /* refuse this one, keep serving */
     } else {
         close(fd); /* out of memory or slots: refuse this one, keep serving */
@@ -393,8 +393,9 @@ static void stop_loops(crpc_server *srv)
         }
     }
     if (srv->unix_file) {
-        crpc_net_unlink_unix(srv->cfg.host); /* every listener is closed: nobody serves it */
-        srv->unix_file = false;
+        crpc_net_unlink_unix(srv->unix_file); /* every listener is closed: nobody serves it */
+        free(srv->unix_file);
+        srv->unix_file = NULL;
     }
 }
 
@@ -429,6 +430,7 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
         }
         atomic_fetch_add(&cfg->tls->refs, 1);
         srv->tls = cfg->tls;
+        srv->tls_on = true;
     }
     srv->cfg.tls = NULL; /* srv->tls is the one in force */
     if (!srv->cfg.host)
@@ -469,7 +471,9 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
             crpc_set_last_error("%s", why);
             err = unix_fd;
         }
-        srv->unix_file = unix_fd >= 0 && srv->cfg.host[5] != '@';
+        /* The caller's host string need not outlive this call: stop unlinks our copy. */
+        if (unix_fd >= 0 && srv->cfg.host[5] != '@')
+            srv->unix_file = strdup(srv->cfg.host);
         port = 0;
     }
     for (unsigned i = 0; i < srv->nloops && !err; i++) {
@@ -628,7 +632,7 @@ void crpc_server_destroy(crpc_server *srv)
 
 int crpc_server_reload_tls(crpc_server *srv, crpc_tls_context *tls)
 {
-    if (!srv->tls || !tls || !tls->server)
+    if (!srv->tls_on || !tls || !tls->server)
         return -EINVAL;
     atomic_fetch_add(&tls->refs, 1);
     pthread_mutex_lock(&srv->tls_mu);

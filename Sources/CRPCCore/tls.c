@@ -120,6 +120,7 @@ static crpc_tls_conn *conn_new(crpc_tls_context *ctx)
     t->ssl = SSL_new(ctx->ssl_ctx); /* holds its own reference to the SSL_CTX */
     if (!t->ssl) {
         free(t);
+        ERR_clear_error();
         return NULL;
     }
     t->server = ctx->server;
@@ -131,10 +132,9 @@ static crpc_tls_conn *conn_new(crpc_tls_context *ctx)
 crpc_tls_conn *crpc_tls_accept(crpc_tls_context *ctx)
 {
     crpc_tls_conn *t = conn_new(ctx);
-    if (!t)
-        return NULL;
-    if (!use_our_bio(t)) {
+    if (!t || !use_our_bio(t)) {
         crpc_tls_free(t);
+        ERR_clear_error(); /* out of memory: leave no error for the next connection */
         return NULL;
     }
     SSL_set_accept_state(t->ssl);
@@ -349,6 +349,24 @@ static enum crpc_tls_cause classify(int reason)
     }
 }
 
+/* The alerts a server sends a client whose certificate it will not take (TLS 1.3 sends them
+ * after the client's side of the handshake is done). */
+static bool refuses_our_certificate(int reason)
+{
+    switch (reason) {
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* An SSL call failed with e: a refusal (server) or the end of the connection. */
 static void failed(crpc_conn *c, int e)
 {
@@ -376,6 +394,7 @@ static void failed(crpc_conn *c, int e)
         refuse(c, cause, cause == TLS_CAUSE_BAD_CERT && verify != X509_V_OK ? X509_verify_cert_error_string(verify) : why);
     } else {
         snprintf(t->reason, sizeof(t->reason), "TLS: %.150s", why);
+        t->refused = refuses_our_certificate(code);
         crpc_count(&c->loop->counters.rejected, 1);
         crpc_conn_close(c, -ECONNABORTED);
     }
@@ -400,13 +419,17 @@ void crpc_tls_received(crpc_conn *c, const uint8_t *data, size_t n)
     crpc_tls_conn *t = c->tls;
     t->rd = data;
     t->rd_len = n;
+    ERR_clear_error(); /* SSL_get_error reads the thread's queue: it must start empty */
     if (!t->established) {
-        t->handshake_bytes += (uint32_t)(n > UINT32_MAX - t->handshake_bytes ? UINT32_MAX - t->handshake_bytes : n);
-        if (t->handshake_bytes > t->max_handshake_bytes) {
+        int r = SSL_do_handshake(t->ssl);
+        /* What the handshake itself took: requests sent right after the client's Finished,
+         * in the same read, are not handshake bytes. */
+        size_t took = n - t->rd_len;
+        t->handshake_bytes += (uint32_t)(took > UINT32_MAX - t->handshake_bytes ? UINT32_MAX - t->handshake_bytes : took);
+        if (r != 1 && t->handshake_bytes > t->max_handshake_bytes) {
             refuse(c, TLS_CAUSE_TOO_MANY_BYTES, NULL);
             goto out;
         }
-        int r = SSL_do_handshake(t->ssl);
         if (r != 1) {
             int e = SSL_get_error(t->ssl, r);
             if (e != SSL_ERROR_WANT_READ)
@@ -445,6 +468,7 @@ bool crpc_tls_seal(crpc_conn *c)
     crpc_buf *plain_out = crpc_conn_out(c);
     if (t->established && !t->closing && plain_out->len) {
         size_t written;
+        ERR_clear_error();
         if (SSL_write_ex(t->ssl, plain_out->data, plain_out->len, &written) != 1) {
             /* Only our BIO can fail it, out of memory. */
             ERR_clear_error();
@@ -477,11 +501,21 @@ void crpc_tls_close_notify(crpc_conn *c)
         *send = spare;
     }
     t->closing = true;
+    ERR_clear_error();
     SSL_shutdown(t->ssl);
     ERR_clear_error();
 }
 
-void crpc_tls_check_handshake(crpc_conn *c, uint64_t now)
+bool crpc_tls_input_ended(crpc_conn *c)
+{
+    crpc_tls_conn *t = c->tls;
+    if (!t->server || t->established)
+        return false;
+    refuse(c, TLS_CAUSE_CLOSED, NULL); /* a FIN midway through the handshake */
+    return true;
+}
+
+void crpc_tls_janitor(crpc_conn *c, uint64_t now)
 {
     crpc_tls_conn *t = c->tls;
     if (!t->established) {
@@ -493,7 +527,7 @@ void crpc_tls_check_handshake(crpc_conn *c, uint64_t now)
     }
     /* Idle for a second with nothing in hand: give the buffers back. */
     if (now - c->last_rx_ns > 1000000000ull && !c->send_inflight && !c->out[0].len && !c->out[1].len &&
-        !t->cout.len && !c->in.len) {
+        !t->cout.len && !c->in.len && !SSL_has_pending(t->ssl)) { /* not mid-record either */
         SSL_free_buffers(t->ssl);
         crpc_buf_free(&t->cout);
         crpc_buf_free(&c->out[0]);

@@ -58,6 +58,8 @@ typedef struct crpc_tls_conn {
     bool established;       /* the handshake is done; application data flows */
     bool closing;           /* close_notify written: nothing more is sealed */
     bool server;
+    bool refused;           /* client: the server's alert refused our certificate (not
+                               transient: reconnecting would only be refused again) */
     uint64_t started_ns;    /* loop clock when the handshake began */
     uint32_t handshake_bytes;
     uint32_t handshake_timeout_ms, max_handshake_bytes;
@@ -89,8 +91,13 @@ bool crpc_tls_seal(crpc_conn *c);
 /* The connection is closing in order: seals what is left and writes close_notify. */
 void crpc_tls_close_notify(crpc_conn *c);
 
-/* The server's janitor: closes a handshake past its time. */
-void crpc_tls_check_handshake(crpc_conn *c, uint64_t now);
+/* The server's janitor, once a second: closes a handshake past its time; gives back an
+ * idle connection's buffers (OpenSSL's ~34 KB and ours). */
+void crpc_tls_janitor(crpc_conn *c, uint64_t now);
+
+/* The peer's input ended (EOF). True when that refused a server handshake midway (counted,
+ * logged, closed); false: the framing's usual end of input applies. */
+bool crpc_tls_input_ended(crpc_conn *c);
 
 /* Fills c's peer with the session's details (server side, once established). */
 void crpc_tls_describe_peer(crpc_conn *c);

@@ -155,10 +155,12 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
  * server lets such clients in. */
 static int check_client_hello(SSL *ssl, int *alert, void *arg)
 {
-    const crpc_tls_context *ctx = arg;
+    /* The flag itself, not the context: a connection keeps its SSL_CTX alive, not our
+     * context, which a reload may free before this connection's ClientHello arrives. */
+    bool alpn_optional = (uintptr_t)arg != 0;
     const unsigned char *ext;
     size_t len;
-    if (ctx->alpn_optional ||
+    if (alpn_optional ||
         SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext, &len))
         return SSL_CLIENT_HELLO_SUCCESS;
     *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
@@ -198,8 +200,8 @@ static int make_context(const crpc_tls_options *o, bool server, crpc_tls_context
         err = load_roots(s, o, &roots);
     if (!err && server) {
         SSL_CTX_set_num_tickets(s, 0);
-        SSL_CTX_set_alpn_select_cb(s, select_alpn, ctx);
-        SSL_CTX_set_client_hello_cb(s, check_client_hello, ctx);
+        SSL_CTX_set_alpn_select_cb(s, select_alpn, NULL);
+        SSL_CTX_set_client_hello_cb(s, check_client_hello, (void *)(uintptr_t)ctx->alpn_optional);
         if (!(o->cert_pem || o->cert_file)) {
             crpc_set_last_error("a TLS server needs a certificate and its private key");
             err = -EINVAL;

@@ -93,18 +93,29 @@ final class TransportTests: XCTestCase {
         }
     }
 
-    func testAClientWithoutACertificateIsRefusedAndCounted() async throws {
+    func testAClientWithoutACertificateIsRefusedAndCountedAndDoesNotReconnect() async throws {
         let server = try mutualServer()
-        do {
-            // TLS 1.3: the client's handshake ends first; the refusal reaches the first call.
-            let client = try await connect("localhost", server.port!, tls: .client(trustRoots: try cert("ca.pem")))
-            _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 1), timeout: .seconds(5))
-            XCTFail("a client without a certificate was served")
-        } catch let error as RPCError {
-            XCTAssertEqual(error.code, .unavailable, error.message)
+        // TLS 1.3: the client's handshake ends first; the refusal reaches the first call.
+        let client = try await connect("localhost", server.port!, tls: .client(trustRoots: try cert("ca.pem")),
+                                       reconnect: ReconnectBackoff(initial: .milliseconds(10), maximum: .milliseconds(20)))
+        for attempt in 0..<2 {
+            do {
+                _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 1), timeout: .seconds(5))
+                XCTFail("a client without a certificate was served")
+            } catch {
+                XCTAssertEqual(error.code, .unavailable, error.message)
+                XCTAssertTrue(error.message.contains("certificate required"), error.message)
+            }
+            if attempt == 0 {
+                let counted = await eventually { server.statistics.rejectedHandshakes == 1 }
+                XCTAssertTrue(counted)
+                // Refused for its certificate, it does not come back every 10 ms to be refused
+                // again; the next call fails at once, saying why.
+                try await Task.sleep(for: .milliseconds(300))
+                XCTAssertEqual(server.statistics.rejectedHandshakes, 1)
+                XCTAssertEqual(client.statistics.reconnects, 0)
+            }
         }
-        let counted = await eventually { server.statistics.rejectedHandshakes == 1 }
-        XCTAssertTrue(counted)
         // Everyone else is still served.
         let good = try await connect("localhost", server.port!, tls: goodClient())
         let product = try await good.call(Arith.multiply, ArithArgs(A: 2, B: 3))

@@ -175,6 +175,48 @@ static SSL *raw_tls(SSL_CTX *sctx, int fd)
     return ssl;
 }
 
+/* Moves what the socket has into the session's read BIO (waits up to 2 s for some). */
+static void feed(int fd, BIO *rbio)
+{
+    uint8_t buf[16384];
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 2000) <= 0)
+        return;
+    ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0)
+        BIO_write(rbio, buf, (int)n);
+}
+
+/* A client whose Finished and its first `extra` bytes of requests reach the server in one
+ * write, as a client that pipelines at once does when the server reads late. Returns the
+ * session (reading from fd from then on) with its replies unread. */
+static SSL *handshake_and_pipeline(SSL_CTX *sctx, int fd, size_t extra)
+{
+    SSL *ssl = SSL_new(sctx);
+    BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, rbio, wbio);
+    SSL_set_tlsext_host_name(ssl, "localhost");
+    SSL_set_connect_state(ssl);
+    static uint8_t out[1 << 20];
+    for (int i = 0; i < 50 && SSL_do_handshake(ssl) != 1; i++) {
+        int n = BIO_read(wbio, out, sizeof(out));
+        if (n > 0)
+            CHECK_EQ(send(fd, out, (size_t)n, MSG_NOSIGNAL), n);
+        feed(fd, rbio);
+    }
+    CHECK(SSL_is_init_finished(ssl));
+    static uint8_t frames[200 * 1024];
+    size_t len = 0;
+    for (uint32_t id = 1; len + 4200 < sizeof(frames) && len < extra; id++)
+        len += wire_request(frames + len, "Test.Echo", id, 4096, 0x33);
+    size_t written;
+    CHECK_EQ(SSL_write_ex(ssl, frames, len, &written), 1);
+    int n = BIO_read(wbio, out, sizeof(out)); /* Finished, then the requests */
+    CHECK(n > (int)extra);
+    CHECK_EQ(send(fd, out, (size_t)n, MSG_NOSIGNAL), n);
+    return ssl;
+}
+
 static SSL_CTX *raw_ctx(int with_cert, int with_alpn)
 {
     SSL_CTX *s = SSL_CTX_new(TLS_client_method());
@@ -331,8 +373,38 @@ int main(void)
     CHECK(closed_by_server(fd));
     close(fd);
     wait_rejected(srv, ++refused, 3000);
-    printf("refused: no certificate, other CA, expired, no ALPN, plaintext, garbage, silent, too big: %llu\n",
+    /* A client that goes away midway through its handshake: refused (counted), not an
+     * orderly end. */
+    fd = wire_connect(port);
+    uint8_t half[15] = {0x16, 0x03, 0x01, 0x00, 0x80}; /* a record that never completes */
+    CHECK_EQ(send(fd, half, sizeof(half), 0), (ssize_t)sizeof(half));
+    shutdown(fd, SHUT_WR);
+    CHECK(closed_by_server(fd));
+    close(fd);
+    wait_rejected(srv, ++refused, 3000);
+    printf("refused: no certificate, other CA, expired, no ALPN, plaintext, garbage, silent, too big, gone: %llu\n",
            (unsigned long long)refused);
+
+    /* The handshake-byte cap counts the handshake only: 100 KiB of requests arriving with
+     * the client's Finished, in one write, are served, not refused. */
+    SSL_CTX *piper = raw_ctx(1, 1);
+    fd = wire_connect(port);
+    ssl = handshake_and_pipeline(piper, fd, 100 * 1024);
+    BIO *rbio = SSL_get_rbio(ssl);
+    size_t replies = 0;
+    uint8_t plainbuf[65536];
+    for (int i = 0; i < 400 && replies < 24 * (4 + 4105); i++) { /* 24+ replies of 4 KiB */
+        feed(fd, rbio);
+        int n;
+        while ((n = SSL_read(ssl, plainbuf, sizeof(plainbuf))) > 0)
+            replies += (size_t)n;
+    }
+    CHECK(replies >= 24 * 4100);
+    CHECK_EQ(stats(srv).rejected_handshakes, refused);
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(piper);
+    printf("a pipelining client's requests after its Finished are not handshake bytes\n");
 
     /* After the handshake: a record longer than 16 KiB + 256, and a cut record. */
     SSL_CTX *raw = raw_ctx(1, 1);
@@ -375,10 +447,20 @@ int main(void)
     CHECK_EQ(rc, -ECONNABORTED);
     crpc_server_destroy(plain);
 
-    /* 5. Reload: the other CA's certificate from now on. */
+    /* 5. Reload: the other CA's certificate from now on. A connection accepted before it,
+     * whose ClientHello comes after (and after the old context is gone), still completes
+     * its handshake with the certificate it was accepted with. */
+    int early = wire_connect(port);
+    for (int i = 0; i < 2000 && crpc_server_connection_count(srv) < 2; i++)
+        usleep(1000); /* c and the early one */
     crpc_tls_context *next = server_ctx("other-server.pem", "other-server.key", CRPC_TLS_CLIENT_AUTH_REQUIRED, 0);
     CHECK_EQ(crpc_server_reload_tls(srv, next), 0);
     crpc_tls_context_release(next);
+    SSL_CTX *late = raw_ctx(1, 1);
+    ssl = raw_tls(late, early); /* trusts ca.pem: the old certificate */
+    SSL_free(ssl);
+    close(early);
+    SSL_CTX_free(late);
     crpc_tls_context *trusts_other = client_ctx("other-ca.pem", "client.pem", "client.key");
     CHECK_EQ(tls_connect(loop, port, trusts_other, "localhost", &again), 0);
     CHECK_EQ(call(again, 10, 5).status, 0);

@@ -1,4 +1,5 @@
 internal import CRPCCore
+internal import Glibc
 import Synchronization
 
 /// Owns a `crpc_client`: the bridge every `RPCClient` operation goes through to the core.
@@ -69,8 +70,10 @@ final class ClientHandle: @unchecked Sendable {
             crpc_client_call(pointer, &c, callCompletionTrampoline, ctx, &id)
         }
         if rc < 0 { // the core refused it: take back the reference it was to hold
+            // -ENOTCONN after the client gave up for good says why (the TLS reason).
+            let why = rc == -ENOTCONN ? String(cString: crpc_last_error()) : ""
             Unmanaged<PendingCall>.fromOpaque(ctx).takeRetainedValue()
-                .fail(CoreErrors.error(rc, "cannot call \(name)").neverSent())
+                .fail(CoreErrors.error(rc, "cannot call \(name)", detail: why).neverSent())
             return nil
         }
         return id

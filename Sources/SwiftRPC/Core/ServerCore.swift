@@ -79,7 +79,7 @@ final class ServerCore: @unchecked Sendable {
     /// New TLS handshakes use `configuration` from now on; open connections keep theirs.
     func reloadTLS(_ configuration: RPCTLSConfiguration) throws(RPCError) {
         guard let server else { throw RPCError(.failedPrecondition, "rpc: the server is not running") }
-        let tls = try TLSContext.of(configuration, server: true)
+        let tls = try TLSContext.reloaded(configuration)
         try withExtendedLifetime(tls) { () throws(RPCError) in
             if crpc_server_reload_tls(server, tls.pointer) != 0 {
                 throw RPCError(.failedPrecondition, "rpc: the server was started without TLS")

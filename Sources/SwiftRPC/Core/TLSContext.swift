@@ -18,12 +18,21 @@ final class TLSContext: @unchecked Sendable {
 
     /// The context for `configuration` on the server (or client) side, built on first use.
     static func of(_ configuration: RPCTLSConfiguration, server: Bool) throws(RPCError) -> TLSContext {
-        try configuration.cache.built.withLock { (built: inout AnyObject?) throws(RPCError) -> TLSContext in
+        let slot = server ? configuration.cache.server : configuration.cache.client
+        return try slot.withLock { (built: inout AnyObject?) throws(RPCError) -> TLSContext in
             if let context = built as? TLSContext { return context }
             let context = try make(configuration, server: server)
             built = context
             return context
         }
+    }
+
+    /// A context built now, whatever was built before: a reload reads the files again (a
+    /// rotated certificate at the same path), and the value's cache then holds the new one.
+    static func reloaded(_ configuration: RPCTLSConfiguration) throws(RPCError) -> TLSContext {
+        let context = try make(configuration, server: true)
+        configuration.cache.server.withLock { $0 = context }
+        return context
     }
 
     private static func make(_ configuration: RPCTLSConfiguration, server: Bool) throws(RPCError) -> TLSContext {

@@ -90,7 +90,9 @@ public struct RPCTLSConfiguration: Sendable {
     }
 }
 
-/// Holds the core's context once built (Core/TLSContext.swift fills it).
+/// Holds the core's contexts once built, one per side: a node may use one value for its
+/// server and its clients (Core/TLSContext.swift fills it).
 final class TLSContextCache: Sendable {
-    let built = Locked<AnyObject?>(nil)
+    let server = Locked<AnyObject?>(nil)
+    let client = Locked<AnyObject?>(nil)
 }
