@@ -141,7 +141,6 @@ struct LoadCommand: AsyncParsableCommand {
 
 extension Workload.API: ExpressibleByArgument {}
 
-/// HOST:PORT.
 /// A --target: HOST:PORT, [V6]:PORT, unix:/path or unix:@name (RPCAddress).
 struct Endpoint: Sendable {
     var host: String

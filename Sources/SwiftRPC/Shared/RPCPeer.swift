@@ -47,8 +47,11 @@ public final class RPCPeer: Sendable, CustomStringConvertible {
 
     /// A Unix socket peer's process, as the kernel recorded it at connect (`SO_PEERCRED`).
     public struct Credentials: Sendable, Hashable {
+        /// The peer process's user id.
         public var uid: Int
+        /// Its group id.
         public var gid: Int
+        /// Its process id (as of the connect).
         public var pid: Int
     }
 
