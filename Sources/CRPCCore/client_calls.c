@@ -132,8 +132,10 @@ static void run_call(crpc_loop *l, crpc_task *t)
     int err = can_send(c, l);
     if (!err)
         err = client_enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->handoff.frame, ct->handoff.len, ct->deadline);
+    /* A call that reached the loop after the client gave up for good says why too. */
+    bool gave_up = err == -ENOTCONN && atomic_load_explicit(&c->failed_for_good, memory_order_acquire);
     if (err)
-        client_complete(ct->cb, ct->ctx, err, 0);
+        client_complete_why(ct->cb, ct->ctx, err, 0, gave_up ? c->failure : NULL);
     free(ct);
 }
 

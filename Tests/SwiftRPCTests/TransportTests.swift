@@ -98,6 +98,9 @@ final class TransportTests: XCTestCase {
         // TLS 1.3: the client's handshake ends first; the refusal reaches the first call.
         let client = try await connect("localhost", server.port!, tls: .client(trustRoots: try cert("ca.pem")),
                                        reconnect: ReconnectBackoff(initial: .milliseconds(10), maximum: .milliseconds(20)))
+        // Attempt 0 races the refusal (the call may be pending on the connection, in transit to
+        // the loop, or refused at once); attempt 1 comes after it, and after 300 ms in which
+        // a reconnecting client would have been refused again. Each way, the reason is told.
         for attempt in 0..<2 {
             do {
                 _ = try await client.call(Arith.multiply, ArithArgs(A: 1, B: 1), timeout: .seconds(5))

@@ -38,7 +38,9 @@ enum CoreErrors {
     /// completion's negative status).
     static func callFailure(_ status: Int32, reason: String? = nil) -> RPCError {
         if let reason, !reason.isEmpty { // the TLS connection failed: the core says how
-            if -status == EKEYREJECTED { // reconnecting met a certificate that does not verify
+            // Never sent: reconnecting met a certificate that does not verify, or the call
+            // reached the loop after the client had given up for good (the reason is why).
+            if -status == EKEYREJECTED || -status == ENOTCONN {
                 return RPCError(.unavailable, reason).neverSent()
             }
             return RPCError(.unavailable, "connection lost before the reply: \(reason)")
