@@ -14,8 +14,11 @@
 public final class RPCPeer: Sendable, CustomStringConvertible {
     /// How the connection reached the server.
     public enum Transport: String, Sendable, Hashable {
+        /// Plaintext TCP (IPv4 or IPv6).
         case tcp
+        /// TLS, over TCP or over a Unix socket (``RPCPeer/overUnixSocket`` says which).
         case tls
+        /// A plaintext Unix domain socket.
         case unix
     }
 
@@ -83,5 +86,6 @@ public final class RPCPeer: Sendable, CustomStringConvertible {
     /// What a context made outside a server (a test's) says.
     public static let unknown = RPCPeer(transport: .tcp, address: "unknown")
 
+    /// `tcp://127.0.0.1:5555`, `tls://[::1]:7443`, `unix://unix:/run/app.sock`.
     public var description: String { "\(transport.rawValue)://\(address)" }
 }
