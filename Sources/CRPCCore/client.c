@@ -207,7 +207,7 @@ static char *tls_server_name(const char *configured, const char *host)
 {
     if (configured)
         return strdup(configured);
-    if (strncmp(host, "unix:", 5) == 0)
+    if (crpc_net_is_unix(host))
         return strdup("localhost");
     size_t n = strlen(host);
     if (n >= 2 && host[0] == '[' && host[n - 1] == ']')

@@ -471,8 +471,9 @@ int crpc_server_start(const crpc_server_config *cfg, crpc_server **out)
             crpc_set_last_error("%s", why);
             err = unix_fd;
         }
-        /* The caller's host string need not outlive this call: stop unlinks our copy. */
-        if (unix_fd >= 0 && srv->cfg.host[5] != '@')
+        /* The caller's host string need not outlive this call: stop unlinks our copy (for
+         * an abstract name, crpc_net_unlink_unix does nothing). */
+        if (unix_fd >= 0)
             srv->unix_file = strdup(srv->cfg.host);
         port = 0;
     }

@@ -40,7 +40,8 @@ struct crpc_server {
     atomic_long inflight;   /* requests delivered and not yet answered */
     crpc_server_limits limits;
     int fd_ceiling;         /* descriptors numbered from here on are the reserve; INT_MAX: none */
-    char *unix_file;        /* the "unix:/path" listened on (our copy): removed at stop */
+    char *unix_file;        /* the "unix:..." host listened on (our copy): its file is
+                               removed at stop */
     bool tls_on;            /* every connection speaks TLS (set at start, never changes) */
     pthread_mutex_t tls_mu; /* guards tls: accepts read it, crpc_server_reload_tls swaps it */
     crpc_tls_context *tls;  /* NULL: plaintext */

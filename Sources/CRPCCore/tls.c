@@ -462,23 +462,31 @@ out:
         crpc_conn_mark_dirty(c); /* handshake messages, alerts */
 }
 
-bool crpc_tls_seal(crpc_conn *c)
+/* Encrypts what c's output collected (once the handshake is done) into cout. False when
+ * that failed: the connection is closed. */
+static bool encrypt_collected(crpc_conn *c)
 {
     crpc_tls_conn *t = c->tls;
     crpc_buf *plain_out = crpc_conn_out(c);
-    if (t->established && !t->closing && plain_out->len) {
-        size_t written;
+    if (!t->established || t->closing || !plain_out->len)
+        return true;
+    size_t written;
+    ERR_clear_error();
+    if (SSL_write_ex(t->ssl, plain_out->data, plain_out->len, &written) != 1) {
+        /* Only our BIO can fail it, out of memory. */
         ERR_clear_error();
-        if (SSL_write_ex(t->ssl, plain_out->data, plain_out->len, &written) != 1) {
-            /* Only our BIO can fail it, out of memory. */
-            ERR_clear_error();
-            snprintf(t->reason, sizeof(t->reason), "TLS: out of memory encrypting");
-            crpc_conn_close(c, -ENOMEM);
-            return false;
-        }
-        plain_out->len = 0;
+        snprintf(t->reason, sizeof(t->reason), "TLS: out of memory encrypting");
+        crpc_conn_close(c, -ENOMEM);
+        return false;
     }
-    if (!t->cout.len)
+    plain_out->len = 0;
+    return true;
+}
+
+bool crpc_tls_seal(crpc_conn *c)
+{
+    crpc_tls_conn *t = c->tls;
+    if (!encrypt_collected(c) || !t->cout.len)
         return false;
     crpc_buf *send = &c->out[c->out_cur ^ 1];
     crpc_buf spare = *send; /* empty: no send is in flight */
@@ -492,14 +500,7 @@ void crpc_tls_close_notify(crpc_conn *c)
     crpc_tls_conn *t = c->tls;
     if (!t->established || t->closing || c->send_inflight)
         return;
-    crpc_tls_seal(c); /* what is collected goes first, then close_notify */
-    if (c->out[c->out_cur ^ 1].len) {
-        /* seal moved it to the send buffer: bring it back to be sent now, with the alert */
-        crpc_buf *send = &c->out[c->out_cur ^ 1];
-        crpc_buf spare = t->cout;
-        t->cout = *send;
-        *send = spare;
-    }
+    encrypt_collected(c); /* what is collected goes first, then close_notify, both in cout */
     t->closing = true;
     ERR_clear_error();
     SSL_shutdown(t->ssl);
