@@ -56,6 +56,8 @@ extern "C" {
 #define CRPC_DEFAULT_MAX_OUTPUT (8u << 20)    /* unsent reply bytes per connection */
 #define CRPC_DEFAULT_FRAME_TIMEOUT_MS 30000u  /* to finish a frame once it has begun */
 #define CRPC_DEFAULT_EOF_DRAIN_MS 10000u      /* for the calls of a client that half-closed */
+#define CRPC_DEFAULT_STREAM_CREDIT_MESSAGES 16u /* a stream's window when `rpc-credit` is */
+#define CRPC_DEFAULT_STREAM_CREDIT_BYTES 65536u /*   absent (wire protocol v1) */
 
 /** Message types of wire protocol v1 (first element of every envelope). */
 enum crpc_msg_type {
@@ -63,6 +65,10 @@ enum crpc_msg_type {
     CRPC_MSG_RESPONSE = 1,     /* [1, msgid, error, result, ext?] */
     CRPC_MSG_NOTIFICATION = 2, /* [2, method, params, ext?] */
     CRPC_MSG_CANCEL = 3,       /* [3, msgid] */
+    /* The streams extension (see "Streams" below): */
+    CRPC_MSG_ELEMENT = 4,      /* [4, sid, value, ext?] */
+    CRPC_MSG_CREDIT = 5,       /* [5, sid, messages, bytes, ext?] */
+    CRPC_MSG_HALF_CLOSE = 6,   /* [6, sid] */
 };
 
 /** Status codes carried in error responses; gRPC's numbering. */
@@ -100,6 +106,9 @@ typedef uint64_t crpc_conn_id;
 /** TLS settings shared by many connections (see "TLS" below). */
 typedef struct crpc_tls_context crpc_tls_context;
 
+/** One stream, on either side (see "Streams" below). */
+typedef struct crpc_stream crpc_stream;
+
 /* ---------------------------------------------------------- plain messages */
 
 /** One `ext` metadata entry. Key and value point into the frame being handled. */
@@ -130,6 +139,15 @@ typedef struct crpc_message {
     const crpc_ext_entry *ext; /* user metadata (keys not starting with "rpc-") */
     uint32_t ext_count;
     crpc_decoder *decoder;     /* private: what crpc_message_value unpacks with */
+    /* Streams. A request that opens one: stream_kind (enum crpc_stream_kind, from
+     * `rpc-stream`; 0 for a call) and the credit it gives the server (`rpc-credit`; the
+     * defaults when absent). A credit frame: the credit it grants. An element: body is its
+     * value. Counts above 2^32 - 1 are clamped to it. */
+    uint8_t stream_kind;
+    uint32_t credit_messages;
+    uint32_t credit_bytes;
+    uint32_t frame_len;        /* the frame's body length: what an element costs in byte
+                                  credit (grant it back as the element is taken) */
 } crpc_message;
 
 /**
@@ -306,13 +324,17 @@ typedef struct crpc_peer {
     void *user;
 } crpc_peer;
 
-/** A request, notification or cancel as delivered to the server's callback. */
+/**
+ * A request, notification or cancel as delivered to the server's callback, or an event of
+ * a stream (see "Streams" below: then `stream` is set and msg.type says which event).
+ */
 typedef struct crpc_request {
     crpc_conn_id conn;      /* pass back to crpc_server_reply */
-    crpc_message msg;       /* msg.type tells request / notification / cancel */
+    crpc_message msg;       /* msg.type tells request / notification / cancel (/ stream event) */
     crpc_server *server;    /* the server to reply through: a request can arrive before
                                crpc_server_start has returned the handle to its caller */
     crpc_peer *peer;        /* the connection's peer (its `user` slot may be set) */
+    crpc_stream *stream;    /* the stream this frame belongs to; NULL for calls */
 } crpc_request;
 
 /**
@@ -383,6 +405,9 @@ typedef struct crpc_server_config {
                                 live server's is refused (-EADDRINUSE); removed at stop */
     void (*on_peer_release)(void *user, void *peer_user); /* optional: a released connection's
                                 crpc_peer.user, when it was set (loop thread) */
+    void (*on_stream_release)(void *user, void *stream_user); /* optional: a freed stream's
+                                crpc_stream_set_user value, when it was set (any thread:
+                                the one that dropped the last reference) */
 } crpc_server_config;
 
 #define CRPC_FD_RESERVE_NONE (-1)
@@ -655,6 +680,174 @@ void crpc_client_close(crpc_client *c);
  * the loop is done with it. No thread may use `c` afterwards. Thread: any, once.
  */
 void crpc_client_destroy(crpc_client *c);
+
+/* ----------------------------------------------------------------- streams */
+
+/*
+ * A stream is a call with many elements in one or both directions, on the same connection
+ * as the calls, its sid taken from the calls' msgid space (wire protocol v1, streams
+ * extension: docs/PROTOCOL.md). Flow control is by credit: a side sends an element only
+ * while it holds at least one message and one byte of the credit its peer granted (one
+ * element may overshoot the bytes), so no side ever stops reading its socket for a stream
+ * and a stalled stream never delays the others or the calls of its connection.
+ *
+ * HANDLES. A crpc_stream is reference counted: the core holds one while the stream is in
+ * flight, and the application one from the moment it is handed out (crpc_client_open_stream,
+ * or a server's open request) until it calls crpc_stream_release, once. The crpc_stream_*
+ * functions may be called from any thread while the application holds its reference; from
+ * the loop's own thread a frame is written straight into the connection's output, from
+ * others it is handed over in order (the elements of one stream never overtake each other).
+ *
+ * LIFE. Every stream ends exactly once on each side:
+ *   client: its callback gets CRPC_STREAM_END last, with the server's end response
+ *     (status 0) or why none will come (status < 0: -ECANCELED crpc_stream_cancel,
+ *     -ETIMEDOUT the call's timeout, -ECONNRESET connection lost, -ESHUTDOWN client
+ *     closed, -EOVERFLOW the server sent beyond the credit it was granted: the stream is
+ *     cancelled, -ENOTCONN never sent);
+ *   server: crpc_stream_end sends the end response; or the on_request callback gets a
+ *     CRPC_MSG_CANCEL event for the stream, its last, with msg.error_code saying why:
+ *     CRPC_STATUS_CANCELLED (the client cancelled), CRPC_STATUS_RESOURCE_EXHAUSTED (the
+ *     client sent beyond its credit: the core has answered the end with status 8),
+ *     CRPC_STATUS_UNAVAILABLE (the connection closed, the server stopped, or the client
+ *     ended its input: a stream lives on the credit and elements its client sends, so a
+ *     half-closed connection's streams end while its calls drain).
+ * A stream counts as a call in flight (max_inflight, crpc_server_inflight, the drain of
+ * crpc_server_shutdown) until it ends.
+ *
+ * SERVER EVENTS, through on_request with req->stream set (borrowed for the callback), by
+ * msg.type:
+ *   CRPC_MSG_REQUEST     the open: msg.stream_kind, the params, metadata, timeout and the
+ *                        credit the client gives. The application now holds a reference
+ *                        to req->stream. It answers with crpc_stream_accept (for a
+ *                        client or bidirectional stream, the client sends nothing before)
+ *                        or ends it at once (an unknown method: status 12).
+ *   CRPC_MSG_ELEMENT     msg.body is the element's value, msg.ext its metadata.
+ *   CRPC_MSG_HALF_CLOSE  the client will send no more elements.
+ *   CRPC_MSG_CREDIT      credit arrived after crpc_stream_send returned -EAGAIN (may be
+ *                        spurious: send again, and wait for the next one if refused).
+ *   CRPC_MSG_CANCEL      the last event (above).
+ * A server that is draining (crpc_server_shutdown) answers new opens with status 14; the
+ * streams already open run on until they end or the drain time cuts them off.
+ */
+
+/** The three kinds of stream (`rpc-stream`). */
+enum crpc_stream_kind {
+    CRPC_STREAM_SERVER = 1, /* one request, many response elements */
+    CRPC_STREAM_CLIENT = 2, /* many request elements, one reply */
+    CRPC_STREAM_BIDI = 3,   /* both */
+};
+
+/** What a client stream's callback is told, in this order: ACCEPTED at most once, then
+ * ELEMENTs and WRITABLEs, END exactly once and last. */
+enum crpc_stream_event_type {
+    CRPC_STREAM_ACCEPTED = 1, /* the server's first credit frame: message->ext is its
+                                 leading metadata; sends may start (client, bidi kinds) */
+    CRPC_STREAM_ELEMENT = 2,  /* message->body is the element's value, message->ext its
+                                 metadata; grant credit as the consumer takes them */
+    CRPC_STREAM_WRITABLE = 3, /* credit arrived after crpc_stream_send returned -EAGAIN
+                                 (may be spurious) */
+    CRPC_STREAM_END = 4,      /* result: the end response (status 0: error_code, the result
+                                 of a client stream, ext the trailing metadata) or why not */
+};
+
+typedef struct crpc_stream_event {
+    int type;                     /* enum crpc_stream_event_type */
+    crpc_stream *stream;
+    const crpc_message *message;  /* ACCEPTED, ELEMENT; valid only during the callback */
+    const crpc_result *result;    /* END; valid only during the callback */
+} crpc_stream_event;
+
+/** A client stream's callback; runs on the client's loop thread, must not block. */
+typedef void (*crpc_stream_fn)(void *ctx, const crpc_stream_event *ev);
+
+/** What opening a stream takes. Zero-initialise. */
+typedef struct crpc_stream_open {
+    crpc_call call;               /* method, opening params, metadata; timeout_us bounds the
+                                     whole stream (it ends with -ETIMEDOUT and a cancel) */
+    int kind;                     /* enum crpc_stream_kind */
+    uint32_t credit_messages;     /* what the server may send before we grant more; */
+    uint32_t credit_bytes;        /*   0 = the defaults (16 messages, 65536 bytes) */
+} crpc_stream_open;
+
+/**
+ * Opens a stream: sends the open request. On 0, `fn` runs with CRPC_STREAM_END exactly
+ * once (after which it is never called again) and *out holds the application's reference
+ * (crpc_stream_release). Thread: any.
+ * Returns 0; -EINVAL (no fn or out, a kind that is not 1-3, what crpc_client_call refuses);
+ * -ENOTCONN; -EMSGSIZE; -ENOMEM.
+ */
+int crpc_client_open_stream(crpc_client *c, const crpc_stream_open *open, crpc_stream_fn fn,
+                            void *ctx, crpc_stream **out);
+
+/**
+ * Sends one element (`value`: one encoded MessagePack value; `ext`: its metadata, may be
+ * NULL) on a stream whose kind lets this side send (a client: client and bidi streams;
+ * a server: server and bidi streams).
+ * Returns 0; -EAGAIN when the peer's credit is used up (nothing is sent: wait for
+ * WRITABLE / CRPC_MSG_CREDIT and send again; a client's stream is not accepted yet counts
+ * as no credit); -EPIPE when the stream has ended or this side half-closed it; -EINVAL
+ * (this side does not send on this kind, or the value is not one MessagePack value);
+ * -EMSGSIZE (the element is larger than the frame limit; the stream is unharmed); -ENOMEM.
+ */
+int crpc_stream_send(crpc_stream *s, const uint8_t *value, uint32_t len,
+                     const crpc_ext_entry *ext, uint32_t ext_count);
+
+/**
+ * Lets the peer send `messages` more elements and `bytes` more bytes (the body lengths of
+ * element frames). Grant as the consumer takes elements, not as they arrive: that bounds
+ * what a slow consumer holds to its window. A server's first grant accepts the stream.
+ * Returns 0; -EPIPE (the stream has ended, or the peer half-closed); -EINVAL (both 0);
+ * -ENOMEM.
+ */
+int crpc_stream_grant(crpc_stream *s, uint32_t messages, uint32_t bytes);
+
+/**
+ * Server: accepts a stream with its first credit frame, granting the client `messages` and
+ * `bytes` (client and bidi kinds; a server stream grants nothing: pass 0, 0) and carrying
+ * the leading metadata `ext` (may be NULL). Elements sent before an accept (and an end)
+ * accept the stream themselves, with no metadata.
+ * Returns 0; -EALREADY (accepted before); -EPIPE (ended); -EINVAL (a client handle, or
+ * credit on a server stream, or none on a client/bidi one); -EMSGSIZE; -ENOMEM.
+ */
+int crpc_stream_accept(crpc_stream *s, uint32_t messages, uint32_t bytes,
+                       const crpc_ext_entry *ext, uint32_t ext_count);
+
+/**
+ * Client: says no more elements will be sent (client and bidi streams); the stream ends
+ * when the server's end response arrives. Returns 0; -EPIPE (ended, or half-closed
+ * before); -EINVAL (a server handle or a server stream); -ENOMEM.
+ */
+int crpc_stream_half_close(crpc_stream *s);
+
+/**
+ * Server: ends the stream with its one end response (`reply`: the error, the result of a
+ * client stream, the trailing metadata). Nothing more flows either way afterwards.
+ * Returns 0; -EPIPE when the stream had already ended (cancelled, a credit violation, its
+ * connection closed: nothing is sent); -EINVAL (a client handle); -EMSGSIZE (the response
+ * is too large: end again with an error); -ENOMEM.
+ */
+int crpc_stream_end(crpc_stream *s, const crpc_reply *reply);
+
+/**
+ * Client: gives up on the stream: a cancel frame tells the server and the callback gets
+ * END with -ECANCELED (unless another ending got there first). Returns 0; -EINVAL (a
+ * server handle); -ENOMEM.
+ */
+int crpc_stream_cancel(crpc_stream *s);
+
+/** Drops the application's reference (once). Thread: any. */
+void crpc_stream_release(crpc_stream *s);
+
+/** The stream's id on its connection. */
+uint32_t crpc_stream_sid(const crpc_stream *s);
+
+/** The stream's kind (enum crpc_stream_kind). */
+int crpc_stream_kind(const crpc_stream *s);
+
+/** Server: a pointer of the application's, handed to on_stream_release when the stream is
+ * freed (set it while handling the open request). */
+void crpc_stream_set_user(crpc_stream *s, void *user);
+void *crpc_stream_user(const crpc_stream *s);
 
 /* --------------------------------------------------------------------- TLS */
 

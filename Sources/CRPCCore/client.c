@@ -73,6 +73,10 @@ static void client_on_frame(crpc_conn *conn, const uint8_t *body, uint32_t len)
         crpc_conn_close(conn, -EBADMSG);
         return;
     }
+    if (m.type == CRPC_MSG_ELEMENT || m.type == CRPC_MSG_CREDIT) {
+        client_stream_frame(c, &m, len, err);
+        return;
+    }
     if (m.type != CRPC_MSG_RESPONSE)
         return; /* servers do not call clients in protocol v1 */
     crpc_pending p;

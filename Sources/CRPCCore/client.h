@@ -92,7 +92,19 @@ client_task *client_task_new(crpc_client *c, void (*run)(crpc_loop *, crpc_task 
  * (client_calls.c). Returns 0; -ENOMEM; the encoder's errors. */
 int client_enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *ctx,
                         const crpc_call *call, const uint8_t *frame, uint32_t len,
-                        uint64_t deadline);
+                        uint64_t deadline, uint32_t *msgid_out);
+
+/* The deadline `timeout_us` from now, on the caller's clock (0: none) (client_calls.c). */
+uint64_t client_deadline(uint64_t timeout_us);
+
+/* Whether `token` was cancelled before its call reached the loop (and forgets it)
+ * (client_calls.c). */
+bool client_take_early_cancel(crpc_client *c, uint64_t token);
+
+/* An element or credit frame (body length `len`; decode_err: what decoding said) for a
+ * stream of the client; frames for ids that are not streams in flight are dropped
+ * (client_streams.c). */
+void client_stream_frame(crpc_client *c, const crpc_message *m, uint32_t len, int decode_err);
 
 /* The deadline source's expiry: timeouts, then the heartbeat (client_calls.c). */
 void client_expire_calls(crpc_deadline_source *src, uint64_t now);

@@ -54,6 +54,14 @@ void client_expire_calls(crpc_deadline_source *src, uint64_t now)
 
 /* ------------------------------------------------------------------ calls */
 
+uint64_t client_deadline(uint64_t timeout_us)
+{
+    if (!timeout_us)
+        return 0;
+    uint64_t now = crpc_monotonic_ns(); /* saturating: a timeout of centuries must not wrap */
+    return timeout_us > (UINT64_MAX - now) / 1000u ? UINT64_MAX : now + timeout_us * 1000u;
+}
+
 /* The msgid for a call: its id mod 2^32, skipping ids still in flight. */
 static uint32_t pick_msgid(crpc_client *c, uint64_t token)
 {
@@ -66,7 +74,7 @@ static uint32_t pick_msgid(crpc_client *c, uint64_t token)
 /* Registers the call and appends its frame (msgid patched in). Loop thread only. */
 int client_enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *ctx,
                         const crpc_call *call, const uint8_t *frame, uint32_t len,
-                        uint64_t deadline)
+                        uint64_t deadline, uint32_t *msgid_out)
 {
     CRPC_ASSERT_ON_LOOP(c->loop);
     /* While reconnecting, the frame waits in the backlog (see reattach). */
@@ -89,6 +97,8 @@ int client_enqueue_call(crpc_client *c, uint64_t token, crpc_call_fn cb, void *c
     atomic_store_explicit(&c->pending_count, c->pending.count, memory_order_relaxed);
     if (c->conn)
         crpc_conn_mark_dirty(c->conn);
+    if (msgid_out)
+        *msgid_out = msgid;
     return 0;
 }
 
@@ -105,8 +115,7 @@ static int can_send(crpc_client *c, crpc_loop *l)
     return -ENOTCONN;
 }
 
-/* Whether `token` was cancelled before its call reached the loop (and forgets it). */
-static bool take_early_cancel(crpc_client *c, uint64_t token)
+bool client_take_early_cancel(crpc_client *c, uint64_t token)
 {
     for (unsigned i = 0; i < c->early_cancel_count; i++) {
         if (c->early_cancels[i] == token) {
@@ -121,7 +130,7 @@ static void run_call(crpc_loop *l, crpc_task *t)
 {
     client_task *ct = (client_task *)t;
     crpc_client *c = ct->client;
-    bool cancelled = take_early_cancel(c, ct->token);
+    bool cancelled = client_take_early_cancel(c, ct->token);
     if (atomic_fetch_sub(&c->calls_in_transit, 1) == 1)
         c->early_cancel_count = 0; /* no call left that a remaining entry could name */
     if (cancelled) {
@@ -131,7 +140,7 @@ static void run_call(crpc_loop *l, crpc_task *t)
     }
     int err = can_send(c, l);
     if (!err)
-        err = client_enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->handoff.frame, ct->handoff.len, ct->deadline);
+        err = client_enqueue_call(c, ct->token, ct->cb, ct->ctx, NULL, ct->handoff.frame, ct->handoff.len, ct->deadline, NULL);
     /* A call that reached the loop after the client gave up for good says why too. */
     bool gave_up = err == -ENOTCONN && atomic_load_explicit(&c->failed_for_good, memory_order_acquire);
     if (err)
@@ -153,14 +162,10 @@ int crpc_client_call(crpc_client *c, const crpc_call *call, crpc_call_fn cb, voi
     uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
     if (call_id)
         *call_id = token;
-    /* The deadline counts from now, on the caller's clock, not from when the loop sees it. */
-    uint64_t deadline = 0;
-    if (call->timeout_us) /* saturating: a timeout of centuries must not wrap to "now" */
-        deadline = call->timeout_us > (UINT64_MAX - crpc_monotonic_ns()) / 1000u
-                       ? UINT64_MAX : crpc_monotonic_ns() + call->timeout_us * 1000u;
+    uint64_t deadline = client_deadline(call->timeout_us);
     if (crpc_loop_current() == c->loop) {
         int err = can_send(c, c->loop);
-        return err ? err : client_enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline);
+        return err ? err : client_enqueue_call(c, token, cb, ctx, call, NULL, 0, deadline, NULL);
     }
     crpc_buf *scratch = crpc_thread_scratch();
     if (!scratch)

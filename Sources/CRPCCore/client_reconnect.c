@@ -40,7 +40,7 @@ uint64_t client_heartbeat(crpc_client *c, uint64_t now)
     if (now - last >= interval && !c->ping_outstanding) {
         crpc_call ping = {.method = "rpc.ping", .method_len = 8};
         uint64_t token = atomic_fetch_add_explicit(&c->next_token, 1, memory_order_relaxed);
-        c->ping_outstanding = client_enqueue_call(c, token, ping_done, c, &ping, NULL, 0, 0) == 0;
+        c->ping_outstanding = client_enqueue_call(c, token, ping_done, c, &ping, NULL, 0, 0, NULL) == 0;
     }
     return c->ping_outstanding || now - last >= interval ? last + dead_after : last + interval;
 }

@@ -105,6 +105,7 @@ crpc_conn *crpc_conn_open(crpc_loop *l, int fd, const crpc_conn_ops *ops, void *
     c->input_ended_ns = 0;
     c->tls = NULL;
     c->peer = NULL;
+    memset(&c->streams, 0, sizeof(c->streams));
     if (l->backend->conn_open(c)) {
         c->state = CONN_FREE;
         c->fd = -1;
@@ -130,6 +131,7 @@ void crpc_conn_table_free(crpc_loop *l)
         if (l->conns[i]) {
             crpc_tls_free(l->conns[i]->tls);
             crpc_peer_free(l->conns[i]->peer);
+            crpc_pending_free(&l->conns[i]->streams);
             crpc_buf_free(&l->conns[i]->in);
             crpc_buf_free(&l->conns[i]->out[0]);
             crpc_buf_free(&l->conns[i]->out[1]);
@@ -164,6 +166,7 @@ static void release(crpc_conn *c)
     c->tls = NULL;
     crpc_peer_free(c->peer);
     c->peer = NULL;
+    crpc_pending_free(&c->streams); /* emptied when it closed (server_streams.c) */
     /* Whatever state it closed in (replies never read, half a frame), a closed connection
      * keeps no memory: its buffers are freed now, not when a new connection reuses the slot. */
     crpc_buf_free(&c->in);

@@ -16,6 +16,7 @@
 #include "backend.h"
 #include "buf.h"
 #include "crpc.h"
+#include "pending.h"
 
 typedef struct crpc_conn crpc_conn;
 typedef struct crpc_tls_conn crpc_tls_conn;     /* tls.h */
@@ -194,6 +195,7 @@ struct crpc_conn {
     crpc_tls_conn *tls;     /* the TLS filter (tls.h); NULL: plaintext, which pays nothing
                                but this pointer's test on receive and send */
     crpc_peer_store *peer;  /* server: who the peer is (peer.h); NULL on clients */
+    crpc_pending_table streams; /* server: its streams in flight by sid (server_streams.c) */
 };
 
 /* Takes a free slot for fd and arms its receive. Returns the connection or NULL (fd is

@@ -40,4 +40,20 @@ int crpc_encode_error(crpc_buf *out, uint32_t msgid, int32_t code, const char *m
 /* Appends a cancel frame. Returns 0; -ENOMEM. */
 int crpc_encode_cancel(crpc_buf *out, uint32_t msgid);
 
+/* Streams. The open is a request (its msgid at CRPC_REQUEST_MSGID_OFFSET too) whose ext
+ * carries rpc-stream and rpc-credit. Returns 0; -EMSGSIZE; -EINVAL; -ENOMEM. */
+int crpc_encode_stream_open(crpc_buf *out, uint32_t sid, const crpc_stream_open *open,
+                            uint32_t max_frame_size);
+
+/* Appends [4, sid, value, ext?]. Returns 0; -EMSGSIZE; -EINVAL (not one value); -ENOMEM. */
+int crpc_encode_element(crpc_buf *out, uint32_t sid, const uint8_t *value, uint32_t len,
+                        const crpc_ext_entry *ext, uint32_t ext_count, uint32_t max_frame_size);
+
+/* Appends [5, sid, messages, bytes, ext?]. Returns 0; -EMSGSIZE; -ENOMEM. */
+int crpc_encode_credit(crpc_buf *out, uint32_t sid, uint32_t messages, uint32_t bytes,
+                       const crpc_ext_entry *ext, uint32_t ext_count, uint32_t max_frame_size);
+
+/* Appends [6, sid]. Returns 0; -ENOMEM. */
+int crpc_encode_half_close(crpc_buf *out, uint32_t sid);
+
 #endif

@@ -133,6 +133,7 @@ static int decode_ext(crpc_decoder *d, const uint8_t *p, size_t n, crpc_message 
     if (o.via.map.size > d->max_ext)
         return -E2BIG;
     uint32_t count = 0;
+    bool credit_given = false;
     for (uint32_t i = 0; i < o.via.map.size; i++) {
         const msgpack_object_kv *kv = &o.via.map.ptr[i];
         if (kv->key.type != MSGPACK_OBJECT_STR)
@@ -144,6 +145,20 @@ static int decode_ext(crpc_decoder *d, const uint8_t *p, size_t n, crpc_message 
                 if (kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
                     return -EPROTO;
                 msg->timeout_us = kv->val.via.u64;
+            } else if (klen == 10 && memcmp(k, "rpc-stream", 10) == 0) {
+                if (kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER || kv->val.via.u64 < 1 ||
+                    kv->val.via.u64 > 3)
+                    return -EPROTO;
+                msg->stream_kind = (uint8_t)kv->val.via.u64;
+            } else if (klen == 10 && memcmp(k, "rpc-credit", 10) == 0) {
+                const msgpack_object *c = kv->val.via.array.ptr;
+                if (kv->val.type != MSGPACK_OBJECT_ARRAY || kv->val.via.array.size < 2 ||
+                    c[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+                    c[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                    return -EPROTO;
+                msg->credit_messages = c[0].via.u64 > UINT32_MAX ? UINT32_MAX : (uint32_t)c[0].via.u64;
+                msg->credit_bytes = c[1].via.u64 > UINT32_MAX ? UINT32_MAX : (uint32_t)c[1].via.u64;
+                credit_given = true;
             }
             continue; /* other reserved keys: room to grow, ignored */
         }
@@ -164,6 +179,10 @@ static int decode_ext(crpc_decoder *d, const uint8_t *p, size_t n, crpc_message 
     }
     msg->ext = count ? d->ext : NULL;
     msg->ext_count = count;
+    if (msg->type == CRPC_MSG_REQUEST && msg->stream_kind && !credit_given) {
+        msg->credit_messages = CRPC_DEFAULT_STREAM_CREDIT_MESSAGES;
+        msg->credit_bytes = CRPC_DEFAULT_STREAM_CREDIT_BYTES;
+    }
     return 0;
 }
 
@@ -194,12 +213,43 @@ static int decode_error(crpc_decoder *d, const uint8_t *p, size_t n, crpc_messag
     return 0;
 }
 
+/* A count of a credit frame, clamped to 32 bits. */
+static int read_count(const uint8_t *p, size_t n, uint32_t *out)
+{
+    uint64_t v;
+    if (read_uint(p, n, &v))
+        return -1;
+    *out = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+    return 0;
+}
+
+/* The rest of an element [4, sid, value, ext?] or a credit [5, sid, messages, bytes, ext?]. */
+static int decode_stream_frame(crpc_decoder *d, uint64_t type, uint32_t count, const uint8_t *const *el,
+                               const size_t *size, crpc_message *msg)
+{
+    uint32_t ext_at;
+    if (type == CRPC_MSG_ELEMENT) {
+        if (count < 3)
+            return -EPROTO;
+        msg->body = el[2];
+        msg->body_len = (uint32_t)size[2];
+        ext_at = 3;
+    } else {
+        if (count < 4 || read_count(el[2], size[2], &msg->credit_messages) ||
+            read_count(el[3], size[3], &msg->credit_bytes))
+            return -EPROTO;
+        ext_at = 4;
+    }
+    return count > ext_at ? decode_ext(d, el[ext_at], size[ext_at], msg) : 0;
+}
+
 /* --------------------------------------------------------------- envelope */
 
 int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_message *msg)
 {
     memset(msg, 0, sizeof(*msg));
     msg->decoder = d;
+    msg->frame_len = (uint32_t)len;
     d->value_of = NULL;
     if (d->zone_dirty) {
         msgpack_zone_clear(&d->zone);
@@ -232,7 +282,7 @@ int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_
         bad = -EPROTO; /* bytes after the envelope */
 
     uint64_t type;
-    if (read_uint(el[0], size[0], &type) || type > CRPC_MSG_CANCEL)
+    if (read_uint(el[0], size[0], &type) || type > CRPC_MSG_HALF_CLOSE)
         return -EBADMSG;
     msg->type = (uint8_t)type;
     if (type != CRPC_MSG_NOTIFICATION) {
@@ -241,8 +291,10 @@ int crpc_envelope_decode(crpc_decoder *d, const uint8_t *body, size_t len, crpc_
             return -EBADMSG;
         msg->msgid = (uint32_t)id;
     }
-    if (type == CRPC_MSG_CANCEL || bad)
+    if (type == CRPC_MSG_CANCEL || type == CRPC_MSG_HALF_CLOSE || bad)
         return bad;
+    if (type == CRPC_MSG_ELEMENT || type == CRPC_MSG_CREDIT)
+        return decode_stream_frame(d, type, count, el, size, msg);
 
     /* Index of method (request, notification) or error (response), then params/result. */
     uint32_t first = type == CRPC_MSG_NOTIFICATION ? 1 : 2;

@@ -9,6 +9,7 @@
 #include "envelope.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <msgpack.h>
 #include <string.h>
 
@@ -55,16 +56,30 @@ static int pack_str(msgpack_packer *pk, const char *s, size_t n)
     return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, s, n);
 }
 
-/* The optional ext map: user entries plus rpc-timeout-us; omitted when empty. */
-static int pack_ext(msgpack_packer *pk, const crpc_ext_entry *ext, uint32_t count,
-                    uint64_t timeout_us)
+/* The reserved keys a request may carry besides user metadata. */
+typedef struct reserved_ext {
+    uint64_t timeout_us;       /* rpc-timeout-us; 0: absent */
+    int stream_kind;           /* rpc-stream; 0: a call */
+    uint32_t credit_messages;  /* rpc-credit [messages, bytes]; both 0: absent */
+    uint32_t credit_bytes;
+} reserved_ext;
+
+/* The optional ext map: user entries plus the reserved keys; omitted when empty. */
+static int pack_ext_reserved(msgpack_packer *pk, const crpc_ext_entry *ext, uint32_t count,
+                             const reserved_ext *r)
 {
-    uint32_t n = count + (timeout_us ? 1 : 0);
+    bool credit = r->credit_messages || r->credit_bytes;
+    uint32_t n = count + (r->timeout_us ? 1 : 0) + (r->stream_kind ? 1 : 0) + (credit ? 1 : 0);
     if (n == 0)
         return 0;
     if (msgpack_pack_map(pk, n))
         return -1;
-    if (timeout_us && (pack_str(pk, "rpc-timeout-us", 14) || msgpack_pack_uint64(pk, timeout_us)))
+    if (r->timeout_us && (pack_str(pk, "rpc-timeout-us", 14) || msgpack_pack_uint64(pk, r->timeout_us)))
+        return -1;
+    if (r->stream_kind && (pack_str(pk, "rpc-stream", 10) || msgpack_pack_uint8(pk, (uint8_t)r->stream_kind)))
+        return -1;
+    if (credit && (pack_str(pk, "rpc-credit", 10) || msgpack_pack_array(pk, 2) ||
+                   msgpack_pack_uint32(pk, r->credit_messages) || msgpack_pack_uint32(pk, r->credit_bytes)))
         return -1;
     for (uint32_t i = 0; i < count; i++) {
         const crpc_ext_entry *e = &ext[i];
@@ -76,6 +91,13 @@ static int pack_ext(msgpack_packer *pk, const crpc_ext_entry *ext, uint32_t coun
             return -1;
     }
     return 0;
+}
+
+static int pack_ext(msgpack_packer *pk, const crpc_ext_entry *ext, uint32_t count,
+                    uint64_t timeout_us)
+{
+    reserved_ext r = {.timeout_us = timeout_us};
+    return pack_ext_reserved(pk, ext, count, &r);
 }
 
 static int valid_value(const uint8_t *p, uint32_t n)
@@ -99,8 +121,8 @@ static int pack_params(frame *f, const crpc_call *call)
     return crpc_buf_append(f->out, call->params, call->params_len);
 }
 
-int crpc_encode_request(crpc_buf *out, uint32_t msgid, const crpc_call *call,
-                        uint32_t max_frame_size)
+static int encode_request(crpc_buf *out, uint32_t msgid, const crpc_call *call,
+                          const reserved_ext *r, uint32_t max_frame_size)
 {
     if (!valid_call(call))
         return -EINVAL;
@@ -108,7 +130,7 @@ int crpc_encode_request(crpc_buf *out, uint32_t msgid, const crpc_call *call,
     int err = frame_begin(&f, out);
     if (err)
         return err;
-    int has_ext = call->ext_count || call->timeout_us;
+    int has_ext = call->ext_count || r->timeout_us || r->stream_kind;
     uint8_t head[8] = {(uint8_t)(has_ext ? 0x95 : 0x94), 0x00, 0xce,
                        (uint8_t)(msgid >> 24), (uint8_t)(msgid >> 16), (uint8_t)(msgid >> 8),
                        (uint8_t)msgid};
@@ -118,8 +140,23 @@ int crpc_encode_request(crpc_buf *out, uint32_t msgid, const crpc_call *call,
     if (!err)
         err = pack_params(&f, call);
     if (!err)
-        err = pack_ext(&f.pk, call->ext, call->ext_count, call->timeout_us);
+        err = pack_ext_reserved(&f.pk, call->ext, call->ext_count, r);
     return frame_end(&f, err, max_frame_size);
+}
+
+int crpc_encode_request(crpc_buf *out, uint32_t msgid, const crpc_call *call,
+                        uint32_t max_frame_size)
+{
+    reserved_ext r = {.timeout_us = call->timeout_us};
+    return encode_request(out, msgid, call, &r, max_frame_size);
+}
+
+int crpc_encode_stream_open(crpc_buf *out, uint32_t sid, const crpc_stream_open *open,
+                            uint32_t max_frame_size)
+{
+    reserved_ext r = {.timeout_us = open->call.timeout_us, .stream_kind = open->kind,
+                      .credit_messages = open->credit_messages, .credit_bytes = open->credit_bytes};
+    return encode_request(out, sid, &open->call, &r, max_frame_size);
 }
 
 void crpc_patch_request_msgid(uint8_t *frame, uint32_t msgid)
@@ -193,5 +230,44 @@ int crpc_encode_cancel(crpc_buf *out, uint32_t msgid)
         return err;
     err = msgpack_pack_array(&f.pk, 2) || msgpack_pack_uint8(&f.pk, 3) ||
           msgpack_pack_uint32(&f.pk, msgid);
+    return frame_end(&f, err, UINT32_MAX);
+}
+
+int crpc_encode_element(crpc_buf *out, uint32_t sid, const uint8_t *value, uint32_t len,
+                        const crpc_ext_entry *ext, uint32_t ext_count, uint32_t max_frame_size)
+{
+    if (!value || !valid_value(value, len))
+        return -EINVAL;
+    frame f;
+    int err = frame_begin(&f, out);
+    if (err)
+        return err;
+    err = msgpack_pack_array(&f.pk, ext_count ? 4 : 3) || msgpack_pack_uint8(&f.pk, CRPC_MSG_ELEMENT) ||
+          msgpack_pack_uint32(&f.pk, sid) || crpc_buf_append(out, value, len) ||
+          pack_ext(&f.pk, ext, ext_count, 0);
+    return frame_end(&f, err, max_frame_size);
+}
+
+int crpc_encode_credit(crpc_buf *out, uint32_t sid, uint32_t messages, uint32_t bytes,
+                       const crpc_ext_entry *ext, uint32_t ext_count, uint32_t max_frame_size)
+{
+    frame f;
+    int err = frame_begin(&f, out);
+    if (err)
+        return err;
+    err = msgpack_pack_array(&f.pk, ext_count ? 5 : 4) || msgpack_pack_uint8(&f.pk, CRPC_MSG_CREDIT) ||
+          msgpack_pack_uint32(&f.pk, sid) || msgpack_pack_uint32(&f.pk, messages) ||
+          msgpack_pack_uint32(&f.pk, bytes) || pack_ext(&f.pk, ext, ext_count, 0);
+    return frame_end(&f, err, max_frame_size);
+}
+
+int crpc_encode_half_close(crpc_buf *out, uint32_t sid)
+{
+    frame f;
+    int err = frame_begin(&f, out);
+    if (err)
+        return err;
+    err = msgpack_pack_array(&f.pk, 2) || msgpack_pack_uint8(&f.pk, CRPC_MSG_HALF_CLOSE) ||
+          msgpack_pack_uint32(&f.pk, sid);
     return frame_end(&f, err, UINT32_MAX);
 }

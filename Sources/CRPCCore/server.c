@@ -43,6 +43,7 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len);
 static void server_on_close(crpc_conn *c, int err)
 {
     crpc_server *srv = c->owner;
+    server_streams_closed(c);
     if (srv->cfg.on_conn_ended) {
         /* Closed once everything its client sent was answered: an orderly end. */
         int reason = c->input_ended && err == -ESHUTDOWN ? 0 : err ? err : -ECONNRESET;
@@ -52,12 +53,15 @@ static void server_on_close(crpc_conn *c, int err)
     }
 }
 
-/* The client has half-closed, or sent a frame that cannot be parsed after good ones: what it
- * sent before still runs, its replies are sent, then the connection closes (the janitor
- * cuts it off after eof_drain_ms). */
+/* The client has half-closed, or sent a frame that cannot be parsed after good ones: the
+ * calls it sent before still run, their replies are sent, then the connection closes (the
+ * janitor cuts it off after eof_drain_ms). */
 static void server_on_input_end(crpc_conn *c, int err)
 {
     (void)err;
+    /* A stream lives on what its client sends (credit, elements, the half-close): with the
+     * client's input over, its streams end (told as unavailable); its calls drain. */
+    server_streams_closed(c);
     if (c->inflight == 0)
         crpc_conn_close_when_flushed(c);
 }
@@ -232,6 +236,7 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
 {
     crpc_server *srv = c->owner;
     crpc_request req;
+    req.stream = NULL;
     crpc_count(&c->loop->counters.frames_in, 1);
     int err = crpc_envelope_decode(c->loop->dec, body, len, &req.msg);
     if (err == -ENOMEM) {
@@ -243,6 +248,11 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
          * it is answered, then the connection closes. */
         crpc_count(&c->loop->counters.rejected, 1);
         crpc_conn_end_input(c, err);
+        return;
+    }
+    if (err && req.msg.type >= CRPC_MSG_ELEMENT) {
+        /* A stream's frame that does not decode ends that stream (answered 3). */
+        server_stream_frame(c, &req, len, err);
         return;
     }
     if (err) {
@@ -274,11 +284,27 @@ static void server_on_frame(crpc_conn *c, const uint8_t *body, uint32_t len)
             reply_error(c, req.msg.msgid, CRPC_STATUS_RESOURCE_EXHAUSTED, "too many calls in flight on this connection");
             return;
         }
+        if (req.msg.stream_kind) {
+            err = server_stream_open(c, &req);
+            if (err == -ENOMEM)
+                reply_error(c, req.msg.msgid, CRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory opening the stream");
+            else if (err)
+                reply_error(c, req.msg.msgid, CRPC_STATUS_INVALID_ARGUMENT, "stream id already in flight");
+            return;
+        }
         c->inflight++;
         atomic_fetch_add_explicit(&srv->inflight, 1, memory_order_relaxed);
         break;
-    case CRPC_MSG_NOTIFICATION:
+    case CRPC_MSG_ELEMENT:
+    case CRPC_MSG_CREDIT:
+    case CRPC_MSG_HALF_CLOSE:
+        server_stream_frame(c, &req, len, 0);
+        return;
     case CRPC_MSG_CANCEL:
+        if (server_stream_frame(c, &req, len, 0))
+            return;
+        break;
+    case CRPC_MSG_NOTIFICATION:
         break;
     default:
         return; /* a response sent to a server answers nothing: dropped */
@@ -299,7 +325,7 @@ typedef struct reply_task {
 
 /* A request of `c` has its answer, already in the output: one fewer in flight. A client
  * that has stopped sending is closed once the last of its replies is sent. */
-static void answered(crpc_conn *c)
+void server_answered(crpc_conn *c)
 {
     if (c->inflight)
         c->inflight--;
@@ -317,7 +343,7 @@ static void run_reply(crpc_loop *l, crpc_task *t)
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c);
         }
-        answered(c);
+        server_answered(c);
     }
     free(r);
 }
@@ -352,7 +378,7 @@ static int reply(crpc_server *srv, crpc_conn_id conn, uint32_t msgid, const crpc
             crpc_count(&l->counters.frames_out, 1);
             crpc_conn_mark_dirty(c);
             crpc_conn_check_output(c); /* replies from posted work count toward the cap too */
-            answered(c);
+            server_answered(c);
         }
         return err;
     }

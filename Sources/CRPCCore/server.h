@@ -58,4 +58,19 @@ void server_limit_connections(crpc_server *srv);
 /* True when a descriptor below the reserve is free now (any_fd: one to F_DUPFD from). */
 bool server_descriptor_free(const crpc_server *srv, int any_fd);
 
+/* A request of `c` has its answer, already in the output: one fewer in flight (server.c). */
+void server_answered(crpc_conn *c);
+
+/* Streams (server_streams.c). An open request: registers the stream and delivers it;
+ * -EEXIST (its sid is a stream in flight), -ENOMEM. */
+int server_stream_open(crpc_conn *c, crpc_request *req);
+
+/* An element, credit, half-close or cancel frame (`frame_len`: its body length; decode_err:
+ * what decoding said) for a stream of `c`: handled, true; false for a cancel that names no
+ * stream (a call's, delivered as before). */
+bool server_stream_frame(crpc_conn *c, crpc_request *req, uint32_t frame_len, int decode_err);
+
+/* `c` is closing, or its input ended: its streams end (told as unavailable). */
+void server_streams_closed(crpc_conn *c);
+
 #endif

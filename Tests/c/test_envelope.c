@@ -122,6 +122,65 @@ static void test_other_kinds(void)
 
 #define BODY(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
 
+/* The streams' frames round-trip: an open's kind and credit, an element's value and
+ * metadata, a credit's counts (clamped to 32 bits), a half-close's sid. */
+static void test_stream_frames(void)
+{
+    crpc_buf b = {0};
+    crpc_message m;
+    crpc_stream_open open = {.kind = CRPC_STREAM_BIDI, .credit_messages = 3, .credit_bytes = 70000};
+    open.call.method = "S.Chat";
+    open.call.method_len = 6;
+    open.call.timeout_us = 5;
+    CHECK_EQ(crpc_encode_stream_open(&b, 9, &open, 4096), 0);
+    CHECK_EQ(decode(b.data + 4, b.len - 4, &m), 0);
+    CHECK_EQ(m.type, CRPC_MSG_REQUEST);
+    CHECK_EQ(m.msgid, 9);
+    CHECK_EQ(m.stream_kind, CRPC_STREAM_BIDI);
+    CHECK_EQ(m.credit_messages, 3);
+    CHECK_EQ(m.credit_bytes, 70000);
+    CHECK_EQ(m.timeout_us, 5);
+    CHECK_EQ(m.ext_count, 0); /* the reserved keys are not metadata */
+    /* Without rpc-credit, a stream open gets the protocol's default window. */
+    b.len = 0;
+    open.credit_messages = open.credit_bytes = 0;
+    CHECK_EQ(crpc_encode_stream_open(&b, 9, &open, 4096), 0);
+    CHECK_EQ(decode(b.data + 4, b.len - 4, &m), 0);
+    CHECK_EQ(m.credit_messages, CRPC_DEFAULT_STREAM_CREDIT_MESSAGES);
+    CHECK_EQ(m.credit_bytes, CRPC_DEFAULT_STREAM_CREDIT_BYTES);
+
+    b.len = 0;
+    crpc_ext_entry e = {.key = "k", .key_len = 1, .value = (const uint8_t *)"v", .value_len = 1};
+    CHECK_EQ(crpc_encode_element(&b, 70000, (const uint8_t *)"\xa2hi", 3, &e, 1, 4096), 0);
+    CHECK_EQ(decode(b.data + 4, b.len - 4, &m), 0);
+    CHECK_EQ(m.type, CRPC_MSG_ELEMENT);
+    CHECK_EQ(m.msgid, 70000);
+    CHECK_EQ(m.body_len, 3);
+    CHECK_EQ(memcmp(m.body, "\xa2hi", 3), 0);
+    CHECK_EQ(m.ext_count, 1);
+    CHECK_EQ(m.frame_len, b.len - 4);
+    CHECK_EQ(crpc_encode_element(&b, 1, (const uint8_t *)"\x92\x01", 2, NULL, 0, 4096), -EINVAL);
+    CHECK_EQ(crpc_encode_element(&b, 1, (const uint8_t *)"\xa2hi", 3, NULL, 0, 4), -EMSGSIZE);
+
+    b.len = 0;
+    CHECK_EQ(crpc_encode_credit(&b, 2, 16, 65536, NULL, 0, 4096), 0);
+    CHECK_EQ(decode(b.data + 4, b.len - 4, &m), 0);
+    CHECK_EQ(m.type, CRPC_MSG_CREDIT);
+    CHECK_EQ(m.credit_messages, 16);
+    CHECK_EQ(m.credit_bytes, 65536);
+    /* [5, 2, 2^40, 1]: a count past 32 bits is clamped. */
+    const uint8_t big[] = {0x94, 0x05, 0x02, 0xcf, 0, 0, 1, 0, 0, 0, 0, 0, 0x01};
+    CHECK_EQ(decode(big, sizeof(big), &m), 0);
+    CHECK_EQ(m.credit_messages, UINT32_MAX);
+
+    b.len = 0;
+    CHECK_EQ(crpc_encode_half_close(&b, 4), 0);
+    CHECK_EQ(decode(b.data + 4, b.len - 4, &m), 0);
+    CHECK_EQ(m.type, CRPC_MSG_HALF_CLOSE);
+    CHECK_EQ(m.msgid, 4);
+    crpc_buf_free(&b);
+}
+
 static void expect_at(int line, const uint8_t *body, size_t len, int want, uint32_t want_msgid)
 {
     crpc_message m;
@@ -139,7 +198,14 @@ static void test_rejections(void)
 {
     expect(BODY(0x2a), -EBADMSG, 0);                          /* not an array */
     expect(BODY(0x91, 0x00), -EBADMSG, 0);                    /* too short to hold a msgid */
-    expect(BODY(0x92, 0x04, 0x01), -EBADMSG, 0);              /* unknown type 4 */
+    expect(BODY(0x92, 0x07, 0x01), -EBADMSG, 0);              /* unknown type 7 */
+    /* The streams' frames (types 4-6): their sid is known, the rest must be there. */
+    expect(BODY(0x92, 0x04, 0x01), -EPROTO, 1);               /* an element without a value */
+    expect(BODY(0x93, 0x05, 0x01, 0x02), -EPROTO, 1);         /* credit without its bytes */
+    expect(BODY(0x94, 0x05, 0x01, 0x02, 0xa1, 'x'), -EPROTO, 1); /* credit bytes not a count */
+    expect(BODY(0x95, 0x00, 0x01, 0xa3, 'A', '.', 'B', 0x90, 0x81, 0xaa, 'r', 'p', 'c', '-', 's', 't', 'r', 'e', 'a',
+                'm', 0x04), -EPROTO, 1);                      /* rpc-stream kind 4 */
+    expect(BODY(0x92, 0x06, 0x01), 0, 1);                     /* a half-close is just its sid */
     expect(BODY(0x92, 0xff, 0x01), -EBADMSG, 0);              /* negative type */
     expect(BODY(0x94, 0x00, 0xa1, 'x', 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0); /* msgid a string */
     expect(BODY(0x94, 0x00, 0xcf, 0, 0, 0, 1, 0, 0, 0, 0, 0xa3, 'A', '.', 'B', 0x90), -EBADMSG, 0); /* msgid >= 2^32 */
@@ -269,6 +335,7 @@ int main(void)
     test_request_round_trip();
     test_other_kinds();
     test_rejections();
+    test_stream_frames();
     test_signed_encodings_of_unsigned_values();
     test_check_truncations();
     crpc_decoder_destroy(dec);
