@@ -804,8 +804,8 @@ int crpc_stream_grant(crpc_stream *s, uint32_t messages, uint32_t bytes);
 /**
  * Server: accepts a stream with its first credit frame, granting the client `messages` and
  * `bytes` (client and bidi kinds; a server stream grants nothing: pass 0, 0) and carrying
- * the leading metadata `ext` (may be NULL). Elements sent before an accept (and an end)
- * accept the stream themselves, with no metadata.
+ * the leading metadata `ext` (may be NULL). The first element sent before an accept
+ * accepts the stream itself (no metadata, the default window); an end needs none.
  * Returns 0; -EALREADY (accepted before); -EPIPE (ended); -EINVAL (a client handle, or
  * credit on a server stream, or none on a client/bidi one); -EMSGSIZE; -ENOMEM.
  */

@@ -13,6 +13,65 @@ public enum Bench {
     /// Sleeps the given milliseconds, then returns them; cancelling the call (or its
     /// deadline passing) interrupts the sleep.
     public static let sleep = RPCMethod<Int, Int>("Bench.Sleep")
+
+    /// Server stream, params `[count, size]`: `count` elements, each a `bin` of `size` bytes
+    /// whose first 4 bytes (when `size >= 4`) are the element's index, big-endian, the rest
+    /// zero; then the end, with result nil.
+    public static let stream = RPCServerStreamMethod<[Int], [UInt8]>("Bench.Stream")
+    /// Client stream, params `[]`: takes `bin` elements; after the half-close, ends with
+    /// `{"count": elements, "bytes": total bytes}`.
+    public static let upload = RPCClientStreamMethod<RPCNoArguments, [UInt8], UploadSummary>("Bench.Upload")
+    /// Bidirectional, params `[]`: sends back each element it receives (any MessagePack
+    /// value), in order; after the half-close, once every echo is sent, ends with nil.
+    public static let echoStream = RPCBidiStreamMethod<RPCNoArguments, RPCEncodedValue, RPCEncodedValue>("Bench.EchoStream")
+
+    /// What `Bench.Upload` replies.
+    public struct UploadSummary: Codable, Sendable, Hashable {
+        /// Elements received.
+        public var count: Int
+        /// Their bytes, summed.
+        public var bytes: Int
+
+        public init(count: Int, bytes: Int) {
+            self.count = count
+            self.bytes = bytes
+        }
+    }
+
+    /// The largest `size` `Bench.Stream` accepts (an element must fit a default frame).
+    public static let maxStreamElementSize = 4 << 20 - 64
+
+    /// Registers the three reference streams on `server`.
+    public static func registerStreams(on server: RPCServer) throws(RPCError) {
+        try server.register(stream) { args, writer, _ in
+            guard args.count >= 2, args[0] >= 0, args[1] >= 0, args[1] <= maxStreamElementSize else {
+                throw RPCError(.invalidArgument, "Bench.Stream takes [count >= 0, 0 <= size <= \(maxStreamElementSize)]")
+            }
+            let (count, size) = (args[0], args[1])
+            var element = [UInt8](repeating: 0, count: size)
+            for index in 0..<count {
+                if size >= 4 {
+                    let i = UInt32(truncatingIfNeeded: index)
+                    element[0] = UInt8(i >> 24)
+                    element[1] = UInt8(i >> 16 & 0xff)
+                    element[2] = UInt8(i >> 8 & 0xff)
+                    element[3] = UInt8(i & 0xff)
+                }
+                try await writer.write(element)
+            }
+        }
+        try server.register(upload) { _, elements, _ in
+            var summary = UploadSummary(count: 0, bytes: 0)
+            for try await element in elements {
+                summary.count += 1
+                summary.bytes += element.count
+            }
+            return summary
+        }
+        try server.register(echoStream) { _, elements, writer, _ in
+            for try await element in elements { try await writer.write(element) }
+        }
+    }
 }
 
 /// Serves ``Bench``.
@@ -38,6 +97,7 @@ public struct BenchService: RPCService {
 public func registerReferenceServices(on server: RPCServer) throws(RPCError) {
     try server.register(ArithService())
     try server.register(BenchService())
+    try Bench.registerStreams(on: server)
 }
 
 /// A sleep that gives everything back the moment it is cancelled.

@@ -7,6 +7,22 @@ Frames are a 4-byte big-endian length followed by exactly one MessagePack array:
     Notification [2, method, params, ext?]
     Cancel       [3, msgid]
 
+and, for streams (many elements in one or both directions, on the same connection):
+
+    Element      [4, sid, value, ext?]
+    Credit       [5, sid, messages, bytes, ext?]
+    Half-close   [6, sid]
+
+A stream opens with a request whose ext holds ``rpc-stream`` and ends with one response:
+
+    with client.server_stream("Bench.Stream", 100, 1024) as stream:
+        for element in stream:          # each one grants credit back as it is taken
+            ...
+    upload = client.client_stream("Bench.Upload")
+    for chunk in chunks:
+        upload.send(chunk)              # waits while the server's credit is used up
+    reply = upload.close_and_receive()  # half-close, then the server's reply
+
 The same frames run over TCP, TLS 1.3 (ALPN ``swiftrpc/1``) or a Unix socket:
 
     Client("127.0.0.1", 7070)                                   # TCP
@@ -16,10 +32,12 @@ The same frames run over TCP, TLS 1.3 (ALPN ``swiftrpc/1``) or a Unix socket:
                    ssl_context=tls_context("ca.pem", "client.pem", "client.key"))
 
 Only the standard library and PyPI ``msgpack`` are used. A ``Client`` is not
-thread-safe: use one per thread (or guard it with your own lock).
+thread-safe: use one per thread (or guard it with your own lock). Its streams share it,
+so they are used from the client's thread too.
 """
 
 import argparse
+import collections
 import socket
 import ssl
 import struct
@@ -27,9 +45,13 @@ import time
 
 import msgpack
 
-__all__ = ["Client", "RPCError", "ProtocolError", "tls_context", "parse_target", "open_stream"]
+__all__ = ["Client", "Stream", "RPCError", "ProtocolError", "tls_context", "parse_target",
+           "open_stream", "SERVER_STREAMING", "CLIENT_STREAMING", "BIDIRECTIONAL", "DEFAULT_CREDIT"]
 
 REQUEST, RESPONSE, NOTIFICATION, CANCEL = 0, 1, 2, 3
+ELEMENT, CREDIT, HALF_CLOSE = 4, 5, 6
+SERVER_STREAMING, CLIENT_STREAMING, BIDIRECTIONAL = 1, 2, 3  # the values of ext "rpc-stream"
+DEFAULT_CREDIT = (16, 65536)  # (messages, bytes): the window a server assumes without rpc-credit
 DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 MSGID_LIMIT = 1 << 32
 ALPN_PROTOCOL = "swiftrpc/1"
@@ -65,6 +87,10 @@ class Client:
     server's certificate checked against ``server_hostname`` (default: ``host``);
     the handshake is bounded by ``timeout`` too. ``Client.connect`` takes a
     target string instead of a host and port, Unix sockets included.
+
+    Streams (``server_stream``, ``client_stream``, ``bidi_stream``) share the
+    connection with calls: whichever operation is reading routes every frame
+    to its call or stream by id, so calls keep working while streams are open.
     """
 
     def __init__(self, host, port, timeout=5.0, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
@@ -96,15 +122,19 @@ class Client:
         self._buf = bytearray()
         self._next_id = 0
         self._abandoned = set()  # ids cancelled or timed out whose reply may still come
+        self._streams = {}  # sid -> Stream, for the streams in flight
 
     # -- lifecycle ---------------------------------------------------------
 
     def close(self):
-        """Close the connection (idempotent); a TLS one says close_notify first."""
+        """Close the connection (idempotent); a TLS one says close_notify first. Streams
+        still open end with ``ConnectionError``."""
         if self._sock is not None:
             _close_notify(self._sock)
             self._sock.close()
             self._sock = None
+        for stream in list(self._streams.values()):
+            stream._end(error=ConnectionError("connection closed"))
 
     @property
     def tls_version(self):
@@ -150,14 +180,74 @@ class Client:
         self._abandoned.add(msgid)
         self._send([self._encode([CANCEL, msgid])])
 
+    # -- streams -----------------------------------------------------------
+
+    def server_stream(self, method, *params, credit=DEFAULT_CREDIT, metadata=None, timeout=None):
+        """Open a server-streaming call: one request, many response elements.
+
+        Returns a ``Stream`` to iterate over. ``credit`` is the window ``(messages,
+        bytes)`` the server may send ahead of the consumer; the stream grants it back
+        as elements are taken, so an unread stream holds at most about one window.
+        ``metadata`` is user metadata for the open (string keys, str or bytes values);
+        ``timeout`` (seconds) bounds the whole stream, on the server (sent as
+        ``rpc-timeout-us``) and here. Errors (an unknown method, bad params, the
+        deadline) are raised as ``RPCError`` by the iteration.
+        """
+        return self._open_stream(SERVER_STREAMING, method, params, credit, metadata, timeout)
+
+    def client_stream(self, method, *params, metadata=None, timeout=None):
+        """Open a client-streaming call: many request elements, one reply.
+
+        Returns a ``Stream``: ``send`` each element, then ``close_and_receive()`` for
+        the reply. ``metadata`` and ``timeout`` are as for ``server_stream``.
+        """
+        return self._open_stream(CLIENT_STREAMING, method, params, None, metadata, timeout)
+
+    def bidi_stream(self, method, *params, credit=DEFAULT_CREDIT, metadata=None, timeout=None):
+        """Open a bidirectional stream: ``send`` elements and iterate over the ones
+        received, then ``half_close()`` and iterate to the end. The arguments are as for
+        ``server_stream``. This client is synchronous, so interleave sending and
+        receiving: a peer that answers each element stops reading once its answers
+        fill ``credit``, and a ``send`` would then wait for credit that never comes.
+        """
+        return self._open_stream(BIDIRECTIONAL, method, params, credit, metadata, timeout)
+
+    def _open_stream(self, kind, method, params, credit, metadata, timeout):
+        ext = dict(metadata or {})
+        for key in ("rpc-stream", "rpc-credit", "rpc-timeout-us"):
+            if key in ext:  # the stream's bookkeeping depends on them: set by the arguments
+                raise ValueError(f"metadata key {key!r} is set by the stream's own arguments")
+        ext["rpc-stream"] = kind
+        window = (0, 0)  # a client-streaming call takes no elements from the server
+        if kind != CLIENT_STREAMING:
+            window = _check_credit(credit)
+            ext["rpc-credit"] = list(window)
+        deadline = None
+        if timeout is not None:
+            if timeout <= 0:
+                raise ValueError(f"timeout must be positive, got {timeout!r}")
+            ext["rpc-timeout-us"] = max(1, round(timeout * 1_000_000))
+            deadline = time.monotonic() + timeout
+        sid = self._alloc_id(())
+        frame = self._encode([REQUEST, sid, method, list(params), ext])
+        stream = Stream(self, sid, kind, method, window, deadline)
+        self._streams[sid] = stream
+        try:
+            self._send([frame])
+        except BaseException:
+            self._streams.pop(sid, None)  # never opened
+            raise
+        return stream
+
     # -- internals ---------------------------------------------------------
 
     def _alloc_id(self, in_use):
-        """Next msgid below 2**32, wrapping around and skipping ids in ``in_use``."""
+        """Next msgid below 2**32, wrapping around and skipping ids in ``in_use``, ids of
+        open streams, and ids whose late reply may still come."""
         for _ in range(MSGID_LIMIT):
             msgid = self._next_id
             self._next_id = (msgid + 1) % MSGID_LIMIT
-            if msgid not in in_use and msgid not in self._abandoned:
+            if msgid not in in_use and msgid not in self._abandoned and msgid not in self._streams:
                 return msgid
         raise RPCError(8, "no free msgid")
 
@@ -173,7 +263,9 @@ class Client:
         results = [None] * len(calls)
         try:
             while slots:
-                msg = self._read_message(deadline)
+                msg, size = self._read_message(deadline)
+                if self._route(msg, size):
+                    continue  # a stream's frame, kept by its stream for its reader
                 msgid = msg[1]
                 if msgid in slots:
                     results[slots.pop(msgid)] = _outcome(msg[2], msg[3])
@@ -185,6 +277,31 @@ class Client:
                     self.cancel(msgid)
             raise
         return results
+
+    def _pump(self, deadline):
+        """Read one frame and route it, for a stream waiting on the connection. A reply
+        that is no stream's is late (its call was cancelled or timed out): no call can
+        be waiting while a stream is, since a Client is used from one thread."""
+        msg, size = self._read_message(deadline)
+        if not self._route(msg, size):
+            self._abandoned.discard(msg[1])
+
+    def _route(self, msg, size):
+        """Hand a stream's frame to its stream; return False for a reply that is not a
+        stream's (the caller's to match). Elements and credit for ids no stream holds
+        (one that ended or was cancelled) are dropped, as the spec asks."""
+        kind, sid = msg[0], msg[1]
+        stream = self._streams.get(sid)
+        if kind == RESPONSE:
+            if stream is None:
+                return False
+            stream._on_end(msg)
+        elif stream is not None:
+            if kind == ELEMENT:
+                stream._on_element(msg, size)
+            else:
+                stream._on_credit(msg)
+        return True
 
     def _encode(self, message):
         """Frame ``message``; refuse oversized ones before anything is written."""
@@ -204,7 +321,8 @@ class Client:
             raise
 
     def _read_message(self, deadline):
-        """Return the next response as a list; close the connection on protocol errors."""
+        """Return the next message (a response, element or credit) as a list and its body
+        length (what byte credit counts); close the connection on protocol errors."""
         while True:
             if len(self._buf) >= 4:
                 (size,) = _HEADER.unpack_from(self._buf)
@@ -213,7 +331,7 @@ class Client:
                 if len(self._buf) >= 4 + size:
                     body = bytes(self._buf[4:4 + size])
                     del self._buf[:4 + size]
-                    return self._check(body)
+                    return self._check(body), size
             self._fill(deadline)
 
     def _fill(self, deadline):
@@ -248,7 +366,8 @@ class Client:
             msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:
             self._fail(f"undecodable frame: {exc}")
-        if (not isinstance(msg, list) or len(msg) < 4 or msg[0] != RESPONSE
+        if (not isinstance(msg, list) or len(msg) < 2 or msg[0] not in _SHORTEST
+                or len(msg) < _SHORTEST[msg[0]]
                 or not isinstance(msg[1], int) or not 0 <= msg[1] < MSGID_LIMIT):
             self._fail(f"unexpected message {msg!r:.200}")
         return msg
@@ -256,6 +375,290 @@ class Client:
     def _fail(self, reason):
         self.close()
         raise ProtocolError(reason)
+
+
+# What a server may send, by message type, and the fewest elements each holds.
+_SHORTEST = {RESPONSE: 4, ELEMENT: 3, CREDIT: 4}
+
+
+class Stream:
+    """One stream on a ``Client``, made by ``server_stream``, ``client_stream`` or
+    ``bidi_stream``:
+
+        with client.server_stream("Bench.Stream", 1000, 64, credit=(8, 4096)) as s:
+            sizes = [len(element) for element in s]
+        s.trailing_metadata                      # {} when the server sent none
+
+        bidi = client.bidi_stream("Bench.EchoStream")
+        bidi.send(b"ping")
+        assert next(bidi) == b"ping"
+        bidi.half_close()
+        assert list(bidi) == [] and bidi.result is None
+
+    Every operation that waits reads the connection, routing frames of other streams
+    and calls by id; each wait is bounded by the client's ``timeout`` (a ``TimeoutError``
+    cancels the stream) and by the stream's own ``timeout`` (it ends the stream with
+    ``RPCError`` code 4, whether the server or the client notices first). Leaving a
+    ``with`` block cancels a stream that has not ended.
+
+    Attributes, readable at any time:
+
+    - ``sid``, ``kind`` (``SERVER_STREAMING``, ``CLIENT_STREAMING``, ``BIDIRECTIONAL``),
+      ``method``;
+    - ``leading_metadata``: the server's leading metadata, from its first credit frame
+      (its acceptance); ``{}`` when the server sent an element or ended the stream before
+      any credit frame; ``None`` while not known yet (see ``wait_accepted``);
+    - ``ended``: the stream is over on the wire (elements already received can still be
+      read); then ``error`` (an ``RPCError``, ``TimeoutError`` or ``ConnectionError``, or
+      None), ``result`` (a client-streaming call's reply) and ``trailing_metadata`` (the
+      end's ext; ``{}`` when it had none or the client ended the stream).
+    """
+
+    def __init__(self, client, sid, kind, method, window, deadline):
+        self._client = client
+        self.sid = sid
+        self.kind = kind
+        self.method = method
+        self._deadline = deadline  # time.monotonic() value, or None
+        # Receiving. The window is what the server may send ahead of the consumer. The
+        # server's credit as we count it: an element beyond it is a violation. What the
+        # consumer has taken since the last grant goes back to the server in one credit
+        # frame once half the window is taken: granting on consumption, not on arrival,
+        # is what bounds the unread elements buffered here.
+        self._window = window
+        self._recv_left = list(window)
+        self._taken = [0, 0]
+        self._inbox = collections.deque()  # (value, ext, body length)
+        # Sending: the credit the server granted that this side has not used yet.
+        self._accepted = False
+        self._send_left = [0, 0]
+        self._half_closed = False
+        self.leading_metadata = None
+        self.ended = False
+        self.error = None
+        self.result = None
+        self.trailing_metadata = None
+
+    def __repr__(self):
+        state = "ended" if self.ended else "open"
+        return f"<Stream {self.method} sid={self.sid} kind={self.kind} {state}>"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- receiving -----------------------------------------------------------
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        item = self.receive()
+        if item is None:
+            raise StopIteration
+        return item[0]
+
+    def receive(self):
+        """The next element as ``(value, metadata)`` (metadata: the element's ext, ``{}``
+        when none), or None once the stream has ended successfully. Raises the stream's
+        error once the elements received before it are read."""
+        if self.kind == CLIENT_STREAMING:
+            raise ValueError("a client-streaming call receives no elements: use close_and_receive()")
+        self._wait(lambda: self._inbox)
+        if self._inbox:
+            value, metadata, size = self._inbox.popleft()
+            self._grant(size)
+            return value, metadata
+        if self.error is not None:
+            raise self.error
+        return None
+
+    def wait_accepted(self):
+        """Wait until the server has accepted the stream (its first credit frame) or
+        shown it will not send one (an element or the end came first); return
+        ``leading_metadata``. An error end is not raised here: see ``error``."""
+        self._wait(lambda: self.leading_metadata is not None)
+        return self.leading_metadata
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, value, metadata=None):
+        """Send one element (``metadata``: its per-element ext). Waits, reading the
+        connection, until the server has accepted the stream and holds out credit: at
+        least one message and one byte (one element may overshoot the bytes; the next
+        one then waits for more). Raises the stream's error if it has ended with one,
+        and ``EOFError`` if the server ended it successfully before the half-close
+        (``close_and_receive`` then returns the reply)."""
+        if self.kind == SERVER_STREAMING:
+            raise ValueError("a server-streaming call takes no elements after its params")
+        if self._half_closed:
+            raise ValueError("send after half_close()")
+        frame = self._client._encode(_with_ext([ELEMENT, self.sid, value], metadata))
+        self._wait(lambda: self._accepted and self._send_left[0] >= 1 and self._send_left[1] >= 1)
+        if self.ended:
+            if self.error is not None:
+                raise self.error
+            raise EOFError(f"the server ended stream {self.sid} before the half-close")
+        # Byte credit counts the frame's body, without its 4-byte length.
+        self._send_left[0] -= 1
+        self._send_left[1] -= len(frame) - _HEADER.size
+        self._client._send([frame])
+
+    def half_close(self):
+        """Tell the server no more elements come (idempotent; nothing once ended). Waits
+        for the server's acceptance first, like ``send``: a server that knows nothing of
+        streams answers the open as a call, and would take a half-close frame, a type it
+        does not know, as a reason to close the connection."""
+        if self.kind == SERVER_STREAMING:
+            raise ValueError("a server-streaming call has nothing to half-close")
+        if self._half_closed:
+            return
+        self._wait(lambda: self._accepted)
+        if self.ended:
+            return
+        self._half_closed = True
+        self._client._send([self._client._encode([HALF_CLOSE, self.sid])])
+
+    def close_and_receive(self):
+        """Half-close a client-streaming call and return its reply (or raise its error)."""
+        if self.kind != CLIENT_STREAMING:
+            raise ValueError("close_and_receive() is for client-streaming calls: "
+                             "half_close() a bidirectional stream and iterate to its end")
+        self.half_close()
+        self._wait(lambda: False)  # until the end
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    # -- ending ----------------------------------------------------------------
+
+    def cancel(self):
+        """Give up: tell the server (``[3, sid]``) and drop what is buffered; later
+        operations raise ``RPCError`` code 1. Nothing happens once the stream has ended."""
+        if self.ended:
+            return
+        self._abort(RPCError(1, "cancelled by the client"))
+        self._inbox.clear()
+
+    def close(self):
+        """Release the stream: cancel it unless it has ended. Not a half-close: a
+        client-streaming call ends well with ``close_and_receive()``."""
+        self.cancel()
+
+    # -- internals: called while routing frames ----------------------------
+
+    def _wait(self, ready):
+        """Read the connection until ``ready()`` or the stream ends, bounded as the class
+        docstring says."""
+        client = self._client
+        bound = None if client.timeout is None else time.monotonic() + client.timeout
+        while not self.ended and not ready():
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._abort(RPCError(4, "deadline exceeded"))
+                return
+            until = min((t for t in (bound, self._deadline) if t is not None), default=None)
+            try:
+                client._pump(until)
+            except TimeoutError as exc:
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    continue  # the stream's deadline, not the client's: ends it above
+                self._abort(exc)
+                raise
+            except KeyboardInterrupt:
+                self.cancel()
+                raise
+
+    def _grant(self, size):
+        """The consumer took an element of ``size`` body bytes: give credit back once half
+        the window (in messages or in bytes) is taken."""
+        if self.ended:
+            return  # nothing flows after the end
+        self._taken[0] += 1
+        self._taken[1] += size
+        messages, nbytes = self._window
+        if 2 * self._taken[0] < messages and 2 * self._taken[1] < nbytes:
+            return
+        grant, self._taken = self._taken, [0, 0]
+        self._recv_left[0] += grant[0]
+        self._recv_left[1] += grant[1]
+        try:
+            self._client._send([self._client._encode([CREDIT, self.sid, grant[0], grant[1]])])
+        except OSError:
+            pass  # the connection is gone and close() ended the stream; keep this element
+
+    def _on_element(self, msg, size):
+        messages, nbytes = self._recv_left
+        if messages < 1 or nbytes < 1:
+            self._abort(RPCError(8, f"the server sent an element on stream {self.sid} beyond "
+                                    f"the credit granted"))
+            return
+        # An overshoot of the bytes is forgiven rather than owed: the spec does not say
+        # which, and the lenient reading accepts a server that reads it either way.
+        self._recv_left = [messages - 1, max(0, nbytes - size)]
+        if self.leading_metadata is None:
+            self.leading_metadata = {}
+        self._inbox.append((msg[2], _ext_of(msg, 3), size))
+
+    def _on_credit(self, msg):
+        messages, nbytes = msg[2], msg[3]
+        if not (_is_count(messages) and _is_count(nbytes)):
+            self._abort(RPCError(13, f"malformed credit frame {msg!r:.100}"))
+            return
+        if not self._accepted:
+            self._accepted = True
+            if self.leading_metadata is None:
+                self.leading_metadata = _ext_of(msg, 4)
+        self._send_left[0] += messages
+        self._send_left[1] += nbytes
+
+    def _on_end(self, msg):
+        outcome = _outcome(msg[2], msg[3])
+        if isinstance(outcome, RPCError):
+            self._end(error=outcome, trailing=_ext_of(msg, 4))
+        else:
+            self._end(result=outcome, trailing=_ext_of(msg, 4))
+
+    def _abort(self, error):
+        """End the stream here with ``error`` and tell the server. Its end response may
+        still come, so the id stays out of reuse until it does."""
+        self._end(error=error)
+        self._client._abandoned.add(self.sid)
+        try:
+            self._client._send([self._client._encode([CANCEL, self.sid])])
+        except OSError:
+            pass  # the connection is gone: nothing more flows anyway
+
+    def _end(self, error=None, result=None, trailing=None):
+        self.ended = True
+        self.error = error
+        self.result = result
+        self.trailing_metadata = trailing if trailing is not None else {}
+        if self.leading_metadata is None:
+            self.leading_metadata = {}
+        self._client._streams.pop(self.sid, None)
+
+
+def _check_credit(credit):
+    """A window ``(messages, bytes)``, both at least 1 (a zero would stall the stream)."""
+    try:
+        messages, nbytes = credit
+    except (TypeError, ValueError):
+        raise ValueError(f"credit must be (messages, bytes), got {credit!r}") from None
+    if not (_is_count(messages) and _is_count(nbytes) and messages >= 1 and nbytes >= 1):
+        raise ValueError(f"credit must be two integers of at least 1, got {credit!r}")
+    return messages, nbytes
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64
+
+
+def _ext_of(msg, index):
+    """The ext map at ``msg[index]``, ``{}`` when absent (or, leniently, not a map)."""
+    ext = msg[index] if len(msg) > index else None
+    return ext if isinstance(ext, dict) else {}
 
 
 def tls_context(cafile=None, certfile=None, keyfile=None):

@@ -45,6 +45,10 @@ public final class RPCClient: Sendable {
         /// that does not verify fails the connect with `.unavailable` and the reason, and
         /// stops a reconnecting client (it is not transient).
         public var tls: RPCTLSConfiguration? = nil
+        /// How much the server may send ahead on a stream before this client, as its
+        /// consumer takes elements, grants more (``RPCStreamOptions/window`` overrides it per
+        /// stream). A slow consumer holds at most this much per stream.
+        public var streamWindow: RPCStreamWindow = .standard
 
         /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop, no
         /// default call timeout, no heartbeats, no reconnecting.
@@ -88,7 +92,9 @@ public final class RPCClient: Sendable {
     /// Interceptors and tracing; nil when there are none, and calls take the direct path.
     @usableFromInline let pipeline: ClientPipeline?
     private let poller: Task<Void, Never>?
-    private let defaultTimeout: Duration?
+    let defaultTimeout: Duration?
+    /// What the server may send ahead on each stream (unless the stream says otherwise).
+    let streamWindow: RPCStreamWindow
     private let logger: Logger
 
     /// Connects, blocking the calling thread for at most the connect timeout. In async code
@@ -102,6 +108,7 @@ public final class RPCClient: Sendable {
         let handle = try ClientHandle.connect(loop: loop, host: host, port: port, configuration: configuration)
         self.handle = handle
         defaultTimeout = configuration.defaultTimeout
+        streamWindow = configuration.streamWindow
         logger = configuration.logger
         pipeline = ClientPipeline.make(configuration.interceptors, tracer: configuration.tracing.resolve())
         poller = configuration.metrics.resolve().map {

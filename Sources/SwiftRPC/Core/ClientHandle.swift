@@ -8,7 +8,7 @@ import Synchronization
 /// when no call can be using it.
 @usableFromInline
 final class ClientHandle: @unchecked Sendable {
-    private let pointer: OpaquePointer
+    let pointer: OpaquePointer
     let loop: RPCEventLoop
     private let closed = Atomic<Bool>(false)
     /// Tasks running intercepted `go` calls, so that `RPCCall.cancel` reaches them.

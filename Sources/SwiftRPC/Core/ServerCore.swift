@@ -21,11 +21,14 @@ final class ServerCore: @unchecked Sendable {
 
     /// How long a half-closed client's work may still run (the server's drain timeout).
     let drainTime: Duration
+    /// What a stream's client may send ahead before the server grants more.
+    let streamWindow: RPCStreamWindow
 
     init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int, maxRunningNotifications: Int,
-         drainTime: Duration) {
+         drainTime: Duration, streamWindow: RPCStreamWindow = .standard) {
         self.router = router
         self.drainTime = drainTime
+        self.streamWindow = streamWindow
         self.loopScratch = (0..<max(loops, 1)).map { _ in LoopScratch() }
         self.borrowedScratch = loopScratch.map { Unmanaged.passUnretained($0) }
         self.running = RunningHandlers(
@@ -93,6 +96,7 @@ final class ServerCore: @unchecked Sendable {
         config.on_request = serverRequestTrampoline
         config.on_conn_ended = connectionEndedTrampoline
         config.on_peer_release = peerReleaseTrampoline
+        config.on_stream_release = streamReleaseTrampoline
         config.user = Unmanaged.passUnretained(self).toOpaque()
         var handle: OpaquePointer?
         try CoreErrors.check(crpc_server_start(&config, &handle), "cannot start the server", detailed: true)
@@ -156,6 +160,10 @@ final class ServerCore: @unchecked Sendable {
         // Confinement (debug builds): the loop's scratch and inline handlers are its thread's.
         assert(crpc_server_on_loop(request.pointee.server, UInt32(conn >> 56)) != 0,
                "a request was dispatched off the thread of the loop that read it")
+        if let stream = request.pointee.stream {
+            handleStream(request, stream)
+            return
+        }
         if msg.type == UInt8(CRPC_MSG_CANCEL.rawValue) {
             running.cancel(RunningHandlers.Key(conn: conn, msgid: msg.msgid))
             return

@@ -115,6 +115,3 @@ public enum RPCBuiltins {
     /// `rpc.methods`: the sorted list of callable names.
     public static let methods = RPCMethod<RPCNoArguments?, [String]>("rpc.methods")
 }
-
-/// The argument type of built-ins that take none.
-public struct RPCNoArguments: Codable, Sendable, Hashable {}

@@ -27,6 +27,9 @@ public final class RPCServer: Sendable {
         public var unixSocketMode: Int? = nil
         /// TLS for every connection; `nil`: plaintext. See ``RPCServer/reloadTLS(_:)``.
         public var tls: RPCTLSConfiguration? = nil
+        /// How much a client may send ahead on a stream before the handler, as it takes
+        /// elements, grants more: a slow handler holds at most this much per stream.
+        public var streamWindow: RPCStreamWindow = .standard
         /// The port to listen on; 0 picks a free one (see ``RPCServer/start()``).
         public var port: Int
         /// Event-loop threads; 0 means one per online CPU.
@@ -179,6 +182,58 @@ public final class RPCServer: Sendable {
         try add([HandlerFactory.rawInline(name, handler)])
     }
 
+    /// Registers a server-stream handler for `method`: it gets the opening arguments and a
+    /// writer, and the stream ends when it returns (an error it throws ends it with that
+    /// status). Each stream runs as its own task, cancelled when the client cancels, the
+    /// stream's deadline passes or the connection drops; the writer then throws.
+    ///
+    /// Response metadata set before the first write travels as leading metadata, what is
+    /// set afterwards as trailing metadata with the end.
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func register<Args, Element>(
+        _ method: RPCServerStreamMethod<Args, Element>,
+        _ handler: @escaping @Sendable (Args, RPCStreamWriter<Element>, RPCContext) async throws -> Void
+    ) throws(RPCError) {
+        try addStream(StreamHandler.server(method, handler))
+    }
+
+    /// Registers a client-stream handler for `method`: it gets the opening arguments and
+    /// the client's elements, and its return value is the reply. The client sends nothing
+    /// before the handler first reads (and then only within the server's
+    /// ``Configuration/streamWindow``, granted again as the handler takes elements).
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func register<Args, Element, Reply>(
+        _ method: RPCClientStreamMethod<Args, Element, Reply>,
+        _ handler: @escaping @Sendable (Args, RPCStreamInbound<Element>, RPCContext) async throws -> Reply
+    ) throws(RPCError) {
+        try addStream(StreamHandler.client(method, handler))
+    }
+
+    /// Registers a bidirectional handler for `method`: it gets the opening arguments, the
+    /// client's elements and a writer; the stream ends when it returns. The inbound sequence
+    /// ends at the client's half-close; the handler may go on writing after it.
+    ///
+    /// - Throws: as ``register(_:_:)``.
+    public func register<Args, ClientElement, ServerElement>(
+        _ method: RPCBidiStreamMethod<Args, ClientElement, ServerElement>,
+        _ handler: @escaping @Sendable (Args, RPCStreamInbound<ClientElement>, RPCStreamWriter<ServerElement>,
+                                        RPCContext) async throws -> Void
+    ) throws(RPCError) {
+        try addStream(StreamHandler.bidi(method, handler))
+    }
+
+    private func addStream(_ handler: StreamHandler) throws(RPCError) {
+        try state.withLock { (state: inout State) throws(RPCError) in
+            guard case .configuring(var router) = state else {
+                throw RPCError(.invalidArgument, "rpc: cannot register methods once the server has started")
+            }
+            try router.add(stream: handler)
+            state = .configuring(router)
+        }
+    }
+
     /// Registers every method of `service` at once; if any fails, none is registered.
     ///
     /// - Throws: as ``register(_:_:)``.
@@ -215,7 +270,7 @@ public final class RPCServer: Sendable {
                                   loops: loops,
                                   maxCallsInFlightPerConnection: configuration.maxCallsInFlightPerConnection,
                                   maxRunningNotifications: configuration.maxRunningNotifications,
-                                  drainTime: configuration.drainTimeout)
+                                  drainTime: configuration.drainTimeout, streamWindow: configuration.streamWindow)
             let port = try core.start(configuration, loops: loops)
             state = .running(core, port: port)
             if let factory = configuration.metrics.resolve() {

@@ -12,13 +12,27 @@ struct Router: Sendable {
     var statistics: MethodStatistics?
     /// Told when a connection closes (interceptors that keep per-connection state).
     var connectionObservers: [any RPCServerInterceptor] = []
+    /// Stream methods by name (looked up once per stream, at its open).
+    private(set) var streamHandlers: [String: StreamHandler] = [:]
+
+    /// Adds a stream method, unless its name is bad or taken (by a call or a stream).
+    mutating func add(stream handler: StreamHandler) throws(RPCError) {
+        try MethodName.validate(handler.name)
+        if handlers[handler.name] != nil || streamHandlers[handler.name] != nil {
+            throw RPCError(.invalidArgument, "rpc: method already defined: \(handler.name)")
+        }
+        streamHandlers[handler.name] = handler
+    }
+
+    /// The stream method registered as `name`.
+    func streamHandler(named name: String) -> StreamHandler? { streamHandlers[name] }
 
     /// Adds handlers all at once, or none of them when any name is bad or taken.
     mutating func add(_ new: [RegisteredHandler]) throws(RPCError) {
         var seen = Set<String>()
         for h in new {
             try MethodName.validate(h.name)
-            if handlers[h.name] != nil || !seen.insert(h.name).inserted {
+            if handlers[h.name] != nil || streamHandlers[h.name] != nil || !seen.insert(h.name).inserted {
                 throw RPCError(.invalidArgument, "rpc: method already defined: \(h.name)")
             }
         }
@@ -65,7 +79,7 @@ struct Router: Sendable {
 
     /// Every callable name, built-ins included, sorted (the answer to `rpc.methods`).
     var methodNames: [String] {
-        (Array(handlers.keys) + ["rpc.methods", "rpc.ping", "rpc.stats"]).sorted()
+        (Array(handlers.keys) + Array(streamHandlers.keys) + ["rpc.methods", "rpc.ping", "rpc.stats"]).sorted()
     }
 
     /// The answer to `rpc.stats`: one row per registered method, sorted by name; counts are

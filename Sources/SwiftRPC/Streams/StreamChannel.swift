@@ -1,0 +1,236 @@
+internal import CRPCCore
+internal import Glibc
+import Synchronization
+
+/// One stream's Swift side, the same on client and server: its C handle, the elements that
+/// arrived and wait for their consumer, the credit granted back as the consumer takes them,
+/// and the writer's wait for credit.
+///
+/// Flow control is the point: the core delivers an element only within the window this side
+/// granted, and this side grants more only as its consumer takes elements (once half the
+/// window is taken), so a slow consumer holds at most its window here.
+///
+/// `@unchecked Sendable`: all state is behind `state`'s lock. The C handle is used only under
+/// that lock, so no call can reach it after ``releaseHandle()`` dropped the reference.
+final class StreamChannel: @unchecked Sendable {
+    /// An element as it arrived: its encoded value and metadata, and what it cost in credit.
+    struct Element: Sendable {
+        let bytes: [UInt8]
+        let metadata: RPCMetadata
+        let frameBytes: Int
+    }
+
+    private struct State {
+        var handle: OpaquePointer?
+        var inbox: [Element] = []
+        var head = 0
+        var inboxWaiter: UnsafeContinuation<Void, Never>?
+        /// nil: more may come; .some(nil): the peer finished; .some(error): it failed.
+        var inboundEnd: RPCError??
+        var takenMessages = 0
+        var takenBytes = 0
+        /// Bumped by every grant of credit to us: a writer refused for credit waits for it.
+        var writableEpoch: UInt64 = 0
+        var writeWaiter: UnsafeContinuation<Void, Never>?
+        /// Why nothing more can be sent (set once the stream is over).
+        var over: RPCError?
+    }
+
+    private let state: Locked<State>
+    /// What this side lets its peer send ahead.
+    let window: RPCStreamWindow
+    /// Called (once) when the consumer's task is cancelled while it waits for an element.
+    private let onConsumerCancelled: @Sendable () -> Void
+
+    /// A channel for a stream whose handle comes with ``attach(_:)`` (events may arrive
+    /// before it: the core delivers on the loop as soon as the stream is open).
+    init(window: RPCStreamWindow, onConsumerCancelled: @escaping @Sendable () -> Void = {}) {
+        self.state = Locked(State(handle: nil))
+        self.window = window
+        self.onConsumerCancelled = onConsumerCancelled
+    }
+
+    /// Hands over the application's reference to the C stream.
+    func attach(_ handle: OpaquePointer) {
+        state.withLock { $0.handle = handle }
+    }
+
+    /// Runs `body` with the C handle while the application still holds it; nil after
+    /// ``releaseHandle()``.
+    func withHandle<R>(_ body: (OpaquePointer) -> R) -> R? {
+        state.withLock { s in s.handle.map(body) }
+    }
+
+    /// Drops the application's reference to the C stream, once.
+    func releaseHandle() {
+        let handle = state.withLock { s -> OpaquePointer? in
+            defer { s.handle = nil }
+            return s.handle
+        }
+        if let handle { crpc_stream_release(handle) }
+    }
+
+    // MARK: Inbound (the core delivers on the loop thread; the consumer takes in its task)
+
+    /// An element arrived (loop thread): `bytes` are copied, the frame dies after this.
+    func received(_ value: UnsafeRawBufferPointer, metadata: RPCMetadata, frameBytes: Int) {
+        let element = Element(bytes: Array(value), metadata: metadata, frameBytes: frameBytes)
+        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+            s.inbox.append(element)
+            defer { s.inboxWaiter = nil }
+            return s.inboxWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// The peer will send nothing more: `error` nil after a half-close or an end, else why
+    /// the stream failed. Only the first call counts.
+    func finishInbound(_ error: RPCError?) {
+        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+            if s.inboundEnd == nil { s.inboundEnd = .some(error) }
+            defer { s.inboxWaiter = nil }
+            return s.inboxWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// The next element, in order; nil once the peer finished; throws why the stream failed,
+    /// or `.cancelled` when the consumer's task is cancelled. Grants credit for what it takes.
+    func next() async throws(RPCError) -> Element? {
+        while true {
+            enum Step { case element(Element, grant: (Int, Int)?), finished, failed(RPCError), wait }
+            let step = state.withLock { s -> Step in
+                if s.head < s.inbox.count {
+                    let element = s.inbox[s.head]
+                    s.head += 1
+                    if s.head == s.inbox.count {
+                        s.inbox.removeAll(keepingCapacity: true)
+                        s.head = 0
+                    }
+                    return .element(element, grant: take(&s, element))
+                }
+                if let end = s.inboundEnd { return end.map(Step.failed) ?? .finished }
+                return .wait
+            }
+            switch step {
+            case .element(let element, let grant):
+                if let (messages, bytes) = grant {
+                    _ = withHandle { crpc_stream_grant($0, UInt32(clamping: messages), UInt32(clamping: bytes)) }
+                }
+                return element
+            case .finished:
+                return nil
+            case .failed(let error):
+                throw error
+            case .wait:
+                if Task.isCancelled {
+                    onConsumerCancelled()
+                    throw RPCError(.cancelled, "the stream's consumer was cancelled")
+                }
+                await withTaskCancellationHandler {
+                    await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+                        let ready = state.withLock { s -> Bool in
+                            if s.head < s.inbox.count || s.inboundEnd != nil { return true }
+                            s.inboxWaiter = c
+                            return false
+                        }
+                        if ready { c.resume() }
+                    }
+                } onCancel: {
+                    let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+                        defer { s.inboxWaiter = nil }
+                        return s.inboxWaiter
+                    }
+                    waiter?.resume()
+                }
+            }
+        }
+    }
+
+    /// Counts an element taken; returns the credit to grant back once half the window is
+    /// taken (so the peer never runs dry while the consumer keeps up).
+    private func take(_ s: inout State, _ element: Element) -> (Int, Int)? {
+        s.takenMessages += 1
+        s.takenBytes += element.frameBytes
+        guard s.takenMessages * 2 >= window.messages || s.takenBytes * 2 >= window.bytes else { return nil }
+        defer { (s.takenMessages, s.takenBytes) = (0, 0) }
+        return (s.takenMessages, s.takenBytes)
+    }
+
+    /// Elements that arrived and were not taken yet.
+    var buffered: Int { state.withLock { $0.inbox.count - $0.head } }
+
+    // MARK: Outbound
+
+    /// Credit arrived (loop thread): a writer waiting for it tries again.
+    func wakeWriter() {
+        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+            s.writableEpoch &+= 1
+            defer { s.writeWaiter = nil }
+            return s.writeWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// The stream is over: writes from now on throw `error`. Only the first call counts.
+    func endWriting(_ error: RPCError) {
+        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+            if s.over == nil { s.over = error }
+            defer { s.writeWaiter = nil }
+            return s.writeWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Sends one encoded element, waiting while the peer's credit is used up.
+    func send(_ value: [UInt8], metadata: RPCMetadata) async throws(RPCError) {
+        while true {
+            let epoch = state.withLock { $0.writableEpoch }
+            let rc = value.withUnsafeBytes { bytes in
+                withHandle { handle in
+                    ExtEntries.with(metadata) { ext, count in
+                        crpc_stream_send(handle, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                         UInt32(clamping: bytes.count), ext, count)
+                    }
+                }
+            } ?? -EPIPE
+            switch rc {
+            case 0:
+                return
+            case -EAGAIN:
+                if Task.isCancelled { throw RPCError(.cancelled, "the stream's writer was cancelled") }
+                await waitForCredit(after: epoch)
+                if let over = state.withLock({ $0.over }) { throw over }
+            case -EPIPE:
+                throw state.withLock { $0.over } ?? RPCError(.cancelled, "the stream has ended")
+            case -EMSGSIZE:
+                throw RPCError(.resourceExhausted, "stream element larger than the maximum frame size")
+            case -EINVAL:
+                throw RPCError(.internal, "the stream element is not one MessagePack value")
+            default:
+                throw CoreErrors.error(rc, "cannot send the stream element")
+            }
+        }
+    }
+
+    /// Returns once credit was granted after `epoch`, the stream is over, or the task is
+    /// cancelled.
+    private func waitForCredit(after epoch: UInt64) async {
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+                let ready = state.withLock { s -> Bool in
+                    if s.writableEpoch != epoch || s.over != nil { return true }
+                    s.writeWaiter = c
+                    return false
+                }
+                if ready { c.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
+                defer { s.writeWaiter = nil }
+                return s.writeWaiter
+            }
+            waiter?.resume()
+        }
+    }
+}
