@@ -70,7 +70,7 @@ extension RPCClient {
     ) async throws(RPCError) -> Reply {
         let call = try open(method.name, kind: 2, try StreamCoding.params(args), options)
         do {
-            try await body(RPCStreamWriter(channel: call.channel, beforeWrite: {}))
+            try await body(RPCStreamWriter(channel: call.channel, finishing: { call.halfClose() }))
         } catch {
             call.cancel()
             throw (error as? RPCError) ?? RPCError(.cancelled, "the stream was given up: \(error)")
@@ -92,7 +92,7 @@ extension RPCClient {
         let call = try open(method.name, kind: 3, try StreamCoding.params(args), options)
         let result: Result
         do {
-            result = try await body(RPCStreamWriter(channel: call.channel, beforeWrite: {}),
+            result = try await body(RPCStreamWriter(channel: call.channel, finishing: { call.halfClose() }),
                                     RPCStreamInbound(channel: call.channel, beforeRead: {}))
         } catch {
             call.cancel()

@@ -17,20 +17,30 @@ final class ClientStreamCall: @unchecked Sendable {
     }
     private let state = Locked(State())
 
+    /// Client streams alive in this process (tests check that every one is freed).
+    static let alive = Atomic<Int>(0)
+
     init(window: RPCStreamWindow) {
+        Self.alive.add(1, ordering: .relaxed)
         // A consumer that stops waiting (its task cancelled) gives the stream up.
         let box = WeakBox<ClientStreamCall>()
         channel = StreamChannel(window: window, onConsumerCancelled: { box.value?.cancel() })
         box.value = self
     }
 
-    deinit { channel.releaseHandle() }
+    deinit {
+        channel.releaseHandle()
+        Self.alive.subtract(1, ordering: .relaxed)
+    }
 
     /// Gives the stream up: a cancel frame tells the server; the end is `.cancelled`.
     func cancel() { _ = channel.withHandle { crpc_stream_cancel($0) } }
 
-    /// Says no more elements will be sent.
-    func halfClose() { _ = channel.withHandle { crpc_stream_half_close($0) } }
+    /// Says no more elements will be sent (once; again is nothing).
+    func halfClose() {
+        _ = channel.withHandle { crpc_stream_half_close($0) }
+        channel.endWriting(RPCError(.failedPrecondition, "the stream is half-closed: no more elements"))
+    }
 
     var leadingMetadata: RPCMetadata? { state.withLock { $0.leading } }
     var trailingMetadata: RPCMetadata? { state.withLock { $0.trailing } }

@@ -5,6 +5,20 @@ public struct RPCStreamWriter<Element: Encodable & Sendable>: Sendable {
     let channel: StreamChannel
     /// Runs before each write (a server accepts the stream lazily, with its leading metadata).
     let beforeWrite: @Sendable () -> Void
+    /// What ``finish()`` does (a client half-closes; a server's stream ends with its handler).
+    let finishing: @Sendable () -> Void
+
+    init(channel: StreamChannel, beforeWrite: @escaping @Sendable () -> Void = {},
+         finishing: @escaping @Sendable () -> Void = {}) {
+        self.channel = channel
+        self.beforeWrite = beforeWrite
+        self.finishing = finishing
+    }
+
+    /// Client: sends no more elements (half-closes the stream) while the server's elements
+    /// still arrive; writes afterwards throw. Leaving the stream's closure does it too.
+    /// Server: nothing; the stream ends when the handler returns.
+    public func finish() { finishing() }
 
     /// Sends one element (with per-element `metadata`), waiting for credit if need be.
     ///
