@@ -46,8 +46,9 @@ extension RPCClusterClient {
     }
 
     /// Runs `operation` on the servers the selection and the fail mode choose.
-    private func run<Value: Sendable>(
-        _ methodName: String, _ options: RPCCallOptions, _ operation: @escaping ClusterOperation<Value>
+    func run<Value: Sendable>(
+        _ methodName: String, _ options: RPCCallOptions, hedged: Bool = true,
+        _ operation: @escaping ClusterOperation<Value>
     ) async throws(RPCError) -> Value {
         configuration.retryBudget.recordCall()
         let idempotent = options.idempotent ?? configuration.idempotentMethods.contains(methodName)
@@ -61,7 +62,8 @@ extension RPCClusterClient {
         case .failTry(let maxAttempts):
             return try await failTry(options, operation, idempotent: idempotent, maxAttempts: maxAttempts)
         case .backup(let delay):
-            guard idempotent else {
+            // Not idempotent, or a stream (its elements cannot go twice): no hedging.
+            guard idempotent, hedged else {
                 return try await failover(options, operation, idempotent: false, maxAttempts: 2)
             }
             return try await backup(options, operation, delay: delay)
@@ -174,7 +176,9 @@ extension RPCClusterClient {
     /// Whether a failed attempt may be repeated: a retryable code, and either the request
     /// never left this process or the call is idempotent.
     func mayRetry(_ error: RPCError, idempotent: Bool) -> Bool {
+        // A stream that has moved an element is never retried (ClusterStreams.swift).
         configuration.retryableCodes.contains(error.code) && (error.requestNeverSent || idempotent)
+            && !(StreamAttempt.current?.flowed ?? false)
     }
 
     func pickServer(_ view: ServerSnapshot, _ options: RPCCallOptions, excluding: [ServerEndpoint]) -> ServerEndpoint? {

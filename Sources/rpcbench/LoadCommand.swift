@@ -69,6 +69,15 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Open loop at this many calls per second (all connections together).")
     var rate: Double?
 
+    @Option(help: "Instead of calls, one stream of --payload-byte elements: server (Bench.Stream, W4), client (Bench.Upload, W5) or bidi (Bench.EchoStream).")
+    var stream: StreamWorkload.Kind?
+
+    @Option(help: "With --stream server: the consumer waits this many microseconds per element (W6: memory must stay flat).")
+    var consumerDelayUs: Int?
+
+    @Option(help: "With --stream: the server's pid, to sample its resident memory too.")
+    var serverPid: Int32?
+
     @OptionGroup var options: LoadOptions
 
     @OptionGroup(title: "Discovery") var cluster: ClusterLoadOptions
@@ -80,6 +89,7 @@ struct LoadCommand: AsyncParsableCommand {
                 throw ValidationError("--service needs exactly one of --etcd and --servers")
             }
             guard rate == nil else { throw ValidationError("--rate is not supported with --service") }
+            guard stream == nil else { throw ValidationError("--stream is not supported with --service") }
         } else {
             guard let target, Endpoint(target) != nil else {
                 throw ValidationError("--target must be HOST:PORT, [V6]:PORT or unix:PATH")
@@ -95,6 +105,18 @@ struct LoadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        if let stream {
+            var workload = StreamWorkload(name: "stream", kind: stream, payload: payload)
+            workload.duration = options.duration
+            workload.warmup = options.warmup
+            workload.consumerDelay = consumerDelayUs.map { .microseconds($0) }
+            var endpoint = Endpoint(target!)!
+            endpoint.tls = tls.configuration
+            let result = try await runStreamWorkload(workload, endpoint: endpoint, cpu: options.cpu, serverPID: serverPid)
+            print(options.json ? jsonArray([result]) : StreamTable.render([result]))
+            if result.failed { throw ExitCode(1) }
+            return
+        }
         var workload = Workload(name: "load", conns: conns, depth: depth, payload: payload)
         workload.method = method
         workload.api = api

@@ -27,8 +27,8 @@ struct SuiteCommand: AsyncParsableCommand {
     @Option(help: "Client APIs to measure, comma-separated: callback, async, async-loop.")
     var apis = "callback,async,async-loop"
 
-    @Option(help: "Workloads to run, comma-separated: w1, w2, w3.")
-    var workloads = "w1,w2,w3"
+    @Option(help: "Workloads to run, comma-separated: w1, w2, w3, and the streams (plaintext TCP, first API): w4 (server stream), w5 (client stream), bidi, w6 (slow consumer, 10 s), hol (W1 beside a W5 upload).")
+    var workloads = "w1,w2,w3,w4,w5,bidi,w6,hol"
 
     @Option(help: "Transports, comma-separated: tcp, tls, unix (tls and unix with the first API only).")
     var transports = "tcp,tls,unix"
@@ -40,12 +40,19 @@ struct SuiteCommand: AsyncParsableCommand {
             guard let api = Workload.API(rawValue: String(name)) else { throw ValidationError("unknown API \(name)") }
             return api
         }
-        let chosen = try workloads.split(separator: ",").map { name -> Workload in
+        let streamNames: [String: StreamWorkload] = ["w4": .w4, "w5": .w5, "bidi": .bidi, "w6": .w6]
+        var chosen: [Workload] = []
+        var chosenStreams: [StreamWorkload] = []
+        var headOfLine = false
+        for name in workloads.split(separator: ",").map(String.init) {
             switch name {
-            case "w1": return .w1
-            case "w2": return .w2
-            case "w3": return .w3
-            default: throw ValidationError("unknown workload \(name)")
+            case "w1": chosen.append(.w1)
+            case "w2": chosen.append(.w2)
+            case "w3": chosen.append(.w3)
+            case "hol": headOfLine = true
+            default:
+                guard let stream = streamNames[name] else { throw ValidationError("unknown workload \(name)") }
+                chosenStreams.append(stream)
             }
         }
         let chosenTransports = try transports.split(separator: ",").map { name in
@@ -98,9 +105,59 @@ struct SuiteCommand: AsyncParsableCommand {
                 }
             }
         }
-        print(options.json ? Table.json(results) : Table.render(results))
-        if !options.json { print(SuiteTransport.ratios(rows, api: chosenAPIs[0].rawValue)) }
-        if results.contains(where: \.failed) { throw ExitCode(1) }
+        // Streams: plaintext TCP, against the same server as the calls.
+        var streamResults: [StreamResult] = []
+        let tcp = servers[.tcp] ?? servers.values.first!
+        for var stream in chosenStreams {
+            if stream.consumerDelay == nil { stream.duration = options.duration }
+            stream.warmup = options.warmup
+            streamResults.append(try await runStreamWorkload(stream, endpoint: tcp.endpoint, cpu: clientCPU,
+                                                             serverPID: tcp.pid))
+        }
+        var hol: (alone: LoadResult, beside: LoadResult)?
+        if headOfLine {
+            hol = try await runHeadOfLine(endpoint: tcp.endpoint, cpu: clientCPU, duration: options.duration,
+                                          warmup: options.warmup)
+            results += [hol!.alone, hol!.beside]
+        }
+        if options.json {
+            print("{\"results\": \(Table.json(results)),\n\"streams\": \(jsonArray(streamResults))}")
+        } else {
+            print(Table.render(results))
+            print(SuiteTransport.ratios(rows, api: chosenAPIs[0].rawValue))
+            if !streamResults.isEmpty {
+                print()
+                print(StreamTable.render(streamResults))
+            }
+            print(Self.streamRatios(streamResults, rows: rows, hol: hol))
+        }
+        if results.contains(where: \.failed) || streamResults.contains(where: \.failed) { throw ExitCode(1) }
+    }
+
+    /// The streams' figures against the calls' of the same run: W4 elements/s to W2 calls/s,
+    /// W5 MB/s to W3 MB/s (one way each: a call's payload travels both ways), W1 p99 beside
+    /// an upload to W1 p99 alone.
+    static func streamRatios(_ streams: [StreamResult], rows: [(SuiteTransport, String, LoadResult)],
+                             hol: (alone: LoadResult, beside: LoadResult)?) -> String {
+        func call(_ prefix: String) -> LoadResult? {
+            rows.first { $0.0 == .tcp && $0.2.workload.hasPrefix(prefix) }?.2
+        }
+        var lines: [String] = []
+        if let w4 = streams.first(where: { $0.workload.hasPrefix("W4") }), let w2 = call("W2"), w2.callsPerSec > 0 {
+            lines.append(String(format: "W4 elements/s / W2 calls/s (%@): %.2fx", w2.api, w4.elementsPerSec / w2.callsPerSec))
+        }
+        if let w5 = streams.first(where: { $0.workload.hasPrefix("W5") }), let w3 = call("W3"), w3.mbPerSec > 0 {
+            lines.append(String(format: "W5 MB/s / W3 MB/s one way (%@): %.2fx", w3.api, w5.mbPerSec / (w3.mbPerSec / 2)))
+        }
+        if let w6 = streams.first(where: { $0.workload.hasPrefix("W6") }) {
+            lines.append("W6 resident memory growth over the window: client \(w6.clientRSSEndKiB - w6.clientRSSStartKiB) KiB, "
+                         + "server \(w6.serverRSSEndKiB - w6.serverRSSStartKiB) KiB")
+        }
+        if let hol, hol.alone.p99Us > 0 {
+            lines.append(String(format: "W1 p99 beside a W5 upload / alone: %.1f us / %.1f us = %.2fx",
+                                hol.beside.p99Us, hol.alone.p99Us, hol.beside.p99Us / hol.alone.p99Us))
+        }
+        return lines.joined(separator: "\n")
     }
 }
 

@@ -77,7 +77,7 @@ final class StreamTests: XCTestCase {
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
         defer { client.close() }
 
-        let stream = try client.serverStream(Test.ticks, 1000, options: .init(window: .init(messages: 4, bytes: 1 << 20)))
+        let stream = try await client.serverStream(Test.ticks, 1000, options: .init(window: .init(messages: 4, bytes: 1 << 20)))
         var got: [Int] = []
         for try await i in stream { got.append(i) }
         XCTAssertEqual(got, Array(0..<1000))
@@ -86,13 +86,13 @@ final class StreamTests: XCTestCase {
 
         // The reference stream: count elements of `size` bytes, each starting with its index.
         var count = 0
-        for try await element in try client.serverStream(Bench.stream, [300, 64]) {
+        for try await element in try await client.serverStream(Bench.stream, [300, 64]) {
             XCTAssertEqual(element.count, 64)
             XCTAssertEqual(Int(element[2]) << 8 | Int(element[3]), count)
             count += 1
         }
         XCTAssertEqual(count, 300)
-        let empty = try client.serverStream(Test.ticks, 0)
+        let empty = try await client.serverStream(Test.ticks, 0)
         for try await _ in empty { XCTFail("no element expected") }
     }
 
@@ -161,7 +161,7 @@ final class StreamTests: XCTestCase {
         // The handler throws: the elements before it arrive, then its status.
         var before = 0
         do {
-            for try await _ in try client.serverStream(Test.failing, 3) { before += 1 }
+            for try await _ in try await client.serverStream(Test.failing, 3) { before += 1 }
             XCTFail("the stream should have failed")
         } catch let error as RPCError {
             XCTAssertEqual(error.code, .failedPrecondition)
@@ -170,13 +170,13 @@ final class StreamTests: XCTestCase {
         XCTAssertEqual(before, 3)
 
         // The client leaves the loop: the stream is cancelled and the handler with it.
-        for try await i in try client.serverStream(Test.forever, RPCNoArguments()) where i == 5 { break }
+        for try await i in try await client.serverStream(Test.forever, RPCNoArguments()) where i == 5 { break }
         let cancelledOnLeaving = await eventually { seen.cancelled.withLock { $0 } == 1 }
         XCTAssertTrue(cancelledOnLeaving)
 
         // The deadline passes mid-stream.
         do {
-            for try await _ in try client.serverStream(Test.forever, RPCNoArguments(), options: .init(timeout: .milliseconds(200))) {
+            for try await _ in try await client.serverStream(Test.forever, RPCNoArguments(), options: .init(timeout: .milliseconds(200))) {
                 try await Task.sleep(for: .milliseconds(1))
             }
             XCTFail("the deadline should have ended the stream")
@@ -189,7 +189,7 @@ final class StreamTests: XCTestCase {
         // The connection drops mid-stream: the client's loop throws, the handler stops.
         do { // (the stream's objects go at the end of this scope)
             let doomed = try await RPCClient.connect(host: "127.0.0.1", port: port)
-            let stream = try doomed.serverStream(Test.forever, RPCNoArguments())
+            let stream = try await doomed.serverStream(Test.forever, RPCNoArguments())
             var iterator = stream.makeAsyncIterator()
             _ = try await iterator.next()
             doomed.close()
@@ -220,20 +220,20 @@ final class StreamTests: XCTestCase {
 
         // Unknown stream methods, and bad opening arguments.
         do {
-            for try await _ in try client.serverStream(RPCServerStreamMethod<Int, Int>("Test.Nope"), 1) {}
+            for try await _ in try await client.serverStream(RPCServerStreamMethod<Int, Int>("Test.Nope"), 1) {}
             XCTFail("an unknown stream should fail")
         } catch let error as RPCError {
             XCTAssertEqual(error.code, .unimplemented)
         }
         do {
-            for try await _ in try client.serverStream(RPCServerStreamMethod<String, Int>("Test.Ticks"), "x") {}
+            for try await _ in try await client.serverStream(RPCServerStreamMethod<String, Int>("Test.Ticks"), "x") {}
             XCTFail("bad arguments should fail")
         } catch let error as RPCError {
             XCTAssertEqual(error.code, .invalidArgument)
         }
         // A call method opened as a stream, and a stream method called as a call.
         do {
-            for try await _ in try client.serverStream(RPCServerStreamMethod<Int, Int>("Arith.Multiply"), 1) {}
+            for try await _ in try await client.serverStream(RPCServerStreamMethod<Int, Int>("Arith.Multiply"), 1) {}
             XCTFail("a call is not a stream")
         } catch let error as RPCError {
             XCTAssertEqual(error.code, .unimplemented)
@@ -248,7 +248,7 @@ final class StreamTests: XCTestCase {
         let (server, port) = try startServer(Seen())
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
         defer { client.close() }
-        let stream = try client.serverStream(Test.ticks, 200, options: .init(window: .init(messages: 1, bytes: 1 << 20)))
+        let stream = try await client.serverStream(Test.ticks, 200, options: .init(window: .init(messages: 1, bytes: 1 << 20)))
         var iterator = stream.makeAsyncIterator()
         var got = [try await iterator.next()!]
         let shutdown = Task { await server.shutdown(drainTimeout: .seconds(10)) }
@@ -256,7 +256,7 @@ final class StreamTests: XCTestCase {
         var refusedNew = false
         for _ in 0..<200 where !refusedNew {
             do {
-                for try await _ in try client.serverStream(Test.ticks, 1) {}
+                for try await _ in try await client.serverStream(Test.ticks, 1) {}
                 try await Task.sleep(for: .milliseconds(5))
             } catch let error as RPCError {
                 refusedNew = error.code == .unavailable
@@ -277,7 +277,7 @@ final class StreamTests: XCTestCase {
         let client = try await RPCClient.connect(host: "127.0.0.1", port: port)
         defer { client.close() }
         let window = RPCStreamWindow(messages: 8, bytes: 1 << 20)
-        let stream = try client.serverStream(Test.forever, RPCNoArguments(), options: .init(window: window))
+        let stream = try await client.serverStream(Test.forever, RPCNoArguments(), options: .init(window: window))
         var iterator = stream.makeAsyncIterator()
         _ = try await iterator.next()
         // Nobody takes more: the server is held to the window, and calls go on being answered.
@@ -292,6 +292,91 @@ final class StreamTests: XCTestCase {
         for _ in 0..<100 { _ = try await iterator.next() }
         XCTAssertGreaterThanOrEqual(seen.written.withLock { $0 }, 100)
         stream.cancel()
+    }
+
+    /// Interceptors see each stream as one call (its open, then its end with its status) on
+    /// both sides, may refuse one, and `rpc.stats` counts streams.
+    func testInterceptorsAndStatisticsSeeStreams() async throws {
+        try requireEventLoop()
+        struct Record: RPCServerInterceptor {
+            let seen: Locked<[String]>
+            func intercept(_ context: RPCContext, next: RPCServerInterceptorNext) async throws -> [UInt8] {
+                if context.method == "Test.Forever" { throw RPCError(.unauthenticated, "not you") }
+                seen.withLock { $0.append("open \(context.method)") }
+                do {
+                    let reply = try await next(context)
+                    seen.withLock { $0.append("end \(context.method) ok") }
+                    return reply
+                } catch let error as RPCError {
+                    seen.withLock { $0.append("end \(context.method) \(error.code)") }
+                    throw error
+                }
+            }
+        }
+        struct ClientRecord: RPCClientInterceptor {
+            let seen: Locked<[String]>
+            func intercept(_ call: RPCClientCall, next: RPCClientInterceptorNext) async throws -> RPCClientReply {
+                var call = call
+                call.metadata["who"] = "interceptor"
+                do {
+                    let reply = try await next(call)
+                    seen.withLock { $0.append("\(call.method) ok") }
+                    return reply
+                } catch let error as RPCError {
+                    seen.withLock { $0.append("\(call.method) \(error.code)") }
+                    throw error
+                }
+            }
+        }
+        let serverSeen = Locked<[String]>([]), clientSeen = Locked<[String]>([])
+        var configuration = RPCServer.Configuration(loops: 1, interceptors: [Record(seen: serverSeen)])
+        configuration.methodStatistics = true
+        let server = RPCServer(configuration: configuration)
+        let seen = Seen()
+        try server.register(Test.ticks) { n, writer, _ in for i in 0..<n { try await writer.write(i) } }
+        try server.register(Test.failing) { n, writer, _ in
+            for i in 0..<n { try await writer.write(i) }
+            throw RPCError(.failedPrecondition, "no more for you")
+        }
+        try server.register(Test.forever) { _, _, _ in XCTFail("refused by the interceptor") }
+        try server.register(Test.sum) { label, numbers, context in
+            seen.metadata.withLock { $0 = context.metadata["who"] }
+            var total = 0
+            for try await n in numbers { total += n }
+            return "\(label)=\(total)"
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let client = try await RPCClient.connect(host: "127.0.0.1", port: port, configuration: .init(
+            interceptors: [ClientRecord(seen: clientSeen)]))
+        defer { client.close() }
+
+        var n = 0
+        for try await _ in try await client.serverStream(Test.ticks, 3) { n += 1 }
+        XCTAssertEqual(n, 3)
+        do {
+            for try await _ in try await client.serverStream(Test.failing, 1) {}
+            XCTFail("expected the handler's error")
+        } catch let error as RPCError { XCTAssertEqual(error.code, .failedPrecondition) }
+        do {
+            for try await _ in try await client.serverStream(Test.forever, RPCNoArguments()) {}
+            XCTFail("expected the interceptor's refusal")
+        } catch let error as RPCError { XCTAssertEqual(error.code, .unauthenticated) }
+        let sum = try await client.clientStream(Test.sum, "s") { writer in try await writer.write(2) }
+        XCTAssertEqual(sum, "s=2")
+        XCTAssertEqual(seen.metadata.withLock { $0 }, "interceptor") // the client chain's metadata
+
+        let ended = await eventually { serverSeen.withLock { $0.count } == 6 && clientSeen.withLock { $0.count } == 4 }
+        XCTAssertTrue(ended, "server saw \(serverSeen.withLock { $0 }), client \(clientSeen.withLock { $0 })")
+        XCTAssertEqual(Set(serverSeen.withLock { $0 }), ["open Test.Ticks", "end Test.Ticks ok", "open Test.Failing",
+                                                         "end Test.Failing failed precondition", "open Test.Sum",
+                                                         "end Test.Sum ok"])
+        XCTAssertEqual(Set(clientSeen.withLock { $0 }), ["Test.Ticks ok", "Test.Failing failed precondition",
+                                                         "Test.Forever unauthenticated", "Test.Sum ok"])
+        let stats = try await client.call(RPCBuiltins.stats, nil)
+        let ticks = stats.first { $0.method == "Test.Ticks" }
+        XCTAssertEqual(ticks?.calls, 1)
+        XCTAssertEqual(stats.first { $0.method == "Test.Forever" }?.errors, 1)
     }
 
     /// Thousands of streams of every kind, ending every way, mixed with calls: each ends
@@ -311,13 +396,13 @@ final class StreamTests: XCTestCase {
                         switch i % 5 {
                         case 0:
                             var n = 0
-                            for try await _ in try client.serverStream(Test.ticks, 20) { n += 1 }
+                            for try await _ in try await client.serverStream(Test.ticks, 20) { n += 1 }
                             tally(n == 20 ? "complete" : "short")
                         case 1:
-                            for try await v in try client.serverStream(Test.forever, RPCNoArguments()) where v == 3 { break }
+                            for try await v in try await client.serverStream(Test.forever, RPCNoArguments()) where v == 3 { break }
                             tally("left")
                         case 2:
-                            for try await _ in try client.serverStream(Test.forever, RPCNoArguments(),
+                            for try await _ in try await client.serverStream(Test.forever, RPCNoArguments(),
                                                                        options: .init(timeout: .milliseconds(20))) {}
                             tally("no deadline")
                         case 3:

@@ -22,6 +22,15 @@ final class ServerStream: @unchecked Sendable {
 
     deinit { Self.alive.subtract(1, ordering: .relaxed) }
 
+    /// The stream whose task this is (set for its handler's job).
+    @TaskLocal static var current: ServerStream?
+
+    /// The running stream, for a handler's job.
+    static func running() throws(RPCError) -> ServerStream {
+        guard let current else { throw RPCError(.internal, "a stream handler ran outside its stream") }
+        return current
+    }
+
     init(handle: OpaquePointer, kind: UInt8, context: RPCContext, window: RPCStreamWindow) {
         Self.alive.add(1, ordering: .relaxed)
         channel = StreamChannel(window: window)
@@ -54,21 +63,24 @@ final class ServerStream: @unchecked Sendable {
         }
     }
 
+    /// The job a stream handler's params made: runs with the stream's context.
+    typealias Job = @Sendable (RPCContext) async throws -> [UInt8]
+
     /// Runs `job` in the stream's task, bounded by `timeout`; the outcome ends the stream.
-    func start(_ job: @escaping StreamHandler.Job, timeout: Duration?, core: ServerCore) {
+    func start(_ job: @escaping Job, timeout: Duration?, core: ServerCore) {
         task.withLock { task in
             task = Task {
-                let outcome = await Self.run(job, self, timeout: timeout)
+                let outcome = await Self.$current.withValue(self) { await Self.run(job, self, timeout: timeout) }
                 withExtendedLifetime(core) { self.end(outcome) } // the C server outlives the end
             }
         }
     }
 
-    private static func run(_ job: @escaping StreamHandler.Job, _ stream: ServerStream,
+    private static func run(_ job: @escaping Job, _ stream: ServerStream,
                             timeout: Duration?) async -> Result<[UInt8]?, RPCError> {
         let outcome: Result<[UInt8]?, RPCError>?? = await withTaskGroup(of: Result<[UInt8]?, RPCError>?.self) { group in
             group.addTask {
-                do { return .success(try await job(stream)) } catch {
+                do { return .success(try await job(stream.context)) } catch {
                     return .failure(Task.isCancelled && !(error is RPCError)
                         ? RPCError(.cancelled, "the stream was cancelled") : RPCError(handlerError: error))
                 }
@@ -187,8 +199,9 @@ extension ServerCore {
             .assumingMemoryBound(to: crpc_message.self)
         let params = RequestParams(bytes: UnsafeRawBufferPointer(start: msg.body, count: Int(msg.body_len)),
                                    tree: crpc_message_value(message).map { MessagePackTree(unsafeRoot: UnsafeRawPointer($0)) })
-        let job: StreamHandler.Job
-        do { job = try handler.prepare(params) } catch {
+        guard case .async(let prepare) = handler.handler.body else { preconditionFailure("stream jobs run as tasks") }
+        let job: ServerStream.Job
+        do { job = try prepare(params) } catch {
             Self.refuse(handle, RPCError(handlerError: error))
             return
         }

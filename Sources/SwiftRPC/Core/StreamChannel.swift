@@ -37,6 +37,9 @@ final class StreamChannel: @unchecked Sendable {
     }
 
     private let state: Locked<State>
+    /// Whether an element has gone either way (a cluster never retries such a stream).
+    private let flowedFlag = Atomic<Bool>(false)
+    var flowed: Bool { flowedFlag.load(ordering: .relaxed) }
     /// What this side lets its peer send ahead.
     let window: RPCStreamWindow
     /// Called (once) when the consumer's task is cancelled while it waits for an element.
@@ -74,6 +77,7 @@ final class StreamChannel: @unchecked Sendable {
 
     /// An element arrived (loop thread): `bytes` are copied, the frame dies after this.
     func received(_ value: UnsafeRawBufferPointer, metadata: RPCMetadata, frameBytes: Int) {
+        flowedFlag.store(true, ordering: .relaxed)
         let element = Element(bytes: Array(value), metadata: metadata, frameBytes: frameBytes)
         let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
             s.inbox.append(element)
@@ -157,6 +161,25 @@ final class StreamChannel: @unchecked Sendable {
         return (s.takenMessages, s.takenBytes)
     }
 
+    /// Waits until an element has arrived or the peer finished; true for an element (it
+    /// stays for ``next()``), false for the end.
+    func firstArrival() async -> Bool {
+        while true {
+            let ready: Bool? = state.withLock { s in
+                s.head < s.inbox.count ? true : s.inboundEnd != nil ? false : nil
+            }
+            if let ready { return ready }
+            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+                let ready = state.withLock { s -> Bool in
+                    if s.head < s.inbox.count || s.inboundEnd != nil { return true }
+                    s.inboxWaiter = c
+                    return false
+                }
+                if ready { c.resume() }
+            }
+        }
+    }
+
     /// Elements that arrived and were not taken yet.
     var buffered: Int { state.withLock { $0.inbox.count - $0.head } }
 
@@ -196,6 +219,7 @@ final class StreamChannel: @unchecked Sendable {
             } ?? -EPIPE
             switch rc {
             case 0:
+                flowedFlag.store(true, ordering: .relaxed)
                 return
             case -EAGAIN:
                 if Task.isCancelled { throw RPCError(.cancelled, "the stream's writer was cancelled") }

@@ -19,7 +19,7 @@ enum ServerPipeline {
         if let tracer = configuration.tracing.resolve() {
             router.mapHandlers { ServerTracing.wrap($0, tracer: tracer) }
         }
-        let names = router.handlers.keys
+        let names = Array(router.handlers.keys) + Array(router.streamHandlers.keys)
         let statistics = configuration.methodStatistics ? MethodStatistics(methods: names, loops: loops) : nil
         router.statistics = statistics
         let factory = configuration.metrics.resolve()

@@ -85,13 +85,15 @@ struct Router: Sendable {
     /// The answer to `rpc.stats`: one row per registered method, sorted by name; counts are
     /// zero when the server keeps no statistics.
     var statisticsTable: [RPCMethodStatistics] {
-        handlers.keys.sorted().map { name in
+        (Array(handlers.keys) + Array(streamHandlers.keys)).sorted().map { name in
             statistics?.snapshot(name) ?? RPCMethodStatistics(method: name, calls: 0, errors: 0, errorsByCode: [:])
         }
     }
 
-    /// Replaces every handler with `transform(handler)` (used once, before the server starts).
+    /// Replaces every handler with `transform(handler)`, the streams' too (used once,
+    /// before the server starts).
     mutating func mapHandlers(_ transform: (RegisteredHandler) -> RegisteredHandler) {
         handlers = handlers.mapValues(transform)
+        streamHandlers = streamHandlers.mapValues { $0.mapped(transform) }
     }
 }

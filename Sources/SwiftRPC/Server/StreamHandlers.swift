@@ -1,33 +1,44 @@
-// What registering a stream method makes: its handler with the types erased (the running
-// stream and the core's events are Core/ServerStreams.swift's).
+// What registering a stream method makes: a handler shaped like a call's (params in, a job
+// out that runs with the stream's context and returns the encoded reply), so the server's
+// pipeline — interceptors, statistics, metrics, tracing — wraps streams exactly as it wraps
+// calls and sees each stream's open and end. The running stream (Core/ServerStreams.swift)
+// reaches the job through the task-local `ServerStream.current`.
 
 /// One registered stream method with its types erased.
-final class StreamHandler: Sendable {
-    /// Runs in the stream's task with its opening arguments decoded; returns the encoded
-    /// reply of a client stream (nil: none).
-    typealias Job = @Sendable (ServerStream) async throws -> [UInt8]?
-
-    let name: String
+struct StreamHandler: Sendable {
     /// The kind it serves (`rpc-stream`: 1 server, 2 client, 3 bidirectional).
     let kind: UInt8
-    /// Decodes the opening arguments on the loop thread (their bytes die with the frame).
-    let prepare: @Sendable (RequestParams) throws -> Job
+    /// Decodes the opening arguments on the loop thread; its job runs in the stream's task
+    /// and returns the encoded reply (nil, `0xc0`, for server and bidirectional streams).
+    let handler: RegisteredHandler
 
-    init(name: String, kind: UInt8, prepare: @escaping @Sendable (RequestParams) throws -> Job) {
-        self.name = name
+    var name: String { handler.name }
+
+    /// The same stream method with its handler replaced (the pipeline's wrapping).
+    func mapped(_ transform: (RegisteredHandler) -> RegisteredHandler) -> StreamHandler {
+        StreamHandler(kind: kind, handler: transform(handler))
+    }
+
+    private static let nilReply: [UInt8] = [0xc0]
+
+    private init(kind: UInt8, handler: RegisteredHandler) {
         self.kind = kind
-        self.prepare = prepare
+        self.handler = handler
+    }
+
+    private init(_ name: String, kind: UInt8, prepare: @escaping RegisteredHandler.Job) {
+        self.init(kind: kind, handler: RegisteredHandler(name: name, decodesParams: true, body: .async(prepare)))
     }
 
     static func server<Args, Element>(
         _ method: RPCServerStreamMethod<Args, Element>,
         _ handler: @escaping @Sendable (Args, RPCStreamWriter<Element>, RPCContext) async throws -> Void
     ) -> StreamHandler {
-        StreamHandler(name: method.name, kind: 1) { params in
+        StreamHandler(method.name, kind: 1) { params in
             let args = try StreamCoding.arguments(Args.self, params: params)
-            return { stream in
-                try await handler(args, stream.writer(), stream.context)
-                return nil
+            return { context in
+                try await handler(args, ServerStream.running().writer(), context)
+                return nilReply
             }
         }
     }
@@ -36,10 +47,10 @@ final class StreamHandler: Sendable {
         _ method: RPCClientStreamMethod<Args, Element, Reply>,
         _ handler: @escaping @Sendable (Args, RPCStreamInbound<Element>, RPCContext) async throws -> Reply
     ) -> StreamHandler {
-        StreamHandler(name: method.name, kind: 2) { params in
+        StreamHandler(method.name, kind: 2) { params in
             let args = try StreamCoding.arguments(Args.self, params: params)
-            return { stream in
-                let reply = try await handler(args, stream.inbound(), stream.context)
+            return { context in
+                let reply = try await handler(args, ServerStream.running().inbound(), context)
                 return try StreamCoding.encode(reply)
             }
         }
@@ -50,13 +61,13 @@ final class StreamHandler: Sendable {
         _ handler: @escaping @Sendable (Args, RPCStreamInbound<ClientElement>, RPCStreamWriter<ServerElement>,
                                         RPCContext) async throws -> Void
     ) -> StreamHandler {
-        StreamHandler(name: method.name, kind: 3) { params in
+        StreamHandler(method.name, kind: 3) { params in
             let args = try StreamCoding.arguments(Args.self, params: params)
-            return { stream in
-                try await handler(args, stream.inbound(), stream.writer(), stream.context)
-                return nil
+            return { context in
+                let stream = try ServerStream.running()
+                try await handler(args, stream.inbound(), stream.writer(), context)
+                return nilReply
             }
         }
     }
 }
-

@@ -15,6 +15,9 @@ public struct RPCStreamWriter<Element: Encodable & Sendable>: Sendable {
         self.finishing = finishing
     }
 
+    /// Whether an element has gone either way on this writer's stream.
+    package var hasFlowed: Bool { channel.flowed }
+
     /// Client: sends no more elements (half-closes the stream) while the server's elements
     /// still arrive; writes afterwards throw. Leaving the stream's closure does it too.
     /// Server: nothing; the stream ends when the handler returns.
