@@ -46,6 +46,14 @@ check "the open loop offers about the rate asked for" \
   "python3 -c 'import json,sys; r=json.load(open(\"$tmp/rate.json\"))[0]; sys.exit(0 if 700 <= r[\"calls\"] <= 1300 else 1)'"
 "$bin" load --target "$addr" --payload 0 --conns 1 --depth 1 --duration 0.3 --warmup 0.1 --api async-loop >/dev/null
 check "empty payloads and the loop executor work" "[ $? -eq 0 ]"
+# The stream workloads: every element checked (Bench.Stream's indices, the upload's count,
+# the echoes), none lost.
+for kind in server client bidi; do
+  "$bin" load --target "$addr" --stream $kind --payload 100 --duration 0.5 --warmup 0.1 --json >"$tmp/stream-$kind.json"
+  check "load --stream $kind exits 0" "[ $? -eq 0 ]"
+  check "load --stream $kind moves elements, all of them right" \
+    "python3 -c 'import json,sys; r=json.load(open(\"$tmp/stream-$kind.json\"))[0]; sys.exit(0 if r[\"elements\"] > 0 and r[\"errors\"] == 0 and r[\"mismatches\"] == 0 else 1)'"
+done
 
 # --cpu pins every thread of the client, and SIGINT stops load: it prints what it measured
 # so far, marked as interrupted, then dies of the signal, so the shell sees 130

@@ -128,7 +128,7 @@ func runStreamWorkload(_ workload: StreamWorkload, endpoint: Endpoint, cpu: Int,
     let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
         + Double((ContinuousClock.now - started).components.seconds)
     mover.cancel()
-    do { try await mover.value } catch let error as RPCError where error.code == .cancelled {} catch {
+    do { try await mover.value } catch let error as RPCError where error.code == .cancelled {} catch is CancellationError {} catch {
         errors += 1
         FileHandle.standardError.write("rpcbench: \(workload.name): \(error)\n".data(using: .utf8)!)
     }

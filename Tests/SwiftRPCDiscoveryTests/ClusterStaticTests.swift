@@ -26,6 +26,35 @@ final class ClusterStaticTests: XCTestCase {
         names.reduce(into: [:]) { $0[$1, default: 0] += 1 }
     }
 
+    /// A stream that fails before any element flows is retried per the fail mode; one that
+    /// fails after is not (its body ran once).
+    func testStreamsRetryOnlyBeforeAnElementFlowed() async throws {
+        let discovery = try start(["refuses", "b"])
+        let cluster = try await RPCClusterClient(service: "Test", discovery: discovery,
+                                                 configuration: .init(failMode: .failover(maxAttempts: 2)))
+        for _ in 0..<4 { // round robin: every other first pick is the refusing server
+            var names: [String] = []
+            for try await name in try await cluster.serverStream(TestMethods.names, 3, options: .init(idempotent: true)) {
+                names.append(name)
+            }
+            XCTAssertEqual(names, ["b", "b", "b"])
+        }
+        let bodies = Locked(0)
+        do {
+            _ = try await cluster.clientStream(TestMethods.breaks, RPCNoArguments(), options: .init(idempotent: true)) { writer in
+                bodies.withLock { $0 += 1 }
+                try await writer.write(1)
+                try await Task.sleep(for: .milliseconds(200)) // the server fails meanwhile
+                try await writer.write(2)
+            }
+            XCTFail("the stream should fail")
+        } catch {
+            XCTAssertEqual(error.code, .unavailable)
+        }
+        XCTAssertEqual(bodies.withLock { $0 }, 1, "a stream that moved an element is not retried")
+        await cluster.close()
+    }
+
     func testRoundRobinSpreadsCallsEvenly() async throws {
         let discovery = try start(["a", "b", "c"])
         let cluster = try await RPCClusterClient(service: "Test", discovery: discovery)

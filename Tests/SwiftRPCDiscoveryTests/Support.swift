@@ -125,6 +125,11 @@ enum TestMethods {
     /// Returns the server's name, and sends it back in the response metadata ("server")
     /// with the request's "trace" entry; fails like ``flaky`` (its own count).
     static let stamped = RPCMethod<Int, String>("Test.Stamped")
+    /// A server stream of the server's name, `n` times; on a server named "refuses" it
+    /// fails with `.unavailable` before sending anything.
+    static let names = RPCServerStreamMethod<Int, String>("Test.Names")
+    /// A client stream that takes one element and then fails with `.unavailable`.
+    static let breaks = RPCClientStreamMethod<RPCNoArguments, Int, Int>("Test.Breaks")
 }
 
 /// An in-process server on a free loopback port.
@@ -160,6 +165,14 @@ final class TestServer: @unchecked Sendable {
             return name
         }
         if extra { try server.register(TestMethods.only) { _, _ in name } }
+        try server.register(TestMethods.names) { n, writer, _ in
+            if name == "refuses" { throw RPCError(.unavailable, "\(name) refuses streams") }
+            for _ in 0..<n { try await writer.write(name) }
+        }
+        try server.register(TestMethods.breaks) { _, elements, _ in
+            for try await _ in elements { throw RPCError(.unavailable, "\(name) broke mid-stream") }
+            return 0
+        }
         let notes = self.notes
         try server.register(TestMethods.note) { n, _ in notes.increment() }
         let gate = self.gate
