@@ -173,7 +173,9 @@ int server_stream_run(crpc_stream *s, int op, const uint8_t *frame, uint32_t len
         err = crpc_encode_credit(out, s->sid, messages, bytes, ext, ext_count, s->max_frame_size);
     if (err)
         return err;
-    if (op == STREAM_GRANT || op == STREAM_ACCEPT)
+    /* After the client's half-close, an accept still carries the leading metadata but
+     * grants nothing: no element may follow the half-close. */
+    if ((op == STREAM_GRANT || op == STREAM_ACCEPT) && !atomic_load(&s->half_closed))
         crpc_stream_add_recv(s, messages, bytes);
     if (op == STREAM_SEND && !atomic_load(&s->accepted))
         atomic_store(&s->accepted, true); /* an element written on the loop accepts too */

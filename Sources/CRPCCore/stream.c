@@ -17,6 +17,7 @@
 #include "stream.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "envelope.h"
@@ -60,27 +61,53 @@ void crpc_stream_release(crpc_stream *s)
 
 static uint32_t add_sat(uint32_t a, uint32_t b) { return a > UINT32_MAX - b ? UINT32_MAX : a + b; }
 
+/* The byte half of send_credit is signed: an element that overshoots leaves a debt, which
+ * grants pay off before the next element may go. Receivers grant back what they took, frame
+ * by frame, so with the debt kept the bytes in flight never exceed the window by more than
+ * one element (forgiving the overshoot would let them grow with every large element). */
+static int32_t credit_bytes(uint64_t credit) { return (int32_t)(uint32_t)credit; }
+
+static uint64_t pack_credit(uint32_t messages, int64_t bytes)
+{
+    if (bytes > INT32_MAX)
+        bytes = INT32_MAX;
+    return (uint64_t)messages << 32 | (uint32_t)(int32_t)bytes;
+}
+
 bool crpc_stream_add_credit(crpc_stream *s, uint32_t messages, uint32_t bytes)
 {
     uint64_t cur = atomic_load(&s->send_credit), next;
     do {
-        next = (uint64_t)add_sat((uint32_t)(cur >> 32), messages) << 32 | add_sat((uint32_t)cur, bytes);
+        next = pack_credit(add_sat((uint32_t)(cur >> 32), messages), (int64_t)credit_bytes(cur) + bytes);
     } while (!atomic_compare_exchange_weak(&s->send_credit, &cur, next));
     return (messages || bytes) && atomic_exchange(&s->want_credit, false);
 }
 
-/* Takes one message and `len` bytes of send credit (the bytes may run out: one element
- * may overshoot). False when there is not one message and one byte left. */
+/* Takes one message and `len` bytes of send credit (one element may overshoot the bytes,
+ * leaving a debt). False when there is not one message and one byte left. */
 static bool take_once(crpc_stream *s, uint32_t len)
 {
     uint64_t cur = atomic_load(&s->send_credit), next;
     do {
-        uint32_t m = (uint32_t)(cur >> 32), b = (uint32_t)cur;
-        if (m == 0 || b == 0)
+        uint32_t m = (uint32_t)(cur >> 32);
+        int32_t b = credit_bytes(cur);
+        if (m == 0 || b < 1)
             return false;
-        next = (uint64_t)(m - 1) << 32 | (b > len ? b - len : 0);
+        next = pack_credit(m - 1, (int64_t)b - len);
     } while (!atomic_compare_exchange_weak(&s->send_credit, &cur, next));
     return true;
+}
+
+/* Whether one message and one byte of credit are there now. The load acquires what the
+ * grant's thread wrote before it (a client stream's sid is set before credit can come). */
+static bool has_credit(crpc_stream *s)
+{
+    uint64_t cur = atomic_load(&s->send_credit);
+    if (cur >> 32 && credit_bytes(cur) >= 1)
+        return true;
+    atomic_store(&s->want_credit, true);
+    cur = atomic_load(&s->send_credit); /* a grant may have landed before the flag was seen */
+    return cur >> 32 && credit_bytes(cur) >= 1;
 }
 
 static bool take_credit(crpc_stream *s, uint32_t len)
@@ -186,6 +213,9 @@ int crpc_stream_send(crpc_stream *s, const uint8_t *value, uint32_t len, const c
         if (err && err != -EALREADY)
             return err;
     }
+    /* Credit first: none means nothing to encode, and seeing some makes the sid visible. */
+    if (!has_credit(s))
+        return -EAGAIN;
     crpc_buf *buf = crpc_thread_scratch();
     if (!buf)
         return -ENOMEM;
@@ -193,7 +223,7 @@ int crpc_stream_send(crpc_stream *s, const uint8_t *value, uint32_t len, const c
     if (err)
         return err;
     if (!take_credit(s, (uint32_t)buf->len - CRPC_FRAME_HEADER_SIZE))
-        return -EAGAIN;
+        return -EAGAIN; /* another sender took the last of it */
     if (on_loop(s))
         return run_here(s, STREAM_SEND, buf->data, (uint32_t)buf->len, 0, 0, NULL, NULL, 0);
     return hand_over(s, STREAM_SEND, buf, 0, 0);

@@ -11,7 +11,9 @@
  * Credit the peer granted us (what we may send) is read and taken on any thread, lock-free:
  * both counts live in one 64-bit atomic, messages in the high half, bytes in the low one.
  * Credit we granted the peer (what it may still send) is the loop's alone, as is whether
- * the stream is still in flight (`live`).
+ * the stream is still in flight (`live`). As a receiver we forgive a peer's overshoot
+ * (its byte credit floors at zero), as a sender we keep our own as a debt: lenient to
+ * others, strict with ourselves.
  */
 #ifndef CRPC_STREAM_H
 #define CRPC_STREAM_H
@@ -38,7 +40,8 @@ struct crpc_stream {
     uint64_t token;             /* the call id its pending entry carries */
 
     /* any thread */
-    _Atomic uint64_t send_credit; /* messages << 32 | bytes we may send */
+    _Atomic uint64_t send_credit; /* messages << 32 | bytes we may send (a signed 32-bit
+                                     count: an overshoot leaves a debt, see stream.c) */
     atomic_bool want_credit;    /* a send was refused for credit since the last grant */
     atomic_uint in_transit;     /* frames handed to the loop and not appended yet */
     atomic_bool ended;          /* over: nothing more is sent (a hint off the loop) */

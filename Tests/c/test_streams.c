@@ -13,7 +13,10 @@
  *   8. a graceful shutdown lets an open stream finish and refuses new ones (14); a
  *      connection lost mid-stream ends the client's stream (-ECONNRESET) and the server's
  *      (unavailable);
- *   9. streams count as calls in flight (max_inflight) and every slot is given back.
+ *   9. streams count as calls in flight (max_inflight) and every slot is given back;
+ *  10. a sender's overshoot of the byte credit is a debt that grants pay off first (so the
+ *      bytes in flight stay within a window and one element); a half-close before the
+ *      accept leaves no credit to send with.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -113,6 +116,12 @@ static void on_open(const crpc_request *req)
         crpc_ext_entry lead = {.key = "lead", .key_len = 4, .value = (const uint8_t *)"yes", .value_len = 3};
         CHECK_EQ(crpc_stream_accept(s, 4, 1024, &lead, 1), 0);
         CHECK_EQ(crpc_stream_accept(s, 4, 1024, NULL, 0), -EALREADY);
+    } else if (is(m, "T.Hoard")) {
+        CHECK_EQ(crpc_stream_accept(s, 100, 1000, NULL, 0), 0);
+        st->hoard = 1;
+        atomic_store(&held, s);
+    } else if (is(m, "T.Lazy")) {
+        st->hoard = 2; /* accepted only after the client's half-close */
     } else if (is(m, "T.Sink")) {
         st->hoard = 1;
         CHECK_EQ(crpc_stream_accept(s, 4, 1024, NULL, 0), 0);
@@ -145,6 +154,10 @@ static void on_half_close(const crpc_request *req)
 {
     crpc_stream *s = req->stream;
     served *st = crpc_stream_user(s);
+    if (st->hoard == 2) { /* T.Lazy: the accept comes late and must grant nothing */
+        CHECK_EQ(crpc_stream_accept(s, 4, 1024, NULL, 0), 0);
+        return;
+    }
     CHECK_EQ(crpc_stream_grant(s, 1, 1), -EPIPE); /* the client sends no more */
     uint8_t result[11] = {0x92};
     put_u32(result + 1, st->got);
@@ -472,6 +485,14 @@ static void expect_ping_answered(int fd, uint8_t id)
     }
 }
 
+/* [0, sid, "T.Lazy", [], {"rpc-stream": 2}] */
+static void send_open_lazy(int fd, uint8_t sid)
+{
+    uint8_t b[] = {0x95, 0x00, sid, 0xa6, 'T', '.', 'L', 'a', 'z', 'y', 0x90,
+                   0x81, 0xaa, 'r', 'p', 'c', '-', 's', 't', 'r', 'e', 'a', 'm', 0x02};
+    send_frame(fd, b, sizeof(b));
+}
+
 static void hostile_peer(uint16_t port)
 {
     int fd = wire_connect(port);
@@ -500,6 +521,22 @@ static void hostile_peer(uint16_t port)
     WAIT_FOR(atomic_load(&cancels_exhausted) == exhausted + 1);
     expect_ping_answered(fd, 2); /* the connection lives on */
 
+    /* Half-closed before the server accepted: the late accept grants nothing, so an element
+     * after the half-close is beyond the credit (8). */
+    exhausted = atomic_load(&cancels_exhausted);
+    send_open_lazy(fd, 8);
+    uint8_t half8[] = {0x92, 0x06, 0x08};
+    send_frame(fd, half8, sizeof(half8));
+    n = read_frame(fd, buf, sizeof(buf));
+    CHECK(n >= 3 && buf[1] == 0x05 && buf[2] == 0x08); /* the late accept */
+    uint8_t late[] = {0x93, 0x04, 0x08, 0xa1, 'x'};
+    send_frame(fd, late, sizeof(late));
+    n = read_frame(fd, buf, sizeof(buf));
+    CHECK_EQ(buf[1], 0x01);
+    CHECK_EQ(buf[2], 8);
+    CHECK_EQ(buf[4], CRPC_STATUS_RESOURCE_EXHAUSTED);
+    WAIT_FOR(atomic_load(&cancels_exhausted) == exhausted + 1);
+
     /* A stream open on a connection that then drops: the server's stream ends (unavailable). */
     int unavailable = atomic_load(&cancels_unavailable);
     send_open_sink(fd, 9);
@@ -513,6 +550,32 @@ static void *shutdown_thread(void *arg)
 {
     atomic_store(&shutdown_rc, crpc_server_shutdown(arg, 3000));
     return NULL;
+}
+
+/* A sender's overshoot is a debt: with 1000 bytes of credit, two 600-byte elements go (the
+ * second overshoots by about 200), and a grant of 100 bytes does not pay that off. */
+static void byte_debt(crpc_client *c)
+{
+    watcher w;
+    CHECK_EQ(open_stream(c, &w, "T.Hoard", CRPC_STREAM_CLIENT, NULL, 0, 0, 0, 0), 0);
+    WAIT_FOR(atomic_load(&w.accepted) == 1);
+    uint8_t value[603] = {0xc5, 0x02, 0x58}; /* bin of 600 bytes */
+    CHECK_EQ(crpc_stream_send(w.s, value, sizeof(value), NULL, 0), 0);
+    CHECK_EQ(crpc_stream_send(w.s, value, sizeof(value), NULL, 0), 0);
+    CHECK_EQ(crpc_stream_send(w.s, value, sizeof(value), NULL, 0), -EAGAIN);
+    crpc_stream *server_side = atomic_exchange(&held, NULL);
+    CHECK(server_side != NULL);
+    CHECK_EQ(crpc_stream_grant(server_side, 5, 100), 0);
+    WAIT_FOR(atomic_load(&w.writable) >= 1);
+    CHECK_EQ(crpc_stream_send(w.s, value, sizeof(value), NULL, 0), -EAGAIN); /* still in debt */
+    CHECK_EQ(crpc_stream_grant(server_side, 0, 1000), 0);
+    WAIT_FOR(atomic_load(&w.writable) >= 2);
+    CHECK_EQ(crpc_stream_send(w.s, value, sizeof(value), NULL, 0), 0);
+    crpc_reply r = {0};
+    CHECK_EQ(crpc_stream_end(server_side, &r), 0);
+    crpc_stream_release(server_side);
+    WAIT_FOR(atomic_load(&w.ends) == 1);
+    crpc_stream_release(w.s);
 }
 
 /* A graceful shutdown: a new stream is refused (14), the open one runs to its end. */
@@ -570,6 +633,7 @@ int main(void)
     bidi(c);
     cancel_and_deadline(c);
     stalled_stream(c);
+    byte_debt(c);
     hostile_peer(port);
     drain_stream(loop);
 

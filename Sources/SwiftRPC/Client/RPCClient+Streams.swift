@@ -1,7 +1,8 @@
 /// The elements of a server stream, as they arrive: iterate it once. Taking an element
 /// grants the server credit for more, so a slow loop holds the server back instead of
-/// buffering. Leaving the loop early, throwing out of it, cancelling its task or dropping
-/// this object cancels the stream (the server's handler is cancelled too).
+/// buffering. Cancelling the iterating task, ``cancel()``, or releasing this object — as a
+/// `for` loop over `try await client.serverStream(...)` does when it is left early or
+/// throws — cancels the stream (the server's handler is cancelled too).
 public final class RPCServerStreamCall<Element: Decodable & Sendable>: AsyncSequence, Sendable {
     let call: ClientStreamCall
 
@@ -127,7 +128,7 @@ extension RPCClient {
             let result: Result
             do {
                 result = try await body(RPCStreamWriter(channel: call.channel, finishing: { call.halfClose() }),
-                                        RPCStreamInbound(channel: call.channel, beforeRead: {}))
+                                        RPCStreamInbound(channel: call.channel, undecodable: .internal))
             } catch {
                 call.cancel()
                 throw (error as? RPCError) ?? RPCError(.cancelled, "the stream was given up: \(error)")

@@ -44,7 +44,7 @@ final class ServerStream: @unchecked Sendable {
     }
 
     func inbound<Element>() -> RPCStreamInbound<Element> {
-        RPCStreamInbound(channel: channel, beforeRead: { [self] in accept() })
+        RPCStreamInbound(channel: channel, beforeRead: { [self] in accept() }, undecodable: .invalidArgument)
     }
 
     /// Accepts the stream (once), lazily: at the handler's first write or read. The

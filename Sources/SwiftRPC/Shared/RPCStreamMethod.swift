@@ -9,7 +9,7 @@
 /// try server.register(Feed.subscribe) { topic, writer, context in
 ///     for event in events(topic) { try await writer.write(event) }
 /// }
-/// for try await event in client.serverStream(Feed.subscribe, Topic(name: "prices")) { ... }
+/// for try await event in try await client.serverStream(Feed.subscribe, Topic(name: "prices")) { ... }
 /// ```
 ///
 /// Opening arguments travel like a call's (`params` is `[args]`), except that `Args` that
@@ -62,8 +62,9 @@ public struct RPCNoArguments: Codable, Sendable, Hashable {
 }
 
 /// How much a stream's receiver lets its peer send before granting more: the flow-control
-/// window. A slow consumer holds at most this much in memory; the receiver grants more as
-/// its consumer takes elements (once half the window is taken), not as they arrive.
+/// window. A slow consumer holds at most `messages` elements and `bytes` bytes plus one
+/// element in memory; the receiver grants more as its consumer takes elements (once half
+/// the window is taken), not as they arrive.
 public struct RPCStreamWindow: Sendable, Hashable {
     /// Elements the peer may send ahead.
     public var messages: Int

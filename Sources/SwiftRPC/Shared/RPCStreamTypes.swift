@@ -40,6 +40,14 @@ public struct RPCStreamWriter<Element: Encodable & Sendable>: Sendable {
 public struct RPCStreamInbound<Element: Decodable & Sendable>: AsyncSequence, Sendable {
     let channel: StreamChannel
     let beforeRead: @Sendable () -> Void
+    /// What an element that does not decode fails the stream with: the sender's fault.
+    let undecodable: RPCError.Code
+
+    init(channel: StreamChannel, beforeRead: @escaping @Sendable () -> Void = {}, undecodable: RPCError.Code) {
+        self.channel = channel
+        self.beforeRead = beforeRead
+        self.undecodable = undecodable
+    }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inbound: self) }
 
@@ -55,7 +63,9 @@ public struct RPCStreamInbound<Element: Decodable & Sendable>: AsyncSequence, Se
         public mutating func next() async throws -> Element? {
             inbound.beforeRead()
             guard let element = try await inbound.channel.next() else { return nil }
-            return try StreamCoding.decode(Element.self, element.bytes)
+            do { return try StreamCoding.decode(Element.self, element.bytes) } catch {
+                throw RPCError(inbound.undecodable, error.message)
+            }
         }
     }
 }
