@@ -474,6 +474,13 @@ void crpc_release_free_memory(void);
 int crpc_server_on_loop(const crpc_server *srv, unsigned index);
 
 /**
+ * Runs fn(arg) on the server's loop `index` soon (as crpc_loop_post does): how work that
+ * belongs on a connection's loop (a task executor for its handlers) gets there.
+ * Thread: any. Returns 0; -EINVAL (no such loop); -ENOMEM; -ESHUTDOWN (the loop has stopped).
+ */
+int crpc_server_post(crpc_server *srv, unsigned index, void (*fn)(void *arg), void *arg);
+
+/**
  * Replaces the server's TLS settings (a new certificate, new trust roots): handshakes that
  * start from now on use `tls`, connections already open keep what they have. The server
  * takes its own reference. Thread: any.

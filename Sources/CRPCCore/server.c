@@ -434,6 +434,13 @@ static void destroy_loops(crpc_server *srv)
     free(srv->shards);
 }
 
+int crpc_server_post(crpc_server *srv, unsigned index, void (*fn)(void *arg), void *arg)
+{
+    if (index >= srv->nloops)
+        return -EINVAL;
+    return crpc_loop_post(srv->loops[index], fn, arg);
+}
+
 int crpc_server_on_loop(const crpc_server *srv, unsigned index)
 {
     return index < srv->nloops && crpc_loop_is_current(srv->loops[index]);

@@ -41,9 +41,10 @@ public enum Bench {
     /// The largest `size` `Bench.Stream` accepts (an element must fit a default frame).
     public static let maxStreamElementSize = 4 << 20 - 64
 
-    /// Registers the three reference streams on `server`.
+    /// Registers the three reference streams on `server`. They never block, so they run on
+    /// their connections' loops (`onLoop`), as `Bench.Echo` runs inline.
     public static func registerStreams(on server: RPCServer) throws(RPCError) {
-        try server.register(stream) { args, writer, _ in
+        try server.register(stream, onLoop: true) { args, writer, _ in
             guard args.count >= 2, args[0] >= 0, args[1] >= 0, args[1] <= maxStreamElementSize else {
                 throw RPCError(.invalidArgument, "Bench.Stream takes [count >= 0, 0 <= size <= \(maxStreamElementSize)]")
             }
@@ -60,7 +61,7 @@ public enum Bench {
                 try await writer.write(element)
             }
         }
-        try server.register(upload) { _, elements, _ in
+        try server.register(upload, onLoop: true) { _, elements, _ in
             var summary = UploadSummary(count: 0, bytes: 0)
             for try await element in elements {
                 summary.count += 1
@@ -68,7 +69,7 @@ public enum Bench {
             }
             return summary
         }
-        try server.register(echoStream) { _, elements, writer, _ in
+        try server.register(echoStream, onLoop: true) { _, elements, writer, _ in
             for try await element in elements { try await writer.write(element) }
         }
     }

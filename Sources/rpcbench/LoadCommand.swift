@@ -78,6 +78,9 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "With --stream: the server's pid, to sample its resident memory too.")
     var serverPid: Int32?
 
+    @Option(help: "With --stream server or bidi: the window the client grants, MESSAGES,BYTES (default: the client's, 16,65536).")
+    var window: String?
+
     @OptionGroup var options: LoadOptions
 
     @OptionGroup(title: "Discovery") var cluster: ClusterLoadOptions
@@ -110,6 +113,11 @@ struct LoadCommand: AsyncParsableCommand {
             workload.duration = options.duration
             workload.warmup = options.warmup
             workload.consumerDelay = consumerDelayUs.map { .microseconds($0) }
+            if let window {
+                let parts = window.split(separator: ",").compactMap { Int($0) }
+                guard parts.count == 2 else { throw ValidationError("--window is MESSAGES,BYTES") }
+                workload.window = RPCStreamWindow(messages: parts[0], bytes: parts[1])
+            }
             var endpoint = Endpoint(target!)!
             endpoint.tls = tls.configuration
             let result = try await runStreamWorkload(workload, endpoint: endpoint, cpu: options.cpu, serverPID: serverPid)

@@ -21,6 +21,8 @@ struct StreamWorkload: Sendable {
     var warmup: Double = 1
     /// W6: how long the consumer takes per element.
     var consumerDelay: Duration?
+    /// The window the client grants (nil: the client's default).
+    var window: RPCStreamWindow?
 
     static let w4 = StreamWorkload(name: "W4 server stream", kind: .server, payload: 32)
     static let w5 = StreamWorkload(name: "W5 client stream", kind: .client, payload: 64 * 1024)
@@ -83,11 +85,14 @@ func runStreamWorkload(_ workload: StreamWorkload, endpoint: Endpoint, cpu: Int,
     let tally = StreamTally()
     let size = workload.payload
     var errors = 0
-    let mover = Task { () throws -> Void in
+    // The stream's task runs on the client's event loop (as the async-loop API's callers
+    // do): its elements are taken, and written, where the core reads and writes them.
+    let mover = Task(executorPreference: loop) { () throws -> Void in
         switch workload.kind {
         case .server:
             var index: UInt32 = 0
-            for try await element in try await client.serverStream(Bench.stream, [Int(Int32.max), size]) {
+            for try await element in try await client.serverStream(Bench.stream, [Int(Int32.max), size],
+                                                                   options: .init(window: workload.window)) {
                 tally.count(element.count == size && (size < 4 || streamIndex(element) == index))
                 index &+= 1
                 if let delay = workload.consumerDelay { try await Task.sleep(for: delay) }
@@ -104,10 +109,10 @@ func runStreamWorkload(_ workload: StreamWorkload, endpoint: Endpoint, cpu: Int,
             }
             if summary.count != sent { tally.count(false) }
         case .bidi:
-            try await client.bidiStream(Bench.echoStream, RPCNoArguments()) { writer, inbound in
+            try await client.bidiStream(Bench.echoStream, RPCNoArguments(), options: .init(window: workload.window)) { writer, inbound in
                 let element = [UInt8](repeating: 0x33, count: size)
                 let encoded = RPCEncodedValue(bytes: try MessagePackEncoder().encode(element))
-                let reader = Task {
+                let reader = Task(executorPreference: loop) {
                     for try await echoed in inbound { tally.count(echoed.bytes == encoded.bytes) }
                 }
                 while !Task.isCancelled { try await writer.write(encoded) }
@@ -174,7 +179,7 @@ func runHeadOfLine(endpoint: Endpoint, cpu: Int, duration: Double, warmup: Doubl
     let client = try await RPCClient.connect(host: endpoint.host, port: endpoint.port,
                                              configuration: .init(eventLoop: loop, tls: endpoint.tls))
     defer { client.close() }
-    let upload = Task {
+    let upload = Task(executorPreference: loop) {
         let element = [UInt8](repeating: 0x5a, count: 64 * 1024)
         _ = try? await client.clientStream(Bench.upload, RPCNoArguments()) { writer in
             while !Task.isCancelled { try await writer.write(element) }

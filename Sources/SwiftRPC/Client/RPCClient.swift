@@ -48,7 +48,7 @@ public final class RPCClient: Sendable {
         /// How much the server may send ahead on a stream before this client, as its
         /// consumer takes elements, grants more (``RPCStreamOptions/window`` overrides it per
         /// stream). A slow consumer holds at most this much per stream.
-        public var streamWindow: RPCStreamWindow = .standard
+        public var streamWindow: RPCStreamWindow = .default
 
         /// Settings with defaults: a 5 s connect timeout, 4 MiB frames, the shared loop, no
         /// default call timeout, no heartbeats, no reconnecting.

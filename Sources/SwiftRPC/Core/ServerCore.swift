@@ -23,12 +23,15 @@ final class ServerCore: @unchecked Sendable {
     let drainTime: Duration
     /// What a stream's client may send ahead before the server grants more.
     let streamWindow: RPCStreamWindow
+    /// Loop `i` as a task executor, for stream handlers that run on their loop.
+    let loopExecutors: [ServerLoopExecutor]
 
     init(router: Router, loops: Int, maxCallsInFlightPerConnection: Int, maxRunningNotifications: Int,
-         drainTime: Duration, streamWindow: RPCStreamWindow = .standard) {
+         drainTime: Duration, streamWindow: RPCStreamWindow = .default) {
         self.router = router
         self.drainTime = drainTime
         self.streamWindow = streamWindow
+        self.loopExecutors = (0..<max(loops, 1)).map { ServerLoopExecutor(index: $0) }
         self.loopScratch = (0..<max(loops, 1)).map { _ in LoopScratch() }
         self.borrowedScratch = loopScratch.map { Unmanaged.passUnretained($0) }
         self.running = RunningHandlers(

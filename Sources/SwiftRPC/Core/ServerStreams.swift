@@ -66,10 +66,11 @@ final class ServerStream: @unchecked Sendable {
     /// The job a stream handler's params made: runs with the stream's context.
     typealias Job = @Sendable (RPCContext) async throws -> [UInt8]
 
-    /// Runs `job` in the stream's task, bounded by `timeout`; the outcome ends the stream.
-    func start(_ job: @escaping Job, timeout: Duration?, core: ServerCore) {
+    /// Runs `job` in the stream's task (on `executor`, when given: the connection's loop),
+    /// bounded by `timeout`; the outcome ends the stream.
+    func start(_ job: @escaping Job, timeout: Duration?, executor: ServerLoopExecutor?, core: ServerCore) {
         task.withLock { task in
-            task = Task {
+            task = Task(executorPreference: executor) {
                 let outcome = await Self.$current.withValue(self) { await Self.run(job, self, timeout: timeout) }
                 withExtendedLifetime(core) { self.end(outcome) } // the C server outlives the end
             }
@@ -211,7 +212,12 @@ extension ServerCore {
                                  connection: RPCConnectionID(rawValue: request.pointee.conn), peer: RPCPeer.of(request))
         let stream = ServerStream(handle: handle, kind: handler.kind, context: context, window: streamWindow)
         crpc_stream_set_user(handle, Unmanaged.passRetained(stream).toOpaque()) // released by the core's free
-        stream.start(job, timeout: timeout, core: self)
+        var executor: ServerLoopExecutor?
+        if handler.onLoop {
+            executor = loopExecutors[Int(request.pointee.conn >> 56) % loopExecutors.count]
+            executor!.bind(request.pointee.server)
+        }
+        stream.start(job, timeout: timeout, executor: executor, core: self)
     }
 
     /// Ends a stream at its open, with `error`, and gives its handle back.

@@ -10,8 +10,8 @@ import Synchronization
 /// granted, and this side grants more only as its consumer takes elements (once half the
 /// window is taken), so a slow consumer holds at most its window here.
 ///
-/// `@unchecked Sendable`: all state is behind `state`'s lock. The C handle is used only under
-/// that lock, so no call can reach it after ``releaseHandle()`` dropped the reference.
+/// `@unchecked Sendable`: all state is behind `state`'s lock. The C handle's uses are
+/// counted under it, so no call can reach it after ``releaseHandle()`` dropped the reference.
 final class StreamChannel: @unchecked Sendable {
     /// An element as it arrived: its encoded value and metadata, and what it cost in credit.
     struct Element: Sendable {
@@ -22,6 +22,9 @@ final class StreamChannel: @unchecked Sendable {
 
     private struct State {
         var handle: OpaquePointer?
+        /// ``withHandle(_:)`` calls under way, and whether the reference is to go after them.
+        var handleUsers = 0
+        var released = false
         var inbox: [Element] = []
         var head = 0
         var inboxWaiter: UnsafeContinuation<Void, Never>?
@@ -59,16 +62,33 @@ final class StreamChannel: @unchecked Sendable {
     }
 
     /// Runs `body` with the C handle while the application still holds it; nil after
-    /// ``releaseHandle()``.
+    /// ``releaseHandle()``. The lock is not held during `body`: on the loop thread a C call
+    /// can deliver the stream's events at once (a cancel ends it), which take the lock.
+    /// Instead each use is counted, and the reference is dropped by the last one out.
     func withHandle<R>(_ body: (OpaquePointer) -> R) -> R? {
-        state.withLock { s in s.handle.map(body) }
+        guard let handle = state.withLock({ s -> OpaquePointer? in
+            guard let handle = s.handle, !s.released else { return nil }
+            s.handleUsers += 1
+            return handle
+        }) else { return nil }
+        let result = body(handle)
+        let drop = state.withLock { s -> Bool in
+            s.handleUsers -= 1
+            guard s.released, s.handleUsers == 0, s.handle != nil else { return false }
+            s.handle = nil
+            return true
+        }
+        if drop { crpc_stream_release(handle) }
+        return result
     }
 
-    /// Drops the application's reference to the C stream, once.
+    /// Drops the application's reference to the C stream, once (after the uses under way).
     func releaseHandle() {
         let handle = state.withLock { s -> OpaquePointer? in
-            defer { s.handle = nil }
-            return s.handle
+            s.released = true
+            guard s.handleUsers == 0, let handle = s.handle else { return nil }
+            s.handle = nil
+            return handle
         }
         if let handle { crpc_stream_release(handle) }
     }

@@ -11,30 +11,34 @@ struct StreamHandler: Sendable {
     /// Decodes the opening arguments on the loop thread; its job runs in the stream's task
     /// and returns the encoded reply (nil, `0xc0`, for server and bidirectional streams).
     let handler: RegisteredHandler
+    /// Whether the stream's task runs on its connection's loop (see `RPCServer.register`).
+    let onLoop: Bool
 
     var name: String { handler.name }
 
     /// The same stream method with its handler replaced (the pipeline's wrapping).
     func mapped(_ transform: (RegisteredHandler) -> RegisteredHandler) -> StreamHandler {
-        StreamHandler(kind: kind, handler: transform(handler))
+        StreamHandler(kind: kind, handler: transform(handler), onLoop: onLoop)
     }
 
     private static let nilReply: [UInt8] = [0xc0]
 
-    private init(kind: UInt8, handler: RegisteredHandler) {
+    private init(kind: UInt8, handler: RegisteredHandler, onLoop: Bool) {
         self.kind = kind
         self.handler = handler
+        self.onLoop = onLoop
     }
 
-    private init(_ name: String, kind: UInt8, prepare: @escaping RegisteredHandler.Job) {
-        self.init(kind: kind, handler: RegisteredHandler(name: name, decodesParams: true, body: .async(prepare)))
+    private init(_ name: String, kind: UInt8, onLoop: Bool, prepare: @escaping RegisteredHandler.Job) {
+        self.init(kind: kind, handler: RegisteredHandler(name: name, decodesParams: true, body: .async(prepare)),
+                  onLoop: onLoop)
     }
 
     static func server<Args, Element>(
-        _ method: RPCServerStreamMethod<Args, Element>,
+        _ method: RPCServerStreamMethod<Args, Element>, onLoop: Bool,
         _ handler: @escaping @Sendable (Args, RPCStreamWriter<Element>, RPCContext) async throws -> Void
     ) -> StreamHandler {
-        StreamHandler(method.name, kind: 1) { params in
+        StreamHandler(method.name, kind: 1, onLoop: onLoop) { params in
             let args = try StreamCoding.arguments(Args.self, params: params)
             return { context in
                 try await handler(args, ServerStream.running().writer(), context)
@@ -44,10 +48,10 @@ struct StreamHandler: Sendable {
     }
 
     static func client<Args, Element, Reply>(
-        _ method: RPCClientStreamMethod<Args, Element, Reply>,
+        _ method: RPCClientStreamMethod<Args, Element, Reply>, onLoop: Bool,
         _ handler: @escaping @Sendable (Args, RPCStreamInbound<Element>, RPCContext) async throws -> Reply
     ) -> StreamHandler {
-        StreamHandler(method.name, kind: 2) { params in
+        StreamHandler(method.name, kind: 2, onLoop: onLoop) { params in
             let args = try StreamCoding.arguments(Args.self, params: params)
             return { context in
                 let reply = try await handler(args, ServerStream.running().inbound(), context)
@@ -57,11 +61,11 @@ struct StreamHandler: Sendable {
     }
 
     static func bidi<Args, ClientElement, ServerElement>(
-        _ method: RPCBidiStreamMethod<Args, ClientElement, ServerElement>,
+        _ method: RPCBidiStreamMethod<Args, ClientElement, ServerElement>, onLoop: Bool,
         _ handler: @escaping @Sendable (Args, RPCStreamInbound<ClientElement>, RPCStreamWriter<ServerElement>,
                                         RPCContext) async throws -> Void
     ) -> StreamHandler {
-        StreamHandler(method.name, kind: 3) { params in
+        StreamHandler(method.name, kind: 3, onLoop: onLoop) { params in
             let args = try StreamCoding.arguments(Args.self, params: params)
             return { context in
                 let stream = try ServerStream.running()

@@ -77,6 +77,13 @@ public struct RPCStreamWindow: Sendable, Hashable {
         self.bytes = max(bytes, 1)
     }
 
-    /// Wire protocol v1's default: 16 elements, 64 KiB.
+    /// Wire protocol v1's default (what a peer that sends no `rpc-credit` gets): 16
+    /// elements, 64 KiB.
     public static let standard = RPCStreamWindow(messages: 16, bytes: 65536)
+
+    /// SwiftRPC's default, on both sides: 256 elements, 256 KiB. Measured (W4, 32-byte
+    /// elements, release builds): 16 elements kept a server stream at 0.25-0.35 M
+    /// elements/s, 256 reached 0.55-0.86 M; 64 KiB held 64 KiB uploads to one element
+    /// in flight. What it costs: a stalled stream holds up to 256 KiB and one element.
+    public static let `default` = RPCStreamWindow(messages: 256, bytes: 256 << 10)
 }
