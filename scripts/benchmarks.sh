@@ -93,4 +93,5 @@ done
 python3 scripts/render_benchmarks.py "$results" "$secs" "$reps" >docs/BENCHMARKS.md
 { echo; echo "## Allocations per call"; echo; python3 scripts/alloc_per_call.py 1 3; } >>docs/BENCHMARKS.md
 scripts/transport-benchmarks.sh "$bin/rpcbench" "$secs" "$reps" >>docs/BENCHMARKS.md
+{ echo; scripts/stream-benchmarks.sh "$bin/rpcbench" "$secs" "$reps"; } >>docs/BENCHMARKS.md
 echo "wrote docs/BENCHMARKS.md"

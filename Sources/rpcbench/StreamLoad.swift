@@ -27,6 +27,8 @@ struct StreamWorkload: Sendable {
     static let w4 = StreamWorkload(name: "W4 server stream", kind: .server, payload: 32)
     static let w5 = StreamWorkload(name: "W5 client stream", kind: .client, payload: 64 * 1024)
     static let bidi = StreamWorkload(name: "bidi echo", kind: .bidi, payload: 32)
+    /// W6's producer with a consumer that keeps up: what "10x slower" is measured against.
+    static let w6Producer = StreamWorkload(name: "W6 producer alone", kind: .server, payload: 64 * 1024)
     static let w6 = StreamWorkload(name: "W6 slow consumer", kind: .server, payload: 64 * 1024, duration: 10,
                                    consumerDelay: .milliseconds(1))
 }

@@ -52,6 +52,7 @@ struct SuiteCommand: AsyncParsableCommand {
             case "hol": headOfLine = true
             default:
                 guard let stream = streamNames[name] else { throw ValidationError("unknown workload \(name)") }
+                if name == "w6" { chosenStreams.append(.w6Producer) }
                 chosenStreams.append(stream)
             }
         }
@@ -149,7 +150,10 @@ struct SuiteCommand: AsyncParsableCommand {
         if let w5 = streams.first(where: { $0.workload.hasPrefix("W5") }), let w3 = call("W3"), w3.mbPerSec > 0 {
             lines.append(String(format: "W5 MB/s / W3 MB/s one way (%@): %.2fx", w3.api, w5.mbPerSec / (w3.mbPerSec / 2)))
         }
-        if let w6 = streams.first(where: { $0.workload.hasPrefix("W6") }) {
+        if let w6 = streams.first(where: { $0.workload.hasPrefix("W6 slow") }) {
+            if let alone = streams.first(where: { $0.workload.hasPrefix("W6 producer") }), w6.elementsPerSec > 0 {
+                lines.append(String(format: "W6 consumer %.1fx slower than the producer alone", alone.elementsPerSec / w6.elementsPerSec))
+            }
             lines.append("W6 resident memory growth over the window: client \(w6.clientRSSEndKiB - w6.clientRSSStartKiB) KiB, "
                          + "server \(w6.serverRSSEndKiB - w6.serverRSSStartKiB) KiB")
         }

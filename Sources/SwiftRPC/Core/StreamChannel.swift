@@ -130,6 +130,11 @@ final class StreamChannel: @unchecked Sendable {
                     if s.head == s.inbox.count {
                         s.inbox.removeAll(keepingCapacity: true)
                         s.head = 0
+                    } else if s.head >= 16 && s.head * 2 >= s.inbox.count {
+                        // A consumer that never quite catches up must not keep what it took:
+                        // drop the taken half (amortised O(1) per element).
+                        s.inbox.removeFirst(s.head)
+                        s.head = 0
                     }
                     return .element(element, grant: take(&s, element))
                 }
@@ -202,6 +207,9 @@ final class StreamChannel: @unchecked Sendable {
 
     /// Elements that arrived and were not taken yet.
     var buffered: Int { state.withLock { $0.inbox.count - $0.head } }
+
+    /// Elements held in memory, taken ones not yet dropped included.
+    var held: Int { state.withLock { $0.inbox.count } }
 
     // MARK: Outbound
 
