@@ -170,7 +170,7 @@ extension RPCClient {
 
     private func open(_ name: String, kind: Int32, _ params: [UInt8], _ options: RPCStreamOptions) throws(RPCError)
         -> ClientStreamCall {
-        let call = ClientStreamCall(window: options.window ?? streamWindow)
+        let call = ClientStreamCall(window: options.window ?? streamWindow, owner: handle)
         try handle.openStream(name, kind: kind, params: params, options: options, defaultTimeout: defaultTimeout,
                               window: call.channel.window, call: call)
         return call

@@ -16,11 +16,15 @@ final class ClientStreamCall: @unchecked Sendable {
         var endWaiter: UnsafeContinuation<Void, Never>?
     }
     private let state = Locked(State())
+    /// The client's handle, kept while the stream is: a stream outlived by its client's
+    /// event loop would post its cancel to a loop that is gone.
+    private let owner: ClientHandle
 
     /// Client streams alive in this process (tests check that every one is freed).
     static let alive = Atomic<Int>(0)
 
-    init(window: RPCStreamWindow) {
+    init(window: RPCStreamWindow, owner: ClientHandle) {
+        self.owner = owner
         Self.alive.add(1, ordering: .relaxed)
         // A consumer that stops waiting (its task cancelled) gives the stream up.
         let box = WeakBox<ClientStreamCall>()
