@@ -118,7 +118,14 @@ enum StreamCoding {
 
     static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws(RPCError) -> T {
         if T.self == RPCEncodedValue.self { return RPCEncodedValue(bytes: bytes) as! T }
-        do { return try MessagePackDecoder().decode(type, from: bytes) } catch {
+        do {
+            // A scalar element (bytes, a string, a number) is read from its header: no tree.
+            var scalar: T?
+            if try bytes.withUnsafeBytes({ raw in
+                try MessagePackDecoder().decodeScalar(type, fromBytes: raw, into: { scalar = $0 })
+            }), let scalar { return scalar }
+            return try MessagePackDecoder().decode(type, from: bytes)
+        } catch {
             throw RPCError(.invalidArgument, "the stream element does not decode as \(T.self): \(error)")
         }
     }
