@@ -110,19 +110,19 @@ final class ClientStreamCall: @unchecked Sendable {
         waiter?.resume()
     }
 
+    /// A call's failure (PendingCall's reading of the result), but for the endings only a
+    /// stream has and the words that name a stream.
     private static func failure(of r: crpc_result) -> RPCError? {
         let reason = r.error_msg.map {
             String(decoding: UnsafeRawBufferPointer(start: $0, count: Int(r.error_msg_len)), as: UTF8.self)
         }
-        if r.status == -EOVERFLOW { return RPCError(.resourceExhausted, reason ?? "stream credit exceeded") }
-        if r.status == -EPROTO { return RPCError(.internal, reason ?? "malformed stream frame") }
-        if r.status < 0 {
-            if r.status == -ECANCELED { return RPCError(.cancelled, "the stream was cancelled") }
-            if r.status == -ETIMEDOUT { return RPCError(.deadlineExceeded, "the stream's deadline passed") }
-            return CoreErrors.callFailure(r.status, reason: reason)
+        switch -r.status {
+        case EOVERFLOW: return RPCError(.resourceExhausted, reason ?? "stream credit exceeded")
+        case EPROTO: return RPCError(.internal, reason ?? "malformed stream frame")
+        case ECANCELED: return RPCError(.cancelled, "the stream was cancelled")
+        case ETIMEDOUT: return RPCError(.deadlineExceeded, "the stream's deadline passed")
+        default: return PendingCall.failure(of: r)
         }
-        if r.error_code != 0 { return RPCError(.init(rawValue: Int(r.error_code)), reason ?? "") }
-        return nil
     }
 }
 

@@ -38,14 +38,21 @@ struct ReplySink: @unchecked Sendable {
                 send(conn, msgid, .error(RPCError(.internal, "handler returned bytes that are not one MessagePack value")))
             }
         case .error(let error):
-            // A message is cut to 64 KiB on a character boundary: the peer's decoder gets valid UTF-8.
-            var utf8 = String(error.message.utf8Prefix(maxBytes: Self.maxErrorMessageBytes))
-            utf8.withUTF8 { text in
-                reply.error_code = Int32(clamping: error.code.rawValue)
-                reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
-                reply.error_msg_len = UInt32(text.count)
-                _ = hand(&reply, conn, msgid, metadata)
-            }
+            _ = Self.withError(error, in: &reply) { hand(&$0, conn, msgid, metadata) }
+        }
+    }
+
+    /// Runs `body` with `reply` carrying `error`'s status and message: how every error
+    /// answer (calls', streams' ends) is laid out. A message is cut to 64 KiB on a character
+    /// boundary, so the peer's decoder gets valid UTF-8.
+    static func withError(_ error: RPCError, in reply: inout crpc_reply,
+                          _ body: (inout crpc_reply) -> Int32) -> Int32 {
+        var utf8 = String(error.message.utf8Prefix(maxBytes: maxErrorMessageBytes))
+        return utf8.withUTF8 { text in
+            reply.error_code = Int32(clamping: error.code.rawValue)
+            reply.error_msg = UnsafeRawPointer(text.baseAddress)?.assumingMemoryBound(to: CChar.self)
+            reply.error_msg_len = UInt32(text.count)
+            return body(&reply)
         }
     }
 

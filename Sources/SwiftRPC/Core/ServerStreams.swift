@@ -127,15 +127,7 @@ final class ServerStream: @unchecked Sendable {
         return ExtEntries.with(trailing) { ext, count in
             reply.ext = ext
             reply.ext_count = count
-            if let error {
-                var text = String(error.message.utf8Prefix(maxBytes: ReplySink.maxErrorMessageBytes))
-                return text.withUTF8 { utf8 in
-                    reply.error_code = Int32(clamping: error.code.rawValue)
-                    reply.error_msg = UnsafeRawPointer(utf8.baseAddress)?.assumingMemoryBound(to: CChar.self)
-                    reply.error_msg_len = UInt32(utf8.count)
-                    return crpc_stream_end(handle, &reply)
-                }
-            }
+            if let error { return ReplySink.withError(error, in: &reply) { crpc_stream_end(handle, &$0) } }
             guard let result else { return crpc_stream_end(handle, &reply) }
             return result.withUnsafeBytes { bytes in
                 reply.result = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
@@ -222,14 +214,8 @@ extension ServerCore {
 
     /// Ends a stream at its open, with `error`, and gives its handle back.
     private static func refuse(_ handle: OpaquePointer, _ error: RPCError) {
-        var text = String(error.message.utf8Prefix(maxBytes: ReplySink.maxErrorMessageBytes))
-        text.withUTF8 { utf8 in
-            var reply = crpc_reply()
-            reply.error_code = Int32(clamping: error.code.rawValue)
-            reply.error_msg = UnsafeRawPointer(utf8.baseAddress)?.assumingMemoryBound(to: CChar.self)
-            reply.error_msg_len = UInt32(utf8.count)
-            _ = crpc_stream_end(handle, &reply)
-        }
+        var reply = crpc_reply()
+        _ = ReplySink.withError(error, in: &reply) { crpc_stream_end(handle, &$0) }
         crpc_stream_release(handle)
     }
 }

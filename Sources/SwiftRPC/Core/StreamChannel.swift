@@ -40,6 +40,9 @@ final class StreamChannel: @unchecked Sendable {
     }
 
     private let state: Locked<State>
+    private typealias Waiter = UnsafeContinuation<Void, Never>
+    /// Who may be waiting: the consumer (for an element or the end) or the writer (for credit).
+    private enum Slot { case inbox, writer }
     /// Whether an element has gone either way (a cluster never retries such a stream).
     private let flowedFlag = Atomic<Bool>(false)
     var flowed: Bool { flowedFlag.load(ordering: .relaxed) }
@@ -66,12 +69,23 @@ final class StreamChannel: @unchecked Sendable {
     /// can deliver the stream's events at once (a cancel ends it), which take the lock.
     /// Instead each use is counted, and the reference is dropped by the last one out.
     func withHandle<R>(_ body: (OpaquePointer) -> R) -> R? {
-        guard let handle = state.withLock({ s -> OpaquePointer? in
+        guard let (handle, _) = borrowHandle() else { return nil }
+        defer { giveBack(handle) }
+        return body(handle)
+    }
+
+    /// Counts a use of the handle (nil once released), with the writer's credit epoch as
+    /// of then: one lock round for both on the send path.
+    private func borrowHandle() -> (OpaquePointer, epoch: UInt64)? {
+        state.withLock { s in
             guard let handle = s.handle, !s.released else { return nil }
             s.handleUsers += 1
-            return handle
-        }) else { return nil }
-        let result = body(handle)
+            return (handle, s.writableEpoch)
+        }
+    }
+
+    /// Ends a use; the last one out after ``releaseHandle()`` drops the reference.
+    private func giveBack(_ handle: OpaquePointer) {
         let drop = state.withLock { s -> Bool in
             s.handleUsers -= 1
             guard s.released, s.handleUsers == 0, s.handle != nil else { return false }
@@ -79,7 +93,6 @@ final class StreamChannel: @unchecked Sendable {
             return true
         }
         if drop { crpc_stream_release(handle) }
-        return result
     }
 
     /// Drops the application's reference to the C stream, once (after the uses under way).
@@ -93,29 +106,55 @@ final class StreamChannel: @unchecked Sendable {
         if let handle { crpc_stream_release(handle) }
     }
 
+    // MARK: Waiting
+
+    /// Changes the state with `change` and wakes whoever waits in `slot`.
+    private func update(waking slot: Slot, _ change: (inout State) -> Void = { _ in }) {
+        let waiter = state.withLock { s -> Waiter? in
+            change(&s)
+            switch slot {
+            case .inbox: defer { s.inboxWaiter = nil }; return s.inboxWaiter
+            case .writer: defer { s.writeWaiter = nil }; return s.writeWaiter
+            }
+        }
+        waiter?.resume()
+    }
+
+    /// Suspends in `slot` until `ready` holds (checked under the lock, then again by every
+    /// wake-up's caller); with `cancellable`, the task's cancellation wakes it too.
+    private func wait(in slot: Slot, cancellable: Bool = true, until ready: (State) -> Bool) async {
+        func park(_ c: Waiter) {
+            let now = state.withLock { s -> Bool in
+                if ready(s) { return true }
+                switch slot {
+                case .inbox: s.inboxWaiter = c
+                case .writer: s.writeWaiter = c
+                }
+                return false
+            }
+            if now { c.resume() }
+        }
+        guard cancellable else { return await withUnsafeContinuation(park) }
+        await withTaskCancellationHandler {
+            await withUnsafeContinuation(park)
+        } onCancel: {
+            update(waking: slot)
+        }
+    }
+
     // MARK: Inbound (the core delivers on the loop thread; the consumer takes in its task)
 
     /// An element arrived (loop thread): `bytes` are copied, the frame dies after this.
     func received(_ value: UnsafeRawBufferPointer, metadata: RPCMetadata, frameBytes: Int) {
         flowedFlag.store(true, ordering: .relaxed)
         let element = Element(bytes: Array(value), metadata: metadata, frameBytes: frameBytes)
-        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-            s.inbox.append(element)
-            defer { s.inboxWaiter = nil }
-            return s.inboxWaiter
-        }
-        waiter?.resume()
+        update(waking: .inbox) { $0.inbox.append(element) }
     }
 
     /// The peer will send nothing more: `error` nil after a half-close or an end, else why
     /// the stream failed. Only the first call counts.
     func finishInbound(_ error: RPCError?) {
-        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-            if s.inboundEnd == nil { s.inboundEnd = .some(error) }
-            defer { s.inboxWaiter = nil }
-            return s.inboxWaiter
-        }
-        waiter?.resume()
+        update(waking: .inbox) { s in if s.inboundEnd == nil { s.inboundEnd = .some(error) } }
     }
 
     /// The next element, in order; nil once the peer finished; throws why the stream failed,
@@ -156,22 +195,7 @@ final class StreamChannel: @unchecked Sendable {
                     onConsumerCancelled()
                     throw RPCError(.cancelled, "the stream's consumer was cancelled")
                 }
-                await withTaskCancellationHandler {
-                    await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
-                        let ready = state.withLock { s -> Bool in
-                            if s.head < s.inbox.count || s.inboundEnd != nil { return true }
-                            s.inboxWaiter = c
-                            return false
-                        }
-                        if ready { c.resume() }
-                    }
-                } onCancel: {
-                    let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-                        defer { s.inboxWaiter = nil }
-                        return s.inboxWaiter
-                    }
-                    waiter?.resume()
-                }
+                await wait(in: .inbox) { $0.head < $0.inbox.count || $0.inboundEnd != nil }
             }
         }
     }
@@ -194,14 +218,7 @@ final class StreamChannel: @unchecked Sendable {
                 s.head < s.inbox.count ? true : s.inboundEnd != nil ? false : nil
             }
             if let ready { return ready }
-            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    if s.head < s.inbox.count || s.inboundEnd != nil { return true }
-                    s.inboxWaiter = c
-                    return false
-                }
-                if ready { c.resume() }
-            }
+            await wait(in: .inbox, cancellable: false) { $0.head < $0.inbox.count || $0.inboundEnd != nil }
         }
     }
 
@@ -215,36 +232,27 @@ final class StreamChannel: @unchecked Sendable {
 
     /// Credit arrived (loop thread): a writer waiting for it tries again.
     func wakeWriter() {
-        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-            s.writableEpoch &+= 1
-            defer { s.writeWaiter = nil }
-            return s.writeWaiter
-        }
-        waiter?.resume()
+        update(waking: .writer) { $0.writableEpoch &+= 1 }
     }
 
     /// The stream is over: writes from now on throw `error`. Only the first call counts.
     func endWriting(_ error: RPCError) {
-        let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-            if s.over == nil { s.over = error }
-            defer { s.writeWaiter = nil }
-            return s.writeWaiter
-        }
-        waiter?.resume()
+        update(waking: .writer) { s in if s.over == nil { s.over = error } }
     }
 
     /// Sends one encoded element, waiting while the peer's credit is used up.
     func send(_ value: [UInt8], metadata: RPCMetadata) async throws(RPCError) {
         while true {
-            let epoch = state.withLock { $0.writableEpoch }
+            guard let (handle, epoch) = borrowHandle() else {
+                throw state.withLock { $0.over } ?? RPCError(.cancelled, "the stream has ended")
+            }
             let rc = value.withUnsafeBytes { bytes in
-                withHandle { handle in
-                    ExtEntries.with(metadata) { ext, count in
-                        crpc_stream_send(handle, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                                         UInt32(clamping: bytes.count), ext, count)
-                    }
+                ExtEntries.with(metadata) { ext, count in
+                    crpc_stream_send(handle, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                     UInt32(clamping: bytes.count), ext, count)
                 }
-            } ?? -EPIPE
+            }
+            giveBack(handle)
             switch rc {
             case 0:
                 flowedFlag.store(true, ordering: .relaxed)
@@ -268,21 +276,6 @@ final class StreamChannel: @unchecked Sendable {
     /// Returns once credit was granted after `epoch`, the stream is over, or the task is
     /// cancelled.
     private func waitForCredit(after epoch: UInt64) async {
-        await withTaskCancellationHandler {
-            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    if s.writableEpoch != epoch || s.over != nil { return true }
-                    s.writeWaiter = c
-                    return false
-                }
-                if ready { c.resume() }
-            }
-        } onCancel: {
-            let waiter = state.withLock { s -> UnsafeContinuation<Void, Never>? in
-                defer { s.writeWaiter = nil }
-                return s.writeWaiter
-            }
-            waiter?.resume()
-        }
+        await wait(in: .writer) { $0.writableEpoch != epoch || $0.over != nil }
     }
 }
